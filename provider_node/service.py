@@ -1,0 +1,182 @@
+"""ProviderService: what a data-providing unit answers, and what it refuses.
+
+Every request is checked here, by the unit itself, whatever the platform claims:
+only datasets this unit holds, only their public fields for public calls, and every
+request (answered or refused) is written to the unit's own ledger before it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from importlib import resources
+
+import grpc
+
+from provider_node.ledger import Ledger
+from veil.catalog import Cardinality, Catalog, Classification, Dataset, SharingMode
+from veil.errors import InvalidArgument, PermissionDenied, VeilError
+from veil.server import current_peer
+from veil.store import IDENTITY_USCC, ProviderStore
+from veil.uscc import validate_uscc
+from veil.v1 import provider_pb2, provider_pb2_grpc
+from veil.values import to_record
+
+DEFAULT_EXPORT_BATCH = 1000
+MAX_EXPORT_BATCH = 10_000
+
+
+def catalog_digest() -> str:
+    data = resources.files("veil.catalog").joinpath("annex.toml").read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def public_field_ids(dataset: Dataset) -> list[str]:
+    return [f.id for f in dataset.fields if f.classification == Classification.PUBLIC]
+
+
+class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
+    def __init__(self, unit: str, catalog: Catalog, store: ProviderStore, ledger: Ledger) -> None:
+        self.unit = unit
+        self.catalog = catalog
+        self.store = store
+        self.ledger = ledger
+        self.datasets = {
+            d.id: d for d in catalog.datasets_for_provider(unit) if d.id in store.mapping.tables
+        }
+        self._digest = catalog_digest()
+
+    def _enterprise_count(self) -> int:
+        """Enterprises on record: the largest one-row-per-enterprise dataset."""
+        single = [d.id for d in self.datasets.values() if d.cardinality == Cardinality.ONE]
+        return max((self.store.count(ds_id) for ds_id in single), default=0)
+
+    def _caller(self) -> str:
+        peer = current_peer.get()
+        return f"{peer.role}/{peer.name}" if peer else "unauthenticated"
+
+    def _held(self, dataset_ids: Sequence[str]) -> list[Dataset]:
+        out = []
+        for ds_id in dataset_ids:
+            if ds_id not in self.datasets:
+                raise InvalidArgument(f"dataset {ds_id!r} is not held by provider {self.unit!r}")
+            out.append(self.datasets[ds_id])
+        return out
+
+    async def _record(
+        self,
+        method: str,
+        request_id: str,
+        uscc: str | None,
+        datasets: Sequence[str],
+        outcome: str,
+        detail: str = "",
+    ) -> None:
+        await asyncio.to_thread(
+            self.ledger.record,
+            request_id=request_id,
+            method=method,
+            caller=self._caller(),
+            uscc=uscc,
+            datasets=datasets,
+            outcome=outcome,
+            detail=detail,
+        )
+
+    async def Describe(
+        self, request: provider_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> provider_pb2.DescribeResponse:
+        count = await asyncio.to_thread(self._enterprise_count)
+        categories = sorted({d.category_id for d in self.datasets.values()})
+        return provider_pb2.DescribeResponse(
+            unit=self.unit,
+            categories=categories,
+            datasets=sorted(self.datasets),
+            enterprises=count,
+            catalog_digest=self._digest,
+        )
+
+    async def FetchPublic(
+        self, request: provider_pb2.FetchPublicRequest, context: grpc.aio.ServicerContext
+    ) -> provider_pb2.FetchPublicResponse:
+        requested = list(request.dataset_ids)
+        try:
+            if not request.request_id:
+                raise InvalidArgument("request_id is required")
+            validate_uscc(request.uscc)
+            if not requested:
+                raise InvalidArgument("dataset_ids is empty")
+            datasets = self._held(requested)
+            for ds in datasets:
+                if ds.authorization or not public_field_ids(ds):
+                    raise PermissionDenied(
+                        f"dataset {ds.id!r} needs an enterprise authorization; "
+                        "FetchPublic serves public datasets only"
+                    )
+        except VeilError as exc:
+            await self._record(
+                "FetchPublic",
+                request.request_id,
+                request.uscc or None,
+                requested,
+                "refused",
+                exc.message,
+            )
+            raise
+        await self._record("FetchPublic", request.request_id, request.uscc, requested, "answered")
+        response = provider_pb2.FetchPublicResponse(request_id=request.request_id)
+        for ds in datasets:
+            fields = public_field_ids(ds)
+            found = await asyncio.to_thread(self.store.fetch, request.uscc, fields)
+            out = response.datasets.add(dataset_id=ds.id, source=self.unit)
+            rows = found.get(ds.id, [])
+            for row in rows:
+                out.records.append(to_record(ds.id, row))
+        return response
+
+    async def ExportAggregated(
+        self, request: provider_pb2.ExportAggregatedRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[provider_pb2.ExportAggregatedBatch]:
+        batch_size = request.batch_size or DEFAULT_EXPORT_BATCH
+        requested = list(request.dataset_ids) or sorted(
+            d.id for d in self.datasets.values() if d.mode == SharingMode.PHYSICAL_AGGREGATION
+        )
+        try:
+            if not request.request_id:
+                raise InvalidArgument("request_id is required")
+            if batch_size > MAX_EXPORT_BATCH:
+                raise InvalidArgument(f"batch_size must be at most {MAX_EXPORT_BATCH}")
+            datasets = self._held(requested)
+            for ds in datasets:
+                if ds.mode != SharingMode.PHYSICAL_AGGREGATION:
+                    raise PermissionDenied(
+                        f"dataset {ds.id!r} is shared by {ds.mode.value}, not physical aggregation"
+                    )
+        except VeilError as exc:
+            await self._record(
+                "ExportAggregated", request.request_id, None, requested, "refused", exc.message
+            )
+            raise
+        await self._record("ExportAggregated", request.request_id, None, requested, "answered")
+        for ds in datasets:
+            fields = public_field_ids(ds)
+            total = await asyncio.to_thread(self.store.count, ds.id)
+            batches = self.store.iter_dataset(ds.id, fields, batch_size, identity=True)
+            sent = 0
+            while True:
+                chunk = await asyncio.to_thread(next, batches, None)
+                if chunk is None:
+                    break
+                sent += len(chunk)
+                msg = provider_pb2.ExportAggregatedBatch(
+                    dataset_id=ds.id, total_in_dataset=total, last_of_dataset=sent >= total
+                )
+                for row in chunk:
+                    msg.usccs.append(row.pop(IDENTITY_USCC))
+                    msg.records.append(to_record(ds.id, row))
+                yield msg
+            if sent < total or total == 0:
+                yield provider_pb2.ExportAggregatedBatch(
+                    dataset_id=ds.id, total_in_dataset=total, last_of_dataset=True
+                )

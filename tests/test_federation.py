@@ -1,0 +1,195 @@
+"""End to end through the real daemons: separate processes, mutual TLS, loopback."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.conftest import run
+from veil.certs import init_dev_pki
+from veil.config import TLSConfig
+from veil.tls import PeerIdentity, secure_channel
+from veil.v1 import gateway_pb2, gateway_pb2_grpc, platform_pb2, platform_pb2_grpc
+from veil.values import from_record
+from veil_cli.federation import ADMIN, INSTITUTION
+
+
+def first_uscc(fed: Any) -> str:
+    with (fed.data / "labels.csv").open(newline="") as fh:
+        return str(next(csv.DictReader(fh))["uscc"])
+
+
+async def gateway_call(
+    fed: Any,
+    method: str,
+    request: Any,
+    who: str = INSTITUTION,
+    tls: TLSConfig | None = None,
+    timeout: float = 15.0,
+) -> Any:
+    node = fed.node("gateway")
+    async with secure_channel(
+        node.address, tls or fed.client_tls(who), PeerIdentity("gateway", node.name)
+    ) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        return await getattr(stub, method)(request, timeout=timeout)
+
+
+def test_lookup_returns_public_report(federation: Any) -> None:
+    uscc = first_uscc(federation)
+    answer = run(
+        gateway_call(federation, "LookupEnterprise", gateway_pb2.GatewayLookupRequest(uscc=uscc))
+    )
+    assert answer.uscc == uscc
+    assert answer.name
+    by_id = {d.dataset_id: d for d in answer.datasets}
+    registration = by_id["samr_basic"]
+    assert registration.source == "platform"  # physically aggregated
+    assert len(registration.records) == 1
+    # live public interface calls reached the providers that hold them
+    assert any(d.source == "samr" for d in answer.datasets)
+    assert any(d.source == "court" for d in answer.datasets)
+    # nothing that needs authorization, nothing verification-only, left a provider
+    from veil.catalog import Classification, load_catalog
+
+    catalog = load_catalog()
+    for ds in answer.datasets:
+        for record in ds.records:
+            for field_id in from_record(record):
+                assert catalog.field(field_id).classification == Classification.PUBLIC, field_id
+
+
+def test_invalid_uscc_is_invalid_argument_naming_the_check(federation: Any) -> None:
+    uscc = first_uscc(federation)
+    broken = uscc[:-1] + ("0" if uscc[-1] != "0" else "1")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        run(
+            gateway_call(
+                federation, "LookupEnterprise", gateway_pb2.GatewayLookupRequest(uscc=broken)
+            )
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "check character" in (info.value.details() or "")
+
+
+def test_unknown_enterprise_is_not_found(federation: Any) -> None:
+    from veil_cli.commands.demo import unknown_uscc
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        run(
+            gateway_call(
+                federation,
+                "LookupEnterprise",
+                gateway_pb2.GatewayLookupRequest(uscc=unknown_uscc()),
+            )
+        )
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert unknown_uscc() in (info.value.details() or "")
+
+
+def test_catalog_is_published(federation: Any) -> None:
+    answer = run(gateway_call(federation, "GetCatalog", gateway_pb2.GetCatalogRequest()))
+    assert len({d.category_id for d in answer.datasets}) == 14
+    assert len(answer.digest) == 64
+
+
+def test_client_with_foreign_ca_is_refused_at_tls(federation: Any, tmp_path: Path) -> None:
+    rogue = init_dev_pki(tmp_path, [("institution", INSTITUTION)])[INSTITUTION]
+    tls = TLSConfig(ca=federation.certs / "ca.pem", cert=rogue.cert, key=rogue.key)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        run(
+            gateway_call(
+                federation, "GetCatalog", gateway_pb2.GetCatalogRequest(), tls=tls, timeout=5.0
+            )
+        )
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_institution_cannot_call_the_platform_directly(federation: Any) -> None:
+    node = federation.node("platform")
+
+    async def call() -> Any:
+        async with secure_channel(
+            node.address, federation.client_tls(INSTITUTION), PeerIdentity("platform", node.name)
+        ) as channel:
+            stub = platform_pb2_grpc.PlatformServiceStub(channel)
+            return await stub.ListProviders(platform_pb2.ListProvidersRequest(), timeout=5.0)
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        run(call())
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_every_daemon_serves_reflection(federation: Any) -> None:
+    async def services(node: Any) -> set[str]:
+        async with secure_channel(
+            node.address, federation.client_tls(ADMIN), PeerIdentity(node.role, node.name)
+        ) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+            async def requests() -> Any:
+                yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+            async for response in stub.ServerReflectionInfo(requests(), timeout=5.0):
+                return {s.name for s in response.list_services_response.service}
+        return set()
+
+    expected = {
+        "provider": "veil.v1.ProviderService",
+        "platform": "veil.v1.PlatformService",
+        "gateway": "veil.v1.GatewayService",
+    }
+    for node in federation.nodes:
+        names = run(services(node))
+        assert expected[node.role] in names
+        assert "grpc.health.v1.Health" in names
+
+
+def test_hanging_provider_is_unavailable_within_the_deadline(federation: Any) -> None:
+    import os
+    import signal
+
+    uscc = first_uscc(federation)
+    pid = federation.processes["court"].pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            run(
+                gateway_call(
+                    federation, "LookupEnterprise", gateway_pb2.GatewayLookupRequest(uscc=uscc)
+                )
+            )
+        elapsed = time.monotonic() - t0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "court" in (info.value.details() or "")
+    assert "deadline" in (info.value.details() or "")
+    assert elapsed < 9.0  # the platform's 5 s provider deadline, well inside the gateway's 10 s
+
+
+def test_unreachable_provider_is_unavailable_naming_it(federation: Any) -> None:
+    """Runs last in this module: it stops the court provider."""
+    uscc = first_uscc(federation)
+    proc = federation.processes["court"]
+    proc.terminate()
+    proc.wait(timeout=20)
+    t0 = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        run(
+            gateway_call(
+                federation, "LookupEnterprise", gateway_pb2.GatewayLookupRequest(uscc=uscc)
+            )
+        )
+    elapsed = time.monotonic() - t0
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "court" in (info.value.details() or "")
+    assert elapsed < 10.0
+    assert proc.returncode == 0  # graceful shutdown on SIGTERM

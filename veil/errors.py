@@ -1,0 +1,210 @@
+"""One base error class with specific subclasses, each tied to one gRPC status.
+
+Product code raises these; a single server interceptor (``veil.server``) maps them
+to gRPC status codes with rich details (grpcio-status).  Clients map status codes
+back with :func:`from_rpc_error`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+
+class VeilError(Exception):
+    """Base class of every error Veil raises on purpose.
+
+    ``details`` (string pairs) travel to the client as the metadata of a
+    ``google.rpc.ErrorInfo``; ``extra`` are further ``google.rpc`` detail messages
+    (e.g. ``QuotaFailure``, ``BadRequest``) packed into the same rich status.
+    """
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Mapping[str, str] | None = None,
+        extra: Sequence[Message] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, str] = dict(details or {})
+        self.extra: tuple[Message, ...] = tuple(extra)
+
+
+class InvalidArgument(VeilError):
+    """The caller sent something malformed; the message names what."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class InvalidUSCC(InvalidArgument):
+    """A unified social credit code failed a GB 32100-2015 / GB 11714 check."""
+
+
+class NotFound(VeilError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class Unavailable(VeilError):
+    """A peer could not be reached within its deadline; the message names it."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class PermissionDenied(VeilError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unauthenticated(VeilError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class ResourceExhausted(VeilError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class FailedPrecondition(VeilError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ConfigError(VeilError):
+    """A configuration file is malformed; the message names the file and the key.
+
+    The CLI prints it on one line and exits with status 2.
+    """
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, path: str, key: str, problem: str) -> None:
+        super().__init__(f"{path}: {key}: {problem}")
+        self.path = path
+        self.key = key
+        self.problem = problem
+
+
+_BY_CODE: dict[grpc.StatusCode, type[VeilError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        Unavailable,
+        PermissionDenied,
+        Unauthenticated,
+        ResourceExhausted,
+        FailedPrecondition,
+    )
+}
+
+
+_BY_NAME: dict[str, type[VeilError]] = {
+    cls.__name__: cls for cls in (*_BY_CODE.values(), InvalidUSCC)
+}
+
+
+def _error_info(err: grpc.RpcError) -> tuple[str, dict[str, str]]:
+    """Reason and metadata of the ``ErrorInfo`` in a rich status, if the server sent one."""
+    try:
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    except (ValueError, AttributeError, TypeError):
+        return "", {}
+    if status is not None:
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return info.reason, dict(info.metadata)
+    return "", {}
+
+
+def from_rpc_error(err: grpc.RpcError) -> VeilError:
+    """Turn a client-side ``grpc.RpcError`` into the matching :class:`VeilError`.
+
+    When the server sent a rich status, the ``ErrorInfo`` reason picks the exact
+    subclass (e.g. ``InvalidUSCC`` rather than ``InvalidArgument``) and its metadata
+    becomes ``details``.
+    """
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = err.details() if hasattr(err, "details") else str(err)
+    reason, meta = _error_info(err)
+    cls = _BY_NAME.get(reason) or _BY_CODE.get(code, VeilError)
+    if cls.code != code:
+        cls = _BY_CODE.get(code, VeilError)
+    out = cls(details or code.name, details=meta)
+    out.code = code
+    return out
+
+
+# --- Transparency log (issue 7): Merkle proofs, signed notes, the log store. ---
+
+
+class ProofError(InvalidArgument):
+    """A Merkle inclusion or consistency proof failed to verify.
+
+    Catch this to treat every verification failure alike; the subclasses say why.
+    """
+
+
+class MalformedProof(ProofError):
+    """A proof or its parameters are ill-formed: a hash that is not 32 bytes, an index
+    or size out of range, or a proof with the wrong number of hashes for the sizes."""
+
+
+class RootMismatch(ProofError):
+    """A well-formed proof leads to a root other than the one claimed.
+
+    For a consistency proof between two signed checkpoints this is evidence that the
+    log rewrote its history or showed different views to different parties.
+    """
+
+
+class MalformedHash(InvalidArgument):
+    """A value that must be a 32-byte SHA-256 hash is not."""
+
+
+class InvalidTreeRange(InvalidArgument):
+    """An index or tree size is negative, or sizes are in the wrong order."""
+
+
+class BeyondTreeSize(NotFound):
+    """An index or tree size beyond the log's current size was requested."""
+
+
+class LeafNotFound(NotFound):
+    """No leaf with the given hash exists within the requested tree size."""
+
+
+class LogInconsistent(FailedPrecondition):
+    """The log's stored state is not consistent with a checkpoint it already signed.
+
+    The log refuses to sign: signing would publish a fork.
+    """
+
+
+class NoteError(InvalidArgument):
+    """A signed note, key string or checkpoint was rejected."""
+
+
+class MalformedNote(NoteError):
+    """A signed note (or checkpoint body) does not follow its C2SP syntax."""
+
+
+class InvalidKey(NoteError):
+    """A signer or verifier key string is malformed or inconsistent with its key id."""
+
+
+class InvalidSignature(NoteError):
+    """A signature by a known key failed to verify; the whole note is rejected."""
+
+
+class UnverifiedNote(NoteError):
+    """No signature on the note is from a known key, so its text must be ignored."""
+
+
+class OriginMismatch(NoteError):
+    """A validly signed checkpoint names a different log (origin) than expected."""

@@ -1,0 +1,338 @@
+"""A provider unit's own database, read and written in catalog terms.
+
+:class:`ProviderStore` turns catalog ids into the unit's tables and columns through its
+:class:`~veil.store.mapping.Mapping` and back: callers only ever see dataset ids, field ids
+and catalog values (``str`` for string/code/enum, ``datetime.date`` for dates, ``"YYYY-MM"``
+for months, ``int``, ``float`` for decimals, ``bool``).  Reads select only the requested
+columns, so a field that was not asked for is never read from disk.
+
+Every table is keyed by the enterprise's USCC.  A dataset of cardinality ``one`` uses the
+key column as its primary key (at most one row per enterprise); a ``many`` dataset has a
+surrogate integer row id and a non-unique index on the key.  Rows passed to
+:meth:`ProviderStore.write_rows` and yielded by :meth:`ProviderStore.iter_dataset` carry the
+identity under the catalog's shared key ids ``uscc`` and ``enterprise_name``.
+
+``schema`` (PostgreSQL) places every table in that schema through SQLAlchemy's
+``schema_translate_map``, so one server can hold several units, or isolated test runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping as AbcMapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+)
+from sqlalchemy.types import TypeEngine
+
+from veil.catalog import Cardinality, Catalog, FieldType
+from veil.errors import InvalidArgument
+from veil.store.engine import bulk_load, make_engine
+from veil.store.mapping import IDENTITY_NAME, IDENTITY_USCC, ColumnMap, Mapping, TableMap
+
+__all__ = ["ProviderStore"]
+
+_NATIVE: dict[FieldType, TypeEngine[Any]] = {
+    FieldType.STRING: Text(),
+    FieldType.CODE: String(64),
+    FieldType.ENUM: String(32),
+    FieldType.DATE: Date(),
+    FieldType.MONTH: String(7),
+    FieldType.INTEGER: BigInteger(),
+    FieldType.DECIMAL: Numeric(20, 4, asdecimal=False),
+    FieldType.BOOLEAN: Boolean(),
+}
+_TRANSFORMED: dict[str, TypeEngine[Any]] = {
+    "scale": BigInteger(),
+    "enum": String(16),
+    "date": String(16),
+}
+INSERT_CHUNK = 20_000
+
+
+def _sql_type(cm: ColumnMap) -> TypeEngine[Any]:
+    return _TRANSFORMED[cm.transform.kind] if cm.transform else _NATIVE[cm.type]
+
+
+class ProviderStore:
+    """One unit's database: schema creation, look-ups, streaming export and bulk writes."""
+
+    def __init__(
+        self,
+        url: str,
+        mapping: Mapping,
+        catalog: Catalog,
+        *,
+        schema: str | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self.url = url
+        self.mapping = mapping
+        self.catalog = catalog
+        self.schema = schema
+        base = engine if engine is not None else make_engine(url)
+        self._owns_engine = engine is None
+        self._base_engine = base
+        self.engine = (
+            base.execution_options(schema_translate_map={None: schema}) if schema else base
+        )
+        self.metadata = MetaData()
+        self.tables: dict[str, Table] = {
+            ds_id: self._table(tm) for ds_id, tm in mapping.tables.items()
+        }
+
+    # --- schema -----------------------------------------------------------------------------
+
+    def _table(self, tm: TableMap) -> Table:
+        cols: list[Column[Any]] = []
+        one = tm.cardinality is Cardinality.ONE
+        if tm.row_id:
+            cols.append(Column(tm.row_id, Integer, primary_key=True, autoincrement=True))
+        cols.append(Column(tm.key, String(18), primary_key=one, nullable=False))
+        if tm.name:
+            cols.append(Column(tm.name, Text))
+        cols.extend(Column(cm.column, _sql_type(cm)) for cm in tm.columns.values())
+        table = Table(tm.table, self.metadata, *cols)
+        if not one:
+            Index(f"ix_{tm.table}_{tm.key}", table.c[tm.key])
+        return table
+
+    def create_schema(self) -> None:
+        """Create the unit's tables (generator and development use; units own their schema)."""
+        with self.engine.begin() as conn:
+            if self.schema and conn.dialect.name != "sqlite":
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            self.metadata.create_all(conn)
+
+    def drop_schema(self) -> None:
+        """Drop the unit's tables (development use)."""
+        with self.engine.begin() as conn:
+            self.metadata.drop_all(conn)
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self._base_engine.dispose()
+
+    def __enter__(self) -> ProviderStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _tm(self, dataset_id: str) -> TableMap:
+        self.catalog.dataset(dataset_id)  # InvalidArgument for an unknown id
+        tm = self.mapping.tables.get(dataset_id)
+        if tm is None:
+            raise InvalidArgument(
+                f"dataset {dataset_id!r} is not served by provider {self.mapping.unit!r}"
+            )
+        return tm
+
+    def _group(self, field_ids: Iterable[str]) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for fid in field_ids:
+            fld = self.catalog.field(fid)
+            tm = self.mapping.tables.get(fld.dataset)
+            if tm is None:
+                raise InvalidArgument(
+                    f"field {fid!r} (dataset {fld.dataset}) is not served by provider "
+                    f"{self.mapping.unit!r}"
+                )
+            groups.setdefault(fld.dataset, [])
+            if fid not in groups[fld.dataset]:
+                groups[fld.dataset].append(fid)
+        return groups
+
+    def _select(self, tm: TableMap, field_ids: Sequence[str], identity: bool) -> Any:
+        t = self.tables[tm.dataset_id]
+        cols: list[Any] = []
+        if identity:
+            cols.append(t.c[tm.key])
+            if tm.name:
+                cols.append(t.c[tm.name])
+        cols.extend(t.c[tm.columns[f].column] for f in field_ids)
+        return select(*cols)
+
+    def _convert(
+        self, tm: TableMap, field_ids: Sequence[str], identity: bool, row: Sequence[Any]
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        i = 0
+        if identity:
+            out[IDENTITY_USCC] = row[0]
+            i = 1
+            if tm.name:
+                out[IDENTITY_NAME] = row[1]
+                i = 2
+        for fid, value in zip(field_ids, row[i:], strict=True):
+            cm = tm.columns[fid]
+            if cm.transform is not None:
+                where = f"{self.mapping.unit}: {tm.table}.{cm.column}"
+                value = cm.transform.to_catalog(value, cm.type, where)
+            elif value is not None and cm.type is FieldType.BOOLEAN:
+                value = bool(value)
+            out[fid] = value
+        return out
+
+    def _ordering(self, tm: TableMap) -> list[Any]:
+        t = self.tables[tm.dataset_id]
+        order: list[Any] = []
+        if tm.order_by:
+            order.append(t.c[tm.order_by])
+        if tm.row_id:
+            order.append(t.c[tm.row_id])
+        return order
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def has_enterprise(self, uscc: str) -> bool:
+        """Whether any of the unit's tables holds a row for ``uscc``."""
+        with self.engine.connect() as conn:
+            for ds_id, tm in self.mapping.tables.items():
+                t = self.tables[ds_id]
+                stmt = select(literal(1)).select_from(t).where(t.c[tm.key] == uscc).limit(1)
+                if conn.execute(stmt).first() is not None:
+                    return True
+        return False
+
+    def enterprise_name(self, uscc: str) -> str | None:
+        """The enterprise name the unit records, from the first table that holds one."""
+        with self.engine.connect() as conn:
+            for ds_id, tm in self.mapping.tables.items():
+                if not tm.name:
+                    continue
+                t = self.tables[ds_id]
+                stmt = select(t.c[tm.name]).where(t.c[tm.key] == uscc).limit(1)
+                row = conn.execute(stmt).first()
+                if row is not None and row[0] is not None:
+                    return str(row[0])
+        return None
+
+    def fetch(
+        self, uscc: str, field_ids: Iterable[str], *, identity: bool = False
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Rows of one enterprise: dataset id -> rows of field id -> value.
+
+        Only the requested fields' columns are read.  A dataset without rows for
+        ``uscc`` maps to ``[]``.  ``identity=True`` adds ``uscc``/``enterprise_name``.
+        Raises :class:`~veil.errors.InvalidArgument` for an unknown field or one this
+        unit does not serve.
+        """
+        groups = self._group(field_ids)
+        out: dict[str, list[dict[str, Any]]] = {}
+        with self.engine.connect() as conn:
+            for ds_id, fids in groups.items():
+                tm = self.mapping.tables[ds_id]
+                t = self.tables[ds_id]
+                stmt = self._select(tm, fids, identity).where(t.c[tm.key] == uscc)
+                stmt = stmt.order_by(*self._ordering(tm))
+                out[ds_id] = [self._convert(tm, fids, identity, r) for r in conn.execute(stmt)]
+        return out
+
+    def iter_dataset(
+        self,
+        dataset_id: str,
+        field_ids: Sequence[str] | None = None,
+        batch_size: int = 1000,
+        *,
+        identity: bool = True,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Stream a whole dataset in batches (physical aggregation export).
+
+        Rows come ordered by USCC (then the unit's row order) and carry ``uscc`` and,
+        where recorded, ``enterprise_name`` unless ``identity=False``.  The result is
+        streamed from the server (a server-side cursor on PostgreSQL), so memory stays
+        bounded by ``batch_size``.
+        """
+        tm = self._tm(dataset_id)
+        fids = list(field_ids) if field_ids is not None else list(tm.columns)
+        groups = self._group(fids)
+        if set(groups) - {dataset_id}:
+            raise InvalidArgument(f"all fields must belong to dataset {dataset_id!r}")
+        t = self.tables[dataset_id]
+        stmt = self._select(tm, fids, identity).order_by(t.c[tm.key], *self._ordering(tm))
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=batch_size).execute(stmt)
+            for part in result.partitions():
+                yield [self._convert(tm, fids, identity, r) for r in part]
+
+    def count(self, dataset_id: str) -> int:
+        """Number of rows of a dataset."""
+        self._tm(dataset_id)
+        t = self.tables[dataset_id]
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def write_rows(self, dataset_id: str, rows: Iterable[AbcMapping[str, Any]]) -> int:
+        """Bulk-insert rows given in catalog terms (``uscc`` + field ids); returns the count."""
+        tm = self._tm(dataset_id)
+        stored: list[dict[str, Any]] = []
+        for row in rows:
+            if IDENTITY_USCC not in row:
+                raise InvalidArgument(f"a {dataset_id} row lacks its {IDENTITY_USCC!r} key")
+            rec: dict[str, Any] = {tm.key: row[IDENTITY_USCC]}
+            if tm.name:
+                rec[tm.name] = row.get(IDENTITY_NAME)
+            for fid, cm in tm.columns.items():
+                value = row.get(fid)
+                rec[cm.column] = cm.transform.to_stored(value, cm.type) if cm.transform else value
+            stored.append(rec)
+        return self._insert(tm, stored)
+
+    def write_columns(self, dataset_id: str, columns: AbcMapping[str, Sequence[Any]]) -> int:
+        """Bulk-insert columnar data (``uscc`` + field ids -> equal-length sequences).
+
+        The generator's fast path: transforms run per column and rows are built once.
+        Missing fields are stored as NULL.
+        """
+        tm = self._tm(dataset_id)
+        keys = columns[IDENTITY_USCC]
+        n = len(keys)
+        names: list[str] = [tm.key]
+        data: list[Sequence[Any]] = [keys]
+        if tm.name:
+            names.append(tm.name)
+            data.append(columns.get(IDENTITY_NAME, [None] * n))
+        for fid, cm in tm.columns.items():
+            values = columns.get(fid)
+            if values is None:
+                values = [None] * n
+            elif cm.transform is not None:
+                tf, ftype = cm.transform, cm.type
+                values = [tf.to_stored(v, ftype) for v in values]
+            if len(values) != n:
+                raise InvalidArgument(f"column {fid} of {dataset_id} has {len(values)} != {n}")
+            names.append(cm.column)
+            data.append(values)
+        rows = [dict(zip(names, rec, strict=True)) for rec in zip(*data, strict=True)]
+        return self._insert(tm, rows)
+
+    def _insert(self, tm: TableMap, rows: list[dict[str, Any]]) -> int:
+        if not rows:
+            return 0
+        stmt = insert(self.tables[tm.dataset_id])
+        with self.engine.connect() as conn, bulk_load(conn), conn.begin():
+            for start in range(0, len(rows), INSERT_CHUNK):
+                conn.execute(stmt, rows[start : start + INSERT_CHUNK])
+        return len(rows)

@@ -1,0 +1,1 @@
+"""The one command-line tool, ``veil``; one module per subcommand in ``commands``."""

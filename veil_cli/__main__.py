@@ -1,0 +1,3 @@
+from veil_cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,289 @@
+"""A whole local federation on loopback: certificates, data, configs, processes.
+
+``veil demo`` and the end-to-end tests use this to run the real daemons as separate
+OS processes: the platform, the gateway and one provider node per unit, each with
+its own certificate, configuration file, store and log file under one work directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+
+from veil.catalog import load_catalog
+from veil.certs import init_dev_pki
+from veil.config import TLSConfig
+from veil.errors import Unavailable
+from veil.server import wait_healthy
+from veil.tls import PeerIdentity
+
+DEMO_PROVIDERS = (
+    "samr",
+    "court",
+    "tax",
+    "social_insurance",
+    "housing_fund",
+    "utilities",
+    "real_estate",
+)
+INSTITUTION = "demo-bank"
+ADMIN = "platform-admin"
+STARTUP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+
+
+def node_name(unit: str) -> str:
+    """Certificate names are DNS labels: provider unit ``social_insurance`` runs as
+    node ``social-insurance``."""
+    return unit.replace("_", "-")
+
+
+def unit_of(node: str) -> str:
+    return node.replace("-", "_")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    role: str
+    name: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass
+class Federation:
+    workdir: Path
+    providers: tuple[str, ...] = DEMO_PROVIDERS
+    nodes: list[NodeSpec] = field(default_factory=list)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def certs(self) -> Path:
+        return self.workdir / "certs"
+
+    @property
+    def data(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def configs(self) -> Path:
+        return self.workdir / "config"
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.workdir / "run"
+
+    def node(self, name: str) -> NodeSpec:
+        return next(n for n in self.nodes if n.name == name)
+
+    def client_tls(self, name: str) -> TLSConfig:
+        return TLSConfig(
+            ca=self.certs / "ca.pem",
+            cert=self.certs / f"{name}.pem",
+            key=self.certs / f"{name}.key",
+        )
+
+    # -- set-up -----------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Certificates and configuration files (data is generated separately)."""
+        for d in (self.certs, self.data, self.configs, self.logs, self.run_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.nodes = [NodeSpec("provider", node_name(p), free_port()) for p in self.providers]
+        self.nodes.append(NodeSpec("platform", "platform", free_port()))
+        self.nodes.append(NodeSpec("gateway", "gateway", free_port()))
+        init_dev_pki(
+            self.certs,
+            [(n.role, n.name) for n in self.nodes]
+            + [("institution", INSTITUTION), ("admin", ADMIN)],
+        )
+        catalog = load_catalog()
+        for node in self.nodes:
+            doc: dict[str, object] = {
+                "node": {"role": node.role, "name": node.name, "listen": node.address},
+                "tls": {
+                    "ca": "../certs/ca.pem",
+                    "cert": f"../certs/{node.name}.pem",
+                    "key": f"../certs/{node.name}.key",
+                },
+            }
+            if node.role == "provider":
+                unit = unit_of(node.name)
+                doc["store"] = {"url": f"sqlite:///../data/{unit}.db", "mapping": f"builtin:{unit}"}
+                doc["ledger"] = {"url": f"sqlite:///{self.data / (unit + '-ledger.db')}"}
+                doc["provider"] = {"unit": unit}
+            elif node.role == "platform":
+                doc["store"] = {"url": "sqlite:///../data/platform.db"}
+                doc["platform"] = {"aggregate_interval_s": 3600}
+                doc["peers"] = [
+                    {
+                        "name": p.name,
+                        "role": "provider",
+                        "unit": unit_of(p.name),
+                        "address": p.address,
+                        "categories": sorted(
+                            {d.category_id for d in catalog.datasets_for_provider(unit_of(p.name))}
+                        ),
+                    }
+                    for p in self.nodes
+                    if p.role == "provider"
+                ]
+            else:
+                platform = self.node("platform")
+                doc["peers"] = [
+                    {"name": platform.name, "role": "platform", "address": platform.address}
+                ]
+            path = self.configs / f"{node.name}.toml"
+            path.write_text(tomli_w.dumps(doc))
+        self.write_client_config(INSTITUTION, self.workdir / "client.toml", platform=False)
+        self.write_client_config(ADMIN, self.workdir / "admin.toml", platform=True)
+
+    def write_client_config(self, name: str, path: Path, *, platform: bool) -> None:
+        gateway = self.node("gateway")
+        doc: dict[str, object] = {
+            "gateway": {"address": gateway.address, "name": gateway.name},
+            "tls": {
+                "ca": "certs/ca.pem",
+                "cert": f"certs/{name}.pem",
+                "key": f"certs/{name}.key",
+            },
+        }
+        if platform:
+            node = self.node("platform")
+            doc["platform"] = {"address": node.address, "name": node.name}
+        path.write_text(tomli_w.dumps(doc))
+
+    # -- processes ---------------------------------------------------------------------
+
+    def start(self, *, detach: bool = False) -> None:
+        """Start every node as its own OS process; providers first."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        order = sorted(self.nodes, key=lambda n: ("provider", "platform", "gateway").index(n.role))
+        for node in order:
+            log = (self.logs / f"{node.name}.log").open("ab")
+            cmd = [
+                sys.executable,
+                "-m",
+                "veil_cli",
+                node.role,
+                "serve",
+                "--config",
+                str(self.configs / f"{node.name}.toml"),
+            ]
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=detach,
+                env=env,
+            )
+            log.close()
+            self.processes[node.name] = proc
+            (self.run_dir / f"{node.name}.pid").write_text(str(proc.pid))
+
+    async def wait_healthy(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        tls = self.client_tls(ADMIN)
+        deadline = time.monotonic() + timeout_s
+
+        async def one(node: NodeSpec) -> None:
+            remaining = max(0.5, deadline - time.monotonic())
+            proc = self.processes.get(node.name)
+            try:
+                await wait_healthy(
+                    node.address, tls, PeerIdentity(node.role, node.name), timeout_s=remaining
+                )
+            except Exception as exc:
+                exited = proc is not None and proc.poll() is not None
+                why = f"exited with {proc.returncode}" if exited and proc else str(exc)
+                raise Unavailable(
+                    f"{node.role} {node.name} did not become healthy: {why} "
+                    f"(see {self.logs / (node.name + '.log')})"
+                ) from None
+
+        await asyncio.gather(*(one(n) for n in self.nodes))
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> dict[str, int | None]:
+        """SIGTERM every node (gateway first), wait, and return each exit code."""
+        order = sorted(self.nodes, key=lambda n: ("gateway", "platform", "provider").index(n.role))
+        for node in order:
+            proc = self.processes.get(node.name)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        deadline = time.monotonic() + timeout_s
+        for node in order:
+            proc = self.processes.get(node.name)
+            if proc is None:
+                continue
+            try:
+                codes[node.name] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                codes[node.name] = None
+            (self.run_dir / f"{node.name}.pid").unlink(missing_ok=True)
+        return codes
+
+
+def stop_detached(workdir: Path, timeout_s: float = STOP_TIMEOUT_S) -> dict[str, bool]:
+    """Stop a federation left running by ``veil demo --keep-running`` (pid files)."""
+    run_dir = workdir / "run"
+    pids: dict[str, int] = {}
+    for pid_file in sorted(run_dir.glob("*.pid")) if run_dir.exists() else []:
+        try:
+            pids[pid_file.stem] = int(pid_file.read_text().strip())
+        except ValueError:
+            pid_file.unlink()
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    stopped: dict[str, bool] = {}
+    deadline = time.monotonic() + timeout_s
+    for name, pid in pids.items():
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            stopped[name] = False
+        else:
+            stopped[name] = True
+        (run_dir / f"{name}.pid").unlink(missing_ok=True)
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True

@@ -1,0 +1,61 @@
+"""``veil``: entry point.  Each subcommand lives in ``veil_cli.commands.<name>`` and
+exposes ``add_parser(subparsers)`` and ``run(args) -> int``.
+
+Exit codes: 0 success, 1 a failed operation (the error is printed), 2 bad usage or a
+malformed configuration file (one line naming the file and the key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from veil.errors import ConfigError, VeilError
+
+COMMANDS = (
+    "certs",
+    "data",
+    "provider",
+    "platform",
+    "gateway",
+    "demo",
+    "lookup",
+    "catalog",
+    "status",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="veil",
+        description="Veil: a privacy-preserving 'usable but invisible' credit data gateway.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"veil_cli.commands.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.run(args)
+        return code
+    except ConfigError as exc:
+        print(f"veil: config error: {exc.message}", file=sys.stderr)
+        return 2
+    except VeilError as exc:
+        print(f"veil: {exc.code.name}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
