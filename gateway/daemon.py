@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import grpc
 
+from gateway.audit_service import audit_service_binding
+from gateway.auth import ClientAssertionInterceptor, InstitutionKeyCache
+from gateway.authorization import AuthorizationForwarder
 from gateway.service import GatewayServicer
 from veil.catalog import load_catalog
 from veil.config import NodeConfig
@@ -13,9 +16,21 @@ from veil.node import RunningNode
 from veil.server import ServiceBinding
 from veil.server import create_server as create_grpc_server
 from veil.tls import PeerIdentity, secure_channel
-from veil.v1 import gateway_pb2, gateway_pb2_grpc, platform_pb2_grpc
+from veil.tokens import gateway_audience
+from veil.trust import load_eia_keys
+from veil.v1 import (
+    authorization_pb2,
+    authorization_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    platform_pb2_grpc,
+)
 
-ALLOWED_ROLES = frozenset({"institution", "enterprise", "auditor", "admin"})
+# "provider": data-providing units read the log entries concerning them through
+# AuditService.  Every GatewayService/AuthorizationService method except the public
+# GetCatalog and GetJwks needs a client assertion (gateway/auth.py), bound to the
+# certificate's identity; AuditService checks certificate roles itself.
+ALLOWED_ROLES = frozenset({"institution", "enterprise", "auditor", "admin", "provider"})
 
 
 async def create_node(config: NodeConfig) -> RunningNode:
@@ -26,19 +41,32 @@ async def create_node(config: NodeConfig) -> RunningNode:
         )
     peer = platforms[0]
     channel = secure_channel(peer.address, config.tls, PeerIdentity("platform", peer.name))
-    servicer = GatewayServicer(load_catalog(), platform_pb2_grpc.PlatformServiceStub(channel))
+    platform = platform_pb2_grpc.PlatformServiceStub(channel)
+    servicer = GatewayServicer(load_catalog(), platform)
     binding = ServiceBinding(
         name=gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
         register=lambda server: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
             servicer, server
         ),
     )
+    forwarder = AuthorizationForwarder(authorization_pb2_grpc.AuthorizationServiceStub(channel))
+    authorization = ServiceBinding(
+        name=authorization_pb2.DESCRIPTOR.services_by_name["AuthorizationService"].full_name,
+        register=lambda server: authorization_pb2_grpc.add_AuthorizationServiceServicer_to_server(
+            forwarder, server
+        ),
+    )
+    assertions = ClientAssertionInterceptor(
+        audience=gateway_audience(config.name),
+        institutions=InstitutionKeyCache(platform),
+        eia_keys=load_eia_keys(config),
+    )
     server, port, health = await create_grpc_server(
         config.listen,
         config.tls,
-        [binding],
+        [binding, authorization, audit_service_binding(channel)],
         allowed_roles=ALLOWED_ROLES,
-        extra_interceptors=[MetricsInterceptor()],
+        extra_interceptors=[MetricsInterceptor(), assertions],
     )
     serve_metrics(config.metrics_listen)
 

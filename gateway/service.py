@@ -1,4 +1,4 @@
-"""GatewayService: what institutions, enterprises and auditors may ask."""
+"""GatewayService: what institutions may ask, and what anyone may read (catalog, keys)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,19 @@ import uuid
 import grpc
 
 from gateway.catalog_view import catalog_response
+from gateway.forward import require_caller, to_platform
 from veil.catalog import Catalog
-from veil.errors import InvalidArgument, PermissionDenied, Unavailable, from_rpc_error
-from veil.server import current_peer
-from veil.tls import PeerIdentity
+from veil.errors import InvalidArgument
 from veil.uscc import validate_uscc
 from veil.v1 import gateway_pb2, gateway_pb2_grpc, platform_pb2, platform_pb2_grpc
 
-PLATFORM_TIMEOUT_S = 10.0
 MAX_REQUEST_ID_LEN = 64
 
 
-def require_role(*roles: str) -> PeerIdentity:
-    peer = current_peer.get()
-    if peer is None or peer.role not in roles:
-        raise PermissionDenied(f"this call is for role(s) {', '.join(roles)}")
-    return peer
+def request_id_of(given: str) -> str:
+    if len(given) > MAX_REQUEST_ID_LEN:
+        raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID_LEN} characters")
+    return given or uuid.uuid4().hex
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -35,32 +32,59 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def LookupEnterprise(
         self, request: gateway_pb2.GatewayLookupRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GatewayLookupResponse:
-        peer = require_role("institution")
+        caller = require_caller("institution")
         validate_uscc(request.uscc)
-        if len(request.request_id) > MAX_REQUEST_ID_LEN:
-            raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID_LEN} characters")
-        request_id = request.request_id or uuid.uuid4().hex
-        try:
-            answer = await self.platform.LookupEnterprise(
-                platform_pb2.LookupEnterpriseRequest(
-                    request_id=request_id, uscc=request.uscc, institution_id=peer.name
-                ),
-                timeout=PLATFORM_TIMEOUT_S,
-            )
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise Unavailable(
-                    f"the platform did not answer within {PLATFORM_TIMEOUT_S:g} s"
-                ) from None
-            raise from_rpc_error(err) from None
+        answer = await to_platform(
+            self.platform.LookupEnterprise,
+            platform_pb2.LookupEnterpriseRequest(
+                request_id=request_id_of(request.request_id),
+                uscc=request.uscc,
+                institution_id=caller.subject,
+            ),
+            caller,
+        )
         return gateway_pb2.GatewayLookupResponse(
             request_id=answer.request_id,
             uscc=answer.uscc,
             name=answer.name,
             datasets=answer.datasets,
+            log_index=answer.log_index,
+        )
+
+    async def FetchAuthorized(
+        self,
+        request: gateway_pb2.GatewayFetchAuthorizedRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> gateway_pb2.GatewayFetchAuthorizedResponse:
+        caller = require_caller("institution")
+        validate_uscc(request.uscc)
+        answer = await to_platform(
+            self.platform.FetchAuthorized,
+            platform_pb2.FetchAuthorizedRequest(
+                request_id=request_id_of(request.request_id),
+                uscc=request.uscc,
+                fields=request.fields,
+                grant_id=request.grant_id,
+                purpose=request.purpose,
+                loan_ref=request.loan_ref,
+            ),
+            caller,
+        )
+        return gateway_pb2.GatewayFetchAuthorizedResponse(
+            request_id=answer.request_id,
+            uscc=answer.uscc,
+            grant_id=answer.grant_id,
+            datasets=answer.datasets,
+            log_index=answer.log_index,
         )
 
     async def GetCatalog(
         self, request: gateway_pb2.GetCatalogRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetCatalogResponse:
         return self.catalog_msg
+
+    async def GetJwks(
+        self, request: gateway_pb2.GatewayGetJwksRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GatewayJwks:
+        answer = await to_platform(self.platform.GetJwks, platform_pb2.GetJwksRequest(), None)
+        return gateway_pb2.GatewayJwks(jwks_json=answer.jwks_json)

@@ -6,12 +6,21 @@ import asyncio
 import contextlib
 
 import grpc
+from sqlalchemy import Engine
 
 from platform_node.aggregation import aggregate_forever
+from platform_node.audit import AuditLog, log_settings
+from platform_node.authorization import AuthorizationServicer
+from platform_node.callers import CallerCheck
+from platform_node.detail import AuthorizedDetail
+from platform_node.institutions_service import InstitutionRegistryServicer
+from platform_node.log_service import log_service_binding
 from platform_node.providers import ProviderRegistry
 from platform_node.public_store import PublicStore
-from platform_node.service import PlatformServicer
-from veil.catalog import load_catalog
+from platform_node.registry import GrantRegistry, InstitutionRegistry, ReplayGuard
+from platform_node.service import AuthorizationParts, PlatformServicer
+from platform_node.signing import load_platform_keys
+from veil.catalog import Catalog, load_catalog
 from veil.config import NodeConfig
 from veil.errors import ConfigError
 from veil.metrics import MetricsInterceptor, serve_metrics
@@ -19,9 +28,18 @@ from veil.node import RunningNode
 from veil.server import ServiceBinding
 from veil.server import create_server as create_grpc_server
 from veil.store import make_engine
-from veil.v1 import platform_pb2, platform_pb2_grpc
+from veil.trust import load_eia_keys
+from veil.v1 import (
+    authorization_pb2,
+    authorization_pb2_grpc,
+    institution_pb2,
+    institution_pb2_grpc,
+    platform_pb2,
+    platform_pb2_grpc,
+)
 
-ALLOWED_ROLES = frozenset({"gateway", "admin"})
+# Providers call GetJwks and ListRevocations only; every handler checks its own roles.
+ALLOWED_ROLES = frozenset({"gateway", "admin", "provider"})
 DEFAULT_AGGREGATE_INTERVAL_S = 3600.0
 
 
@@ -35,6 +53,30 @@ def aggregate_interval(config: NodeConfig) -> float | None:
     return float(value) or None
 
 
+def build_authorization(
+    config: NodeConfig,
+    catalog: Catalog,
+    providers: ProviderRegistry,
+    engine: Engine,
+    audit: AuditLog,
+) -> AuthorizationParts:
+    """Registries on the platform's store, its signing keys and the EIA's keys."""
+    institutions = InstitutionRegistry(engine)
+    grants = GrantRegistry(engine, load_eia_keys(config), institutions)
+    callers = CallerCheck(institutions, ReplayGuard(engine))
+    keys = load_platform_keys(config)
+    detail = AuthorizedDetail(
+        catalog=catalog,
+        providers=providers,
+        institutions=institutions,
+        grants=grants,
+        callers=callers,
+        keys=keys,
+        audit=audit,
+    )
+    return AuthorizationParts(callers, institutions, grants, keys, detail)
+
+
 async def create_node(config: NodeConfig) -> RunningNode:
     if not config.store_url:
         raise ConfigError(str(config.path), "store.url", "is required for the platform")
@@ -42,23 +84,41 @@ async def create_node(config: NodeConfig) -> RunningNode:
     catalog = load_catalog()
     registry = ProviderRegistry(config.peers, config.tls, config.call_timeout_s)
     store = PublicStore(make_engine(config.store_url))
-    servicer = PlatformServicer(catalog, registry, store)
+    audit = await AuditLog.open(
+        config.store_url, log_settings(config), actor=f"platform/{config.name}"
+    )
+    authz = build_authorization(config, catalog, registry, store.engine, audit)
+    servicer = PlatformServicer(catalog, registry, store, audit=audit, authz=authz)
     binding = ServiceBinding(
         name=platform_pb2.DESCRIPTOR.services_by_name["PlatformService"].full_name,
         register=lambda server: platform_pb2_grpc.add_PlatformServiceServicer_to_server(
             servicer, server
         ),
     )
+    institutions = InstitutionRegistryServicer(authz.institutions, audit)
+    institutions_binding = ServiceBinding(
+        name=institution_pb2.DESCRIPTOR.services_by_name["InstitutionRegistry"].full_name,
+        register=lambda server: institution_pb2_grpc.add_InstitutionRegistryServicer_to_server(
+            institutions, server
+        ),
+    )
+    grants = AuthorizationServicer(authz.grants, authz.callers, audit)
+    grants_binding = ServiceBinding(
+        name=authorization_pb2.DESCRIPTOR.services_by_name["AuthorizationService"].full_name,
+        register=lambda server: authorization_pb2_grpc.add_AuthorizationServiceServicer_to_server(
+            grants, server
+        ),
+    )
     server, port, health = await create_grpc_server(
         config.listen,
         config.tls,
-        [binding],
+        [binding, institutions_binding, grants_binding, log_service_binding(audit)],
         allowed_roles=ALLOWED_ROLES,
         extra_interceptors=[MetricsInterceptor()],
     )
     serve_metrics(config.metrics_listen)
     task = (
-        asyncio.create_task(aggregate_forever(registry, store, interval))
+        asyncio.create_task(aggregate_forever(registry, store, interval, audit))
         if interval is not None
         else None
     )
@@ -68,6 +128,7 @@ async def create_node(config: NodeConfig) -> RunningNode:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await audit.close()
         await registry.close()
 
     return RunningNode(server, port, health, on_stop=stop_background)

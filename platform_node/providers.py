@@ -113,6 +113,28 @@ class ProviderRegistry:
         except grpc.aio.AioRpcError as err:
             raise provider_error(name, err, self.timeout_s) from None
 
+    async def fetch_authorized(
+        self,
+        unit: str,
+        request_id: str,
+        uscc: str,
+        fields: Sequence[str],
+        request_token: str,
+        grant_jws: str,
+    ) -> provider_pb2.ProviderFetchAuthorizedResponse:
+        link = self.link(unit)
+        request = provider_pb2.ProviderFetchAuthorizedRequest(
+            request_id=request_id,
+            uscc=uscc,
+            fields=list(fields),
+            request_token=request_token,
+            grant_jws=grant_jws,
+        )
+        try:
+            return await link.stub.FetchAuthorized(request, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise provider_error(link.name, err, self.timeout_s) from None
+
     async def export_aggregated(
         self, unit: str, request_id: str, dataset_ids: Sequence[str] = ()
     ) -> AsyncIterator[provider_pb2.ExportAggregatedBatch]:

@@ -2,34 +2,71 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import grpc
 
+from provider_node.guard import REVOCATION_POLL_S, Guard, PlatformKeys
 from provider_node.ledger import Ledger
 from provider_node.service import ProviderServicer
 from provider_node.settings import provider_settings
 from veil.catalog import load_catalog
 from veil.config import NodeConfig
+from veil.errors import ConfigError
 from veil.metrics import MetricsInterceptor, serve_metrics
 from veil.node import RunningNode
 from veil.server import ServiceBinding
 from veil.server import create_server as create_grpc_server
 from veil.store import ProviderStore, load_mapping
-from veil.v1 import provider_pb2, provider_pb2_grpc
+from veil.tls import PeerIdentity, secure_channel
+from veil.trust import load_eia_keys
+from veil.v1 import platform_pb2_grpc, provider_pb2, provider_pb2_grpc
 
 ALLOWED_ROLES = frozenset({"platform"})
 
 
-def build_servicer(config: NodeConfig) -> ProviderServicer:
+def build_servicer(config: NodeConfig, guard: Guard | None = None) -> ProviderServicer:
     settings = provider_settings(config)
     catalog = load_catalog()
-    mapping = settings.mapping.removeprefix("builtin:")
-    store = ProviderStore(config.store_url, load_mapping(mapping, catalog), catalog)
-    ledger_url = config.section("ledger").get("url", config.store_url)
-    return ProviderServicer(settings.unit, catalog, store, Ledger.open(str(ledger_url)))
+    mapping = load_mapping(settings.mapping.removeprefix("builtin:"), catalog)
+    if mapping.unit != settings.unit:
+        raise ConfigError(
+            str(config.path),
+            "store.mapping",
+            f"maps unit {mapping.unit!r}, but this node serves provider.unit {settings.unit!r}",
+        )
+    store = ProviderStore(config.store_url, mapping, catalog)
+    ledger = Ledger.open(str(config.section("ledger").get("url", config.store_url)))
+    return ProviderServicer(settings.unit, catalog, store, ledger, guard)
 
 
 async def create_node(config: NodeConfig) -> RunningNode:
-    servicer = build_servicer(config)
+    settings = provider_settings(config)
+    ledger_url = str(config.section("ledger").get("url", config.store_url))
+    guard = None
+    channel = None
+    poller: asyncio.Task[None] | None = None
+    if "authorization" in config.raw:
+        platforms = [p for p in config.peers if p.role == "platform"]
+        if len(platforms) != 1:
+            raise ConfigError(
+                str(config.path),
+                "peers",
+                "authorized requests need exactly one peer with role = 'platform' (its keys "
+                "and revocations are fetched from it)",
+            )
+        peer = platforms[0]
+        channel = secure_channel(peer.address, config.tls, PeerIdentity("platform", peer.name))
+        platform = platform_pb2_grpc.PlatformServiceStub(channel)
+        guard = Guard(
+            unit=settings.unit,
+            engine=Ledger.open(ledger_url).engine,
+            eia_keys=load_eia_keys(config),
+            platform_keys=PlatformKeys(platform),
+        )
+        poller = asyncio.create_task(guard.poll_revocations(platform, REVOCATION_POLL_S))
+    servicer = build_servicer(config, guard)
     binding = ServiceBinding(
         name=provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
         register=lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(
@@ -44,7 +81,16 @@ async def create_node(config: NodeConfig) -> RunningNode:
         extra_interceptors=[MetricsInterceptor()],
     )
     serve_metrics(config.metrics_listen)
-    return RunningNode(server, port, health)
+
+    async def stop_background() -> None:
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        if channel is not None:
+            await channel.close(None)
+
+    return RunningNode(server, port, health, on_stop=stop_background)
 
 
 async def create_server(config: NodeConfig) -> tuple[grpc.aio.Server, int]:

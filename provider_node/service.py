@@ -14,9 +14,10 @@ from importlib import resources
 
 import grpc
 
+from provider_node.guard import Guard
 from provider_node.ledger import Ledger
 from veil.catalog import Cardinality, Catalog, Classification, Dataset, SharingMode
-from veil.errors import InvalidArgument, PermissionDenied, VeilError
+from veil.errors import FailedPrecondition, InvalidArgument, PermissionDenied, VeilError
 from veil.server import current_peer
 from veil.store import IDENTITY_USCC, ProviderStore
 from veil.uscc import validate_uscc
@@ -37,8 +38,16 @@ def public_field_ids(dataset: Dataset) -> list[str]:
 
 
 class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
-    def __init__(self, unit: str, catalog: Catalog, store: ProviderStore, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        unit: str,
+        catalog: Catalog,
+        store: ProviderStore,
+        ledger: Ledger,
+        guard: Guard | None = None,
+    ) -> None:
         self.unit = unit
+        self.guard = guard
         self.catalog = catalog
         self.store = store
         self.ledger = ledger
@@ -180,3 +189,66 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
                 yield provider_pb2.ExportAggregatedBatch(
                     dataset_id=ds.id, total_in_dataset=total, last_of_dataset=True
                 )
+
+    async def FetchAuthorized(
+        self,
+        request: provider_pb2.ProviderFetchAuthorizedRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> provider_pb2.ProviderFetchAuthorizedResponse:
+        fields = list(request.fields)
+        datasets: list[str] = []
+        try:
+            if self.guard is None:
+                raise FailedPrecondition(
+                    f"provider {self.unit!r} is not configured for authorized requests "
+                    "([authorization] eia_jwks and a platform peer)"
+                )
+            if not request.request_id:
+                raise InvalidArgument("request_id is required")
+            validate_uscc(request.uscc)
+            if not fields:
+                raise InvalidArgument("fields is empty")
+            datasets = sorted({self._held_field(f) for f in fields})
+            claims, grant = await self.guard.check(
+                request_id=request.request_id,
+                uscc=request.uscc,
+                fields=fields,
+                request_token=request.request_token,
+                grant_jws=request.grant_jws,
+            )
+        except VeilError as exc:
+            await self._record(
+                "FetchAuthorized",
+                request.request_id,
+                request.uscc or None,
+                datasets,
+                "refused",
+                exc.message,
+            )
+            raise
+        detail = (
+            f"institution={claims.institution};purpose={claims.purpose};"
+            f"loan_ref={claims.loan_ref};grant={grant.grant_id};fields={','.join(sorted(fields))}"
+        )
+        await self._record(
+            "FetchAuthorized", request.request_id, request.uscc, datasets, "answered", detail
+        )
+        found = await asyncio.to_thread(self.store.fetch, request.uscc, fields)
+        response = provider_pb2.ProviderFetchAuthorizedResponse(request_id=request.request_id)
+        for ds_id in datasets:
+            out = response.datasets.add(dataset_id=ds_id, source=self.unit)
+            for row in found.get(ds_id, []):
+                out.records.append(to_record(ds_id, row))
+        return response
+
+    def _held_field(self, field_id: str) -> str:
+        """The dataset of a field this provider may return as a value; refuse others."""
+        field = self.catalog.field(field_id)
+        if field.dataset_id not in self.datasets:
+            raise InvalidArgument(f"field {field_id!r} is not held by provider {self.unit!r}")
+        if field.classification == Classification.VERIFICATION_ONLY:
+            raise PermissionDenied(
+                f"field {field_id!r} is verification-only: it never leaves provider "
+                f"{self.unit!r} as a value, whatever the grant says"
+            )
+        return field.dataset_id

@@ -346,7 +346,8 @@ def inclusion_probes(
     if proof:
         probes.append(("removed component", index, size, root, leaf, proof[:-1]))
     if len(proof) > 1:
-        probes.append(("inserted component", index, size, root, leaf, [proof[0], SOME_HASH, *proof[1:]]))  # fmt: skip
+        inserted = [proof[0], SOME_HASH, *proof[1:]]
+        probes.append(("inserted component", index, size, root, leaf, inserted))
     return probes
 
 

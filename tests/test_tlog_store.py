@@ -109,9 +109,7 @@ def check_storage(db_url: str, size: int) -> None:
     assert [r[0] for r in rows] == list(range(size))
     hashes = [m.leaf_hash(bytes(r[2])) for r in rows]
     assert [bytes(r[1]) for r in rows] == hashes
-    expected = {
-        node_key(lv, ix): h for lv, ix, h in m.append_leaf_hashes([], 0, hashes) if lv > 0
-    }
+    expected = {node_key(lv, ix): h for lv, ix, h in m.append_leaf_hashes([], 0, hashes) if lv > 0}
     stored = {int(k): bytes(h) for k, h in raw(db_url, "SELECT id, hash FROM tlog_nodes")}
     assert stored == expected
     assert raw(db_url, "SELECT size FROM tlog_head") == [(size,)]

@@ -208,3 +208,114 @@ class UnverifiedNote(NoteError):
 
 class OriginMismatch(NoteError):
     """A validly signed checkpoint names a different log (origin) than expected."""
+
+
+# --- Tokens and authorization (issue 3): veil.tokens. ---
+
+
+class TokenError(Unauthenticated):
+    """A credential (a JWS token, an enterprise key certificate, a key id) was rejected.
+
+    The caller is not authenticated: UNAUTHENTICATED.  Messages name the token kind and
+    the check that failed, never the token itself or any key material.
+    """
+
+
+class InvalidToken(TokenError):
+    """A token is malformed or a claim fails a check; the subclasses say which kind."""
+
+
+class BadSignature(InvalidToken):
+    """A signature does not verify with the key its ``kid`` names (forged or altered)."""
+
+
+class DisallowedAlgorithm(InvalidToken):
+    """The header ``alg`` is not EdDSA/ES256, or not the algorithm of the verifying key
+    (``none``, HMAC key confusion, RSA)."""
+
+
+class NotYetValid(InvalidToken):
+    """``iat`` (or ``nbf``) lies in the future beyond the clock-skew allowance."""
+
+
+class LifetimeTooLong(InvalidToken):
+    """``exp - iat`` exceeds the maximum lifetime for the token kind."""
+
+
+class CertificateMismatch(InvalidToken):
+    """An enterprise-signed token does not match the EIA key certificate it carries
+    (another USCC, another ``kid``)."""
+
+
+class ExpiredToken(TokenError):
+    """A token or an enterprise key certificate is past its ``exp`` (beyond clock skew)."""
+
+
+class UnknownKey(TokenError):
+    """No trusted key has the ``kid`` (or issuer) the token names."""
+
+
+class WrongAudience(TokenError):
+    """The token's ``aud`` is not this verifier."""
+
+
+class WrongTokenType(TokenError):
+    """The header ``typ`` is not the kind expected here (e.g. a grant shown as a client
+    assertion): one token kind can never be replayed as another."""
+
+
+class AuthorizationError(PermissionDenied):
+    """Valid credentials, but the request is not allowed: PERMISSION_DENIED."""
+
+
+class ScopeExceeded(AuthorizationError):
+    """The request reaches beyond what the grant allows (fields or use)."""
+
+
+class RequestFieldsMismatch(ScopeExceeded):
+    """The fields asked of a provider are not exactly the fields in the request token."""
+
+
+class UseNotGranted(ScopeExceeded):
+    """The request token's use (fetch / verify / score) is not among the grant's uses."""
+
+
+class PurposeMismatch(AuthorizationError):
+    """The request's purpose or loan reference is not the grant's."""
+
+
+class GrantNotActive(AuthorizationError):
+    """The grant is outside its window (not yet active or expired)."""
+
+
+class GrantMismatch(AuthorizationError):
+    """The request token and the grant disagree on grant id, enterprise or institution."""
+
+
+class InvalidJWK(InvalidArgument):
+    """A JWK or JWKS is malformed, of a disallowed key type, or carries private members."""
+
+
+class InsecureKeyFile(ConfigError):
+    """A private key file is readable or writable by group/others; it is refused."""
+
+
+# --- Authorization registries (issue 3): platform_node.registry. ---
+
+
+class Replayed(TokenError):
+    """A one-time token id (a client assertion's ``jti``, a request id) was presented again.
+
+    The message names the namespace (``institution:<id>``, ``enterprise:<uscc>``), never
+    the token id: a replay attempt must not turn the log into a list of live ``jti``\\ s.
+    """
+
+
+class AlreadyExists(VeilError):
+    """An object with this identity (grant id, key id, letter, institution) already exists."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+_BY_CODE[AlreadyExists.code] = AlreadyExists
+_BY_NAME[AlreadyExists.__name__] = AlreadyExists

@@ -62,8 +62,43 @@ ORG_CODE_VALUES: dict[str, int] = {
 ORG_CODE_WEIGHTS: tuple[int, ...] = (3, 7, 9, 10, 5, 8, 4, 2)
 
 PROVINCE_PREFIXES: frozenset[str] = frozenset(
-    "10 11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 "
-    "50 51 52 53 54 61 62 63 64 65 71 81 82".split()
+    [
+        "10",
+        "11",
+        "12",
+        "13",
+        "14",
+        "15",
+        "21",
+        "22",
+        "23",
+        "31",
+        "32",
+        "33",
+        "34",
+        "35",
+        "36",
+        "37",
+        "41",
+        "42",
+        "43",
+        "44",
+        "45",
+        "46",
+        "50",
+        "51",
+        "52",
+        "53",
+        "54",
+        "61",
+        "62",
+        "63",
+        "64",
+        "65",
+        "71",
+        "81",
+        "82",
+    ]
 )
 """First two digits of a GB/T 2260 code: 31 provinces, 71/81/82 (Taiwan, Hong Kong,
 Macao) and 10 for national-level registration authorities."""
@@ -188,8 +223,7 @@ def validate_uscc(code: str) -> None:
     expected18 = uscc_check_char(code[:17])
     if code[17] != expected18:
         raise InvalidUSCC(
-            f"USCC check character (position 18) is {code[17]!r}, "
-            f"GB 32100 requires {expected18!r}"
+            f"USCC check character (position 18) is {code[17]!r}, GB 32100 requires {expected18!r}"
         )
 
 
@@ -208,9 +242,13 @@ def make_uscc(dept: str, org_type: str, region: str, org_body8: str) -> str:
     ``org_body8`` is the 8-character organisation-code body from the USCC alphabet.
     Raises :class:`~veil.errors.InvalidUSCC` when a part is not valid.
     """
+    if len(dept) != 1 or len(org_type) != 1:
+        raise InvalidUSCC("registration department and organisation type are one character each")
+    if len(region) != 6 or not region.isdigit():
+        raise InvalidUSCC(f"USCC region code {region!r} must be six digits (GB/T 2260)")
     if len(org_body8) != 8 or any(ch not in USCC_VALUES for ch in org_body8):
         raise InvalidUSCC(f"organisation code body {org_body8!r} must be 8 USCC characters")
     first17 = f"{dept}{org_type}{region}{org_body8}{org_code_check_digit(org_body8)}"
-    code = first17 + uscc_check_char(first17) if len(first17) == 17 else first17
+    code = first17 + uscc_check_char(first17)
     validate_uscc(code)
     return code

@@ -26,6 +26,8 @@ from veil.config import TLSConfig
 from veil.errors import Unavailable
 from veil.server import wait_healthy
 from veil.tls import PeerIdentity
+from veil_cli.audit_setup import prepare_audit
+from veil_cli.authz_setup import prepare_authorization
 
 DEMO_PROVIDERS = (
     "samr",
@@ -160,6 +162,8 @@ class Federation:
             path.write_text(tomli_w.dumps(doc))
         self.write_client_config(INSTITUTION, self.workdir / "client.toml", platform=False)
         self.write_client_config(ADMIN, self.workdir / "admin.toml", platform=True)
+        prepare_audit(self)  # log signing key, pinned verifier key, auditor.toml
+        prepare_authorization(self, INSTITUTION)  # EIA, token key, institution key
 
     def write_client_config(self, name: str, path: Path, *, platform: bool) -> None:
         gateway = self.node("gateway")

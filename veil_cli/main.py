@@ -25,6 +25,13 @@ COMMANDS = (
     "lookup",
     "catalog",
     "status",
+    "audit",
+    "keygen",
+    "eia",
+    "institution",
+    "enterprise",
+    "letter",
+    "fetch",
 )
 
 

@@ -15,9 +15,13 @@ MAX_ROWS_SHOWN = 3
 
 
 def report_table(
-    uscc: str, name: str, datasets: list[common_pb2.DatasetRecords], catalog: Catalog
+    uscc: str,
+    name: str,
+    datasets: list[common_pb2.DatasetRecords],
+    catalog: Catalog,
+    kind: str = "Public credit report",
 ) -> Table:
-    table = Table(title=f"Public credit report: {name} ({uscc})", show_lines=False)
+    table = Table(title=f"{kind}: {name} ({uscc})", show_lines=False)
     table.add_column("dataset")
     table.add_column("source")
     table.add_column("field")

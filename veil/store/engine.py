@@ -57,7 +57,7 @@ def bulk_load(conn: Connection) -> Iterator[Connection]:
     for pragma in (
         "PRAGMA synchronous=OFF",
         "PRAGMA temp_store=MEMORY",
-        "PRAGMA cache_size=-262144",
+        "PRAGMA cache_size=-65536",
     ):
         driver.execute(pragma)
     try:

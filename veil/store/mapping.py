@@ -217,9 +217,7 @@ def _transform(source: str, key: str, spec: AbcMapping[str, Any], fld: Field) ->
             )
     missing = [v for v in expected if values.count(v) != 1]
     if missing:
-        raise ConfigError(
-            source, f"{key}.codes", f"needs exactly one code for each of {missing!r}"
-        )
+        raise ConfigError(source, f"{key}.codes", f"needs exactly one code for each of {missing!r}")
     return Transform("enum", codes=tuple((str(c), v) for c, v in codes.items()))
 
 

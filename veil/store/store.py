@@ -18,7 +18,8 @@ identity under the catalog's shared key ids ``uscc`` and ``enterprise_name``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping as AbcMapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Mapping as AbcMapping
 from typing import Any
 
 from sqlalchemy import (

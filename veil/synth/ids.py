@@ -63,7 +63,8 @@ def _digits(values: npt.NDArray[np.int64], base: int, width: int) -> npt.NDArray
 
 def _chars_to_codes(chars: npt.NDArray[np.str_]) -> npt.NDArray[np.int64]:
     """(n, k) array of single characters -> (n, k) array of their ASCII codes."""
-    return np.frombuffer(chars.astype("U1").tobytes(), dtype=np.uint32).reshape(chars.shape)
+    codes = np.frombuffer(chars.astype("U1").tobytes(), dtype=np.uint32).reshape(chars.shape)
+    return codes.astype(np.int64)
 
 
 def uscc_batch(

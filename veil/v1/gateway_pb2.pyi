@@ -26,6 +26,108 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GatewayFetchAuthorizedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USCC_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    LOAN_REF_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    uscc: _builtins.str
+    grant_id: _builtins.str
+    purpose: _builtins.str
+    loan_ref: _builtins.str
+    request_id: _builtins.str
+    """optional; assigned if empty"""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        uscc: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        grant_id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        loan_ref: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "grant_id", b"grant_id", "loan_ref", b"loan_ref", "purpose", b"purpose", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GatewayFetchAuthorizedRequest: _TypeAlias = GatewayFetchAuthorizedRequest  # noqa: Y015
+
+@_typing.final
+class GatewayFetchAuthorizedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    USCC_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    DATASETS_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    uscc: _builtins.str
+    grant_id: _builtins.str
+    log_index: _builtins.int
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetRecords]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        uscc: _builtins.str = ...,
+        grant_id: _builtins.str = ...,
+        datasets: _abc.Iterable[_common_pb2.DatasetRecords] | None = ...,
+        log_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "grant_id", b"grant_id", "log_index", b"log_index", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GatewayFetchAuthorizedResponse: _TypeAlias = GatewayFetchAuthorizedResponse  # noqa: Y015
+
+@_typing.final
+class GatewayGetJwksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GatewayGetJwksRequest: _TypeAlias = GatewayGetJwksRequest  # noqa: Y015
+
+@_typing.final
+class GatewayJwks(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JWKS_JSON_FIELD_NUMBER: _builtins.int
+    jwks_json: _builtins.str
+    def __init__(
+        self,
+        *,
+        jwks_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jwks_json", b"jwks_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GatewayJwks: _TypeAlias = GatewayJwks  # noqa: Y015
+
+@_typing.final
 class GatewayLookupRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -56,9 +158,15 @@ class GatewayLookupResponse(_message.Message):
     USCC_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     DATASETS_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     uscc: _builtins.str
     name: _builtins.str
+    log_index: _builtins.int
+    """Index of this lookup's entry in the transparency log: ask AuditService for
+    its inclusion proof.  The entry's result_sha256 is SHA-256 of this message
+    serialized deterministically with log_index unset.
+    """
     @_builtins.property
     def datasets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetRecords]: ...
     def __init__(
@@ -68,10 +176,11 @@ class GatewayLookupResponse(_message.Message):
         uscc: _builtins.str = ...,
         name: _builtins.str = ...,
         datasets: _abc.Iterable[_common_pb2.DatasetRecords] | None = ...,
+        log_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "name", b"name", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "log_index", b"log_index", "name", b"name", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -44,6 +44,16 @@ class GatewayServiceStub:
                 request_serializer=veil_dot_v1_dot_gateway__pb2.GetCatalogRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_gateway__pb2.GetCatalogResponse.FromString,
                 _registered_method=True)
+        self.FetchAuthorized = channel.unary_unary(
+                '/veil.v1.GatewayService/FetchAuthorized',
+                request_serializer=veil_dot_v1_dot_gateway__pb2.GatewayFetchAuthorizedRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_gateway__pb2.GatewayFetchAuthorizedResponse.FromString,
+                _registered_method=True)
+        self.GetJwks = channel.unary_unary(
+                '/veil.v1.GatewayService/GetJwks',
+                request_serializer=veil_dot_v1_dot_gateway__pb2.GatewayGetJwksRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_gateway__pb2.GatewayJwks.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -63,6 +73,21 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchAuthorized(self, request, context):
+        """Authorized detail under an enterprise's grant (institutions only).  Needs a
+        client assertion.  Clients should set 15 s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJwks(self, request, context):
+        """The platform's public keys (JWKS) for verifying signed results.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +100,16 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetCatalog,
                     request_deserializer=veil_dot_v1_dot_gateway__pb2.GetCatalogRequest.FromString,
                     response_serializer=veil_dot_v1_dot_gateway__pb2.GetCatalogResponse.SerializeToString,
+            ),
+            'FetchAuthorized': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchAuthorized,
+                    request_deserializer=veil_dot_v1_dot_gateway__pb2.GatewayFetchAuthorizedRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_gateway__pb2.GatewayFetchAuthorizedResponse.SerializeToString,
+            ),
+            'GetJwks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJwks,
+                    request_deserializer=veil_dot_v1_dot_gateway__pb2.GatewayGetJwksRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_gateway__pb2.GatewayJwks.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +166,60 @@ class GatewayService:
             '/veil.v1.GatewayService/GetCatalog',
             veil_dot_v1_dot_gateway__pb2.GetCatalogRequest.SerializeToString,
             veil_dot_v1_dot_gateway__pb2.GetCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchAuthorized(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.GatewayService/FetchAuthorized',
+            veil_dot_v1_dot_gateway__pb2.GatewayFetchAuthorizedRequest.SerializeToString,
+            veil_dot_v1_dot_gateway__pb2.GatewayFetchAuthorizedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJwks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.GatewayService/GetJwks',
+            veil_dot_v1_dot_gateway__pb2.GatewayGetJwksRequest.SerializeToString,
+            veil_dot_v1_dot_gateway__pb2.GatewayJwks.FromString,
             options,
             channel_credentials,
             insecure,

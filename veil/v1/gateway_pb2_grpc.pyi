@@ -41,6 +41,12 @@ class GatewayServiceStub:
     """The public credit report of one enterprise (no authorization needed)."""
     GetCatalog: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetCatalogRequest, _gateway_pb2.GetCatalogResponse]
     """The information-sharing catalog (附件：信用信息共享清单), as published."""
+    FetchAuthorized: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GatewayFetchAuthorizedRequest, _gateway_pb2.GatewayFetchAuthorizedResponse]
+    """Authorized detail under an enterprise's grant (institutions only).  Needs a
+    client assertion.  Clients should set 15 s.
+    """
+    GetJwks: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GatewayGetJwksRequest, _gateway_pb2.GatewayJwks]
+    """The platform's public keys (JWKS) for verifying signed results."""
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -49,6 +55,12 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """The public credit report of one enterprise (no authorization needed)."""
     GetCatalog: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetCatalogRequest, _gateway_pb2.GetCatalogResponse]  # type: ignore[assignment]
     """The information-sharing catalog (附件：信用信息共享清单), as published."""
+    FetchAuthorized: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GatewayFetchAuthorizedRequest, _gateway_pb2.GatewayFetchAuthorizedResponse]  # type: ignore[assignment]
+    """Authorized detail under an enterprise's grant (institutions only).  Needs a
+    client assertion.  Clients should set 15 s.
+    """
+    GetJwks: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GatewayGetJwksRequest, _gateway_pb2.GatewayJwks]  # type: ignore[assignment]
+    """The platform's public keys (JWKS) for verifying signed results."""
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -66,5 +78,23 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.GetCatalogResponse, _abc.Awaitable[_gateway_pb2.GetCatalogResponse]]:
         """The information-sharing catalog (附件：信用信息共享清单), as published."""
+
+    @_abc_1.abstractmethod
+    def FetchAuthorized(
+        self,
+        request: _gateway_pb2.GatewayFetchAuthorizedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GatewayFetchAuthorizedResponse, _abc.Awaitable[_gateway_pb2.GatewayFetchAuthorizedResponse]]:
+        """Authorized detail under an enterprise's grant (institutions only).  Needs a
+        client assertion.  Clients should set 15 s.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJwks(
+        self,
+        request: _gateway_pb2.GatewayGetJwksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GatewayJwks, _abc.Awaitable[_gateway_pb2.GatewayJwks]]:
+        """The platform's public keys (JWKS) for verifying signed results."""
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,6 +25,234 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class FetchAuthorizedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    USCC_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    LOAN_REF_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    uscc: _builtins.str
+    grant_id: _builtins.str
+    purpose: _builtins.str
+    loan_ref: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """catalog field ids"""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        uscc: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        grant_id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        loan_ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "grant_id", b"grant_id", "loan_ref", b"loan_ref", "purpose", b"purpose", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchAuthorizedRequest: _TypeAlias = FetchAuthorizedRequest  # noqa: Y015
+
+@_typing.final
+class FetchAuthorizedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    USCC_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    DATASETS_FIELD_NUMBER: _builtins.int
+    PROVIDERS_CONSULTED_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    uscc: _builtins.str
+    grant_id: _builtins.str
+    log_index: _builtins.int
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetRecords]: ...
+    @_builtins.property
+    def providers_consulted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        uscc: _builtins.str = ...,
+        grant_id: _builtins.str = ...,
+        datasets: _abc.Iterable[_common_pb2.DatasetRecords] | None = ...,
+        providers_consulted: _abc.Iterable[_builtins.str] | None = ...,
+        log_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "grant_id", b"grant_id", "log_index", b"log_index", "providers_consulted", b"providers_consulted", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchAuthorizedResponse: _TypeAlias = FetchAuthorizedResponse  # noqa: Y015
+
+@_typing.final
+class GetJwksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJwksRequest: _TypeAlias = GetJwksRequest  # noqa: Y015
+
+@_typing.final
+class Jwks(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JWKS_JSON_FIELD_NUMBER: _builtins.int
+    jwks_json: _builtins.str
+    """{"keys": [...]}"""
+    def __init__(
+        self,
+        *,
+        jwks_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jwks_json", b"jwks_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Jwks: _TypeAlias = Jwks  # noqa: Y015
+
+@_typing.final
+class ListRevocationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    after_seq: _builtins.int
+    limit: _builtins.int
+    """0 means 1000"""
+    def __init__(
+        self,
+        *,
+        after_seq: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRevocationsRequest: _TypeAlias = ListRevocationsRequest  # noqa: Y015
+
+@_typing.final
+class RevocationNotice(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    USCC_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    REVOCATION_JWS_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    uscc: _builtins.str
+    grant_id: _builtins.str
+    revocation_jws: _builtins.str
+    """signed by the enterprise: verify it, do not trust the relay"""
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        uscc: _builtins.str = ...,
+        grant_id: _builtins.str = ...,
+        revocation_jws: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant_id", b"grant_id", "revocation_jws", b"revocation_jws", "seq", b"seq", "uscc", b"uscc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevocationNotice: _TypeAlias = RevocationNotice  # noqa: Y015
+
+@_typing.final
+class ListRevocationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOCATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def revocations(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevocationNotice]: ...
+    def __init__(
+        self,
+        *,
+        revocations: _abc.Iterable[Global___RevocationNotice] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revocations", b"revocations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRevocationsResponse: _TypeAlias = ListRevocationsResponse  # noqa: Y015
+
+@_typing.final
+class GetInstitutionKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTITUTION_ID_FIELD_NUMBER: _builtins.int
+    institution_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        institution_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["institution_id", b"institution_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInstitutionKeysRequest: _TypeAlias = GetInstitutionKeysRequest  # noqa: Y015
+
+@_typing.final
+class InstitutionKeys(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTITUTION_ID_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    JWKS_JSON_FIELD_NUMBER: _builtins.int
+    institution_id: _builtins.str
+    active: _builtins.bool
+    state: _builtins.str
+    """applied | assessed | active | suspended | revoked"""
+    jwks_json: _builtins.str
+    def __init__(
+        self,
+        *,
+        institution_id: _builtins.str = ...,
+        active: _builtins.bool = ...,
+        state: _builtins.str = ...,
+        jwks_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "institution_id", b"institution_id", "jwks_json", b"jwks_json", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstitutionKeys: _TypeAlias = InstitutionKeys  # noqa: Y015
+
+@_typing.final
 class LookupEnterpriseRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -59,9 +287,14 @@ class LookupEnterpriseResponse(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DATASETS_FIELD_NUMBER: _builtins.int
     PROVIDERS_CONSULTED_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     uscc: _builtins.str
     name: _builtins.str
+    log_index: _builtins.int
+    """Index of this lookup's entry in the transparency log (AuditService); the
+    entry's result_sha256 is lookup_result_digest() of the gateway's response.
+    """
     @_builtins.property
     def datasets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetRecords]: ...
     @_builtins.property
@@ -74,10 +307,11 @@ class LookupEnterpriseResponse(_message.Message):
         name: _builtins.str = ...,
         datasets: _abc.Iterable[_common_pb2.DatasetRecords] | None = ...,
         providers_consulted: _abc.Iterable[_builtins.str] | None = ...,
+        log_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "name", b"name", "providers_consulted", b"providers_consulted", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "log_index", b"log_index", "name", b"name", "providers_consulted", b"providers_consulted", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,6 +49,26 @@ class PlatformServiceStub:
                 request_serializer=veil_dot_v1_dot_platform__pb2.AggregateRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_platform__pb2.AggregateResponse.FromString,
                 _registered_method=True)
+        self.FetchAuthorized = channel.unary_unary(
+                '/veil.v1.PlatformService/FetchAuthorized',
+                request_serializer=veil_dot_v1_dot_platform__pb2.FetchAuthorizedRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_platform__pb2.FetchAuthorizedResponse.FromString,
+                _registered_method=True)
+        self.GetJwks = channel.unary_unary(
+                '/veil.v1.PlatformService/GetJwks',
+                request_serializer=veil_dot_v1_dot_platform__pb2.GetJwksRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_platform__pb2.Jwks.FromString,
+                _registered_method=True)
+        self.ListRevocations = channel.unary_unary(
+                '/veil.v1.PlatformService/ListRevocations',
+                request_serializer=veil_dot_v1_dot_platform__pb2.ListRevocationsRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_platform__pb2.ListRevocationsResponse.FromString,
+                _registered_method=True)
+        self.GetInstitutionKeys = channel.unary_unary(
+                '/veil.v1.PlatformService/GetInstitutionKeys',
+                request_serializer=veil_dot_v1_dot_platform__pb2.GetInstitutionKeysRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_platform__pb2.InstitutionKeys.FromString,
+                _registered_method=True)
 
 
 class PlatformServiceServicer:
@@ -78,6 +98,41 @@ class PlatformServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchAuthorized(self, request, context):
+        """Authorized detail (接口调用, 经企业授权) for an institution under an
+        enterprise's grant: the platform checks the grant, purpose and quota, then
+        sends each provider a request token plus the enterprise-signed grant, and
+        each provider checks both itself.  The caller (an institution) arrives in
+        metadata from the gateway.  Deadline: the gateway sets 10 s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJwks(self, request, context):
+        """The platform's public signing keys (request tokens, signed results) as JWKS.
+        Callable by the gateway, administrators and providers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRevocations(self, request, context):
+        """Enterprise-signed revocations in order, after a sequence number; providers
+        poll this (every 2 s by default).  Callable by providers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInstitutionKeys(self, request, context):
+        """An institution's state and published keys, for the gateway's verification of
+        client assertions.  Callable by the gateway.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlatformServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +150,26 @@ def add_PlatformServiceServicer_to_server(servicer, server):
                     servicer.Aggregate,
                     request_deserializer=veil_dot_v1_dot_platform__pb2.AggregateRequest.FromString,
                     response_serializer=veil_dot_v1_dot_platform__pb2.AggregateResponse.SerializeToString,
+            ),
+            'FetchAuthorized': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchAuthorized,
+                    request_deserializer=veil_dot_v1_dot_platform__pb2.FetchAuthorizedRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_platform__pb2.FetchAuthorizedResponse.SerializeToString,
+            ),
+            'GetJwks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJwks,
+                    request_deserializer=veil_dot_v1_dot_platform__pb2.GetJwksRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_platform__pb2.Jwks.SerializeToString,
+            ),
+            'ListRevocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevocations,
+                    request_deserializer=veil_dot_v1_dot_platform__pb2.ListRevocationsRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_platform__pb2.ListRevocationsResponse.SerializeToString,
+            ),
+            'GetInstitutionKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInstitutionKeys,
+                    request_deserializer=veil_dot_v1_dot_platform__pb2.GetInstitutionKeysRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_platform__pb2.InstitutionKeys.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +253,114 @@ class PlatformService:
             '/veil.v1.PlatformService/Aggregate',
             veil_dot_v1_dot_platform__pb2.AggregateRequest.SerializeToString,
             veil_dot_v1_dot_platform__pb2.AggregateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchAuthorized(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.PlatformService/FetchAuthorized',
+            veil_dot_v1_dot_platform__pb2.FetchAuthorizedRequest.SerializeToString,
+            veil_dot_v1_dot_platform__pb2.FetchAuthorizedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJwks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.PlatformService/GetJwks',
+            veil_dot_v1_dot_platform__pb2.GetJwksRequest.SerializeToString,
+            veil_dot_v1_dot_platform__pb2.Jwks.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.PlatformService/ListRevocations',
+            veil_dot_v1_dot_platform__pb2.ListRevocationsRequest.SerializeToString,
+            veil_dot_v1_dot_platform__pb2.ListRevocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInstitutionKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.PlatformService/GetInstitutionKeys',
+            veil_dot_v1_dot_platform__pb2.GetInstitutionKeysRequest.SerializeToString,
+            veil_dot_v1_dot_platform__pb2.InstitutionKeys.FromString,
             options,
             channel_credentials,
             insecure,

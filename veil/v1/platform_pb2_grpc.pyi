@@ -46,6 +46,25 @@ class PlatformServiceStub:
     """Registered providers, their reachability and physical-aggregation status."""
     Aggregate: _grpc.UnaryUnaryMultiCallable[_platform_pb2.AggregateRequest, _platform_pb2.AggregateResponse]
     """Pull physically aggregated datasets from providers now (admin only)."""
+    FetchAuthorized: _grpc.UnaryUnaryMultiCallable[_platform_pb2.FetchAuthorizedRequest, _platform_pb2.FetchAuthorizedResponse]
+    """Authorized detail (接口调用, 经企业授权) for an institution under an
+    enterprise's grant: the platform checks the grant, purpose and quota, then
+    sends each provider a request token plus the enterprise-signed grant, and
+    each provider checks both itself.  The caller (an institution) arrives in
+    metadata from the gateway.  Deadline: the gateway sets 10 s.
+    """
+    GetJwks: _grpc.UnaryUnaryMultiCallable[_platform_pb2.GetJwksRequest, _platform_pb2.Jwks]
+    """The platform's public signing keys (request tokens, signed results) as JWKS.
+    Callable by the gateway, administrators and providers.
+    """
+    ListRevocations: _grpc.UnaryUnaryMultiCallable[_platform_pb2.ListRevocationsRequest, _platform_pb2.ListRevocationsResponse]
+    """Enterprise-signed revocations in order, after a sequence number; providers
+    poll this (every 2 s by default).  Callable by providers.
+    """
+    GetInstitutionKeys: _grpc.UnaryUnaryMultiCallable[_platform_pb2.GetInstitutionKeysRequest, _platform_pb2.InstitutionKeys]
+    """An institution's state and published keys, for the gateway's verification of
+    client assertions.  Callable by the gateway.
+    """
 
 @_typing.type_check_only
 class PlatformServiceAsyncStub(PlatformServiceStub):
@@ -60,6 +79,25 @@ class PlatformServiceAsyncStub(PlatformServiceStub):
     """Registered providers, their reachability and physical-aggregation status."""
     Aggregate: _aio.UnaryUnaryMultiCallable[_platform_pb2.AggregateRequest, _platform_pb2.AggregateResponse]  # type: ignore[assignment]
     """Pull physically aggregated datasets from providers now (admin only)."""
+    FetchAuthorized: _aio.UnaryUnaryMultiCallable[_platform_pb2.FetchAuthorizedRequest, _platform_pb2.FetchAuthorizedResponse]  # type: ignore[assignment]
+    """Authorized detail (接口调用, 经企业授权) for an institution under an
+    enterprise's grant: the platform checks the grant, purpose and quota, then
+    sends each provider a request token plus the enterprise-signed grant, and
+    each provider checks both itself.  The caller (an institution) arrives in
+    metadata from the gateway.  Deadline: the gateway sets 10 s.
+    """
+    GetJwks: _aio.UnaryUnaryMultiCallable[_platform_pb2.GetJwksRequest, _platform_pb2.Jwks]  # type: ignore[assignment]
+    """The platform's public signing keys (request tokens, signed results) as JWKS.
+    Callable by the gateway, administrators and providers.
+    """
+    ListRevocations: _aio.UnaryUnaryMultiCallable[_platform_pb2.ListRevocationsRequest, _platform_pb2.ListRevocationsResponse]  # type: ignore[assignment]
+    """Enterprise-signed revocations in order, after a sequence number; providers
+    poll this (every 2 s by default).  Callable by providers.
+    """
+    GetInstitutionKeys: _aio.UnaryUnaryMultiCallable[_platform_pb2.GetInstitutionKeysRequest, _platform_pb2.InstitutionKeys]  # type: ignore[assignment]
+    """An institution's state and published keys, for the gateway's verification of
+    client assertions.  Callable by the gateway.
+    """
 
 class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -89,5 +127,48 @@ class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_platform_pb2.AggregateResponse, _abc.Awaitable[_platform_pb2.AggregateResponse]]:
         """Pull physically aggregated datasets from providers now (admin only)."""
+
+    @_abc_1.abstractmethod
+    def FetchAuthorized(
+        self,
+        request: _platform_pb2.FetchAuthorizedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.FetchAuthorizedResponse, _abc.Awaitable[_platform_pb2.FetchAuthorizedResponse]]:
+        """Authorized detail (接口调用, 经企业授权) for an institution under an
+        enterprise's grant: the platform checks the grant, purpose and quota, then
+        sends each provider a request token plus the enterprise-signed grant, and
+        each provider checks both itself.  The caller (an institution) arrives in
+        metadata from the gateway.  Deadline: the gateway sets 10 s.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJwks(
+        self,
+        request: _platform_pb2.GetJwksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.Jwks, _abc.Awaitable[_platform_pb2.Jwks]]:
+        """The platform's public signing keys (request tokens, signed results) as JWKS.
+        Callable by the gateway, administrators and providers.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRevocations(
+        self,
+        request: _platform_pb2.ListRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.ListRevocationsResponse, _abc.Awaitable[_platform_pb2.ListRevocationsResponse]]:
+        """Enterprise-signed revocations in order, after a sequence number; providers
+        poll this (every 2 s by default).  Callable by providers.
+        """
+
+    @_abc_1.abstractmethod
+    def GetInstitutionKeys(
+        self,
+        request: _platform_pb2.GetInstitutionKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.InstitutionKeys, _abc.Awaitable[_platform_pb2.InstitutionKeys]]:
+        """An institution's state and published keys, for the gateway's verification of
+        client assertions.  Callable by the gateway.
+        """
 
 def add_PlatformServiceServicer_to_server(servicer: PlatformServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

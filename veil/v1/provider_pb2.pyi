@@ -25,6 +25,66 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ProviderFetchAuthorizedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    USCC_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    REQUEST_TOKEN_FIELD_NUMBER: _builtins.int
+    GRANT_JWS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """must equal the token's jti; never seen before"""
+    uscc: _builtins.str
+    request_token: _builtins.str
+    """compact JWS by the platform, aud = this unit"""
+    grant_jws: _builtins.str
+    """compact JWS by the enterprise"""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """exactly the token's fields"""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        uscc: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        request_token: _builtins.str = ...,
+        grant_jws: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "grant_jws", b"grant_jws", "request_id", b"request_id", "request_token", b"request_token", "uscc", b"uscc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderFetchAuthorizedRequest: _TypeAlias = ProviderFetchAuthorizedRequest  # noqa: Y015
+
+@_typing.final
+class ProviderFetchAuthorizedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DATASETS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetRecords]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        datasets: _abc.Iterable[_common_pb2.DatasetRecords] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderFetchAuthorizedResponse: _TypeAlias = ProviderFetchAuthorizedResponse  # noqa: Y015
+
+@_typing.final
 class DescribeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

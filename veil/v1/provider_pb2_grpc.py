@@ -49,6 +49,11 @@ class ProviderServiceStub:
                 request_serializer=veil_dot_v1_dot_provider__pb2.ExportAggregatedRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_provider__pb2.ExportAggregatedBatch.FromString,
                 _registered_method=True)
+        self.FetchAuthorized = channel.unary_unary(
+                '/veil.v1.ProviderService/FetchAuthorized',
+                request_serializer=veil_dot_v1_dot_provider__pb2.ProviderFetchAuthorizedRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_provider__pb2.ProviderFetchAuthorizedResponse.FromString,
+                _registered_method=True)
 
 
 class ProviderServiceServicer:
@@ -78,6 +83,17 @@ class ProviderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchAuthorized(self, request, context):
+        """Interface call under an enterprise's authorization (经企业授权).  The provider
+        verifies the platform's request token AND the enterprise-signed grant itself
+        (docs/authorization.md) before reading anything; verification-only fields
+        never leave as values.  Refusals: UNAUTHENTICATED (bad token) or
+        PERMISSION_DENIED (valid token, not allowed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProviderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +111,11 @@ def add_ProviderServiceServicer_to_server(servicer, server):
                     servicer.ExportAggregated,
                     request_deserializer=veil_dot_v1_dot_provider__pb2.ExportAggregatedRequest.FromString,
                     response_serializer=veil_dot_v1_dot_provider__pb2.ExportAggregatedBatch.SerializeToString,
+            ),
+            'FetchAuthorized': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchAuthorized,
+                    request_deserializer=veil_dot_v1_dot_provider__pb2.ProviderFetchAuthorizedRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_provider__pb2.ProviderFetchAuthorizedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +199,33 @@ class ProviderService:
             '/veil.v1.ProviderService/ExportAggregated',
             veil_dot_v1_dot_provider__pb2.ExportAggregatedRequest.SerializeToString,
             veil_dot_v1_dot_provider__pb2.ExportAggregatedBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchAuthorized(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.ProviderService/FetchAuthorized',
+            veil_dot_v1_dot_provider__pb2.ProviderFetchAuthorizedRequest.SerializeToString,
+            veil_dot_v1_dot_provider__pb2.ProviderFetchAuthorizedResponse.FromString,
             options,
             channel_credentials,
             insecure,

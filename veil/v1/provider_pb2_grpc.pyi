@@ -47,6 +47,13 @@ class ProviderServiceStub:
     """Physical aggregation (物理归集): streams every record of the requested
     physically aggregated public datasets to the platform, in batches.
     """
+    FetchAuthorized: _grpc.UnaryUnaryMultiCallable[_provider_pb2.ProviderFetchAuthorizedRequest, _provider_pb2.ProviderFetchAuthorizedResponse]
+    """Interface call under an enterprise's authorization (经企业授权).  The provider
+    verifies the platform's request token AND the enterprise-signed grant itself
+    (docs/authorization.md) before reading anything; verification-only fields
+    never leave as values.  Refusals: UNAUTHENTICATED (bad token) or
+    PERMISSION_DENIED (valid token, not allowed).
+    """
 
 @_typing.type_check_only
 class ProviderServiceAsyncStub(ProviderServiceStub):
@@ -61,6 +68,13 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     ExportAggregated: _aio.UnaryStreamMultiCallable[_provider_pb2.ExportAggregatedRequest, _provider_pb2.ExportAggregatedBatch]  # type: ignore[assignment]
     """Physical aggregation (物理归集): streams every record of the requested
     physically aggregated public datasets to the platform, in batches.
+    """
+    FetchAuthorized: _aio.UnaryUnaryMultiCallable[_provider_pb2.ProviderFetchAuthorizedRequest, _provider_pb2.ProviderFetchAuthorizedResponse]  # type: ignore[assignment]
+    """Interface call under an enterprise's authorization (经企业授权).  The provider
+    verifies the platform's request token AND the enterprise-signed grant itself
+    (docs/authorization.md) before reading anything; verification-only fields
+    never leave as values.  Refusals: UNAUTHENTICATED (bad token) or
+    PERMISSION_DENIED (valid token, not allowed).
     """
 
 class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -91,6 +105,19 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_provider_pb2.ExportAggregatedBatch], _abc.AsyncIterator[_provider_pb2.ExportAggregatedBatch]]:
         """Physical aggregation (物理归集): streams every record of the requested
         physically aggregated public datasets to the platform, in batches.
+        """
+
+    @_abc_1.abstractmethod
+    def FetchAuthorized(
+        self,
+        request: _provider_pb2.ProviderFetchAuthorizedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_pb2.ProviderFetchAuthorizedResponse, _abc.Awaitable[_provider_pb2.ProviderFetchAuthorizedResponse]]:
+        """Interface call under an enterprise's authorization (经企业授权).  The provider
+        verifies the platform's request token AND the enterprise-signed grant itself
+        (docs/authorization.md) before reading anything; verification-only fields
+        never leave as values.  Refusals: UNAUTHENTICATED (bad token) or
+        PERMISSION_DENIED (valid token, not allowed).
         """
 
 def add_ProviderServiceServicer_to_server(servicer: ProviderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

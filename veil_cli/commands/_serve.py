@@ -17,7 +17,8 @@ ServeFn = Callable[[NodeConfig], Coroutine[Any, Any, None]]
 
 def add_serve_parser(
     subparsers: argparse._SubParsersAction, role: str, help_text: str, serve: Callable[[], ServeFn]
-) -> None:
+) -> argparse._SubParsersAction:
+    """Add ``veil ROLE serve``; returns the ROLE's actions so others can be added."""
     parser = subparsers.add_parser(role, help=help_text)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     run = actions.add_parser("serve", help=f"run the {role} daemon until SIGTERM")
@@ -46,3 +47,4 @@ def add_serve_parser(
         return 0
 
     run.set_defaults(run=_run)
+    return actions

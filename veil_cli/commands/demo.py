@@ -24,6 +24,10 @@ from rich.panel import Panel
 from veil.catalog import load_catalog
 from veil.errors import VeilError, from_rpc_error
 from veil.v1 import gateway_pb2, gateway_pb2_grpc, platform_pb2, platform_pb2_grpc
+from veil_cli.audit_demo import audit_session
+from veil_cli.authz_demo import authorization_session
+from veil_cli.authz_setup import onboard_institution
+from veil_cli.calls import call_gateway
 from veil_cli.client import load_client_config
 from veil_cli.commands.data import generate_to_dir
 from veil_cli.federation import INSTITUTION, Federation, stop_detached
@@ -58,6 +62,17 @@ async def wait_for_aggregation(admin_config: Path) -> list[platform_pb2.Provider
 def pick_enterprise(data_dir: Path) -> str:
     with (data_dir / "labels.csv").open(newline="") as fh:
         return next(csv.DictReader(fh))["uscc"]
+
+
+async def enterprise_name(fed: Federation, uscc: str) -> str:
+    """The registered name, from the public report (the bank's own lookup)."""
+    answer = await call_gateway(
+        str(fed.workdir / "client.toml"),
+        gateway_pb2_grpc.GatewayServiceStub,
+        "LookupEnterprise",
+        gateway_pb2.GatewayLookupRequest(uscc=uscc),
+    )
+    return str(answer.name)
 
 
 def unknown_uscc() -> str:
@@ -123,7 +138,11 @@ async def run_session(fed: Federation, enterprises: int, seed: int) -> None:
     )
     statuses = await wait_for_aggregation(fed.workdir / "admin.toml")
     console.print(providers_table(statuses))
-    await institution_session(fed.workdir / "client.toml", pick_enterprise(fed.data))
+    await onboard_institution(fed, INSTITUTION)
+    uscc = pick_enterprise(fed.data)
+    await institution_session(fed.workdir / "client.toml", uscc)
+    await authorization_session(fed, uscc, await enterprise_name(fed, uscc), INSTITUTION)
+    await audit_session(fed, uscc)  # bank, auditor, provider feedback
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
             fed.start(detach=True)
             asyncio.run(fed.wait_healthy())
             asyncio.run(wait_for_aggregation(fed.workdir / "admin.toml"))
+            asyncio.run(onboard_institution(fed, INSTITUTION))
             client = workdir / "client.toml"
             console.print(
                 Panel(
@@ -170,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
                     f"Administrator configuration: {workdir / 'admin.toml'}\n\n"
                     f"  veil catalog --config {workdir / 'client.toml'}\n"
                     f"  veil lookup {pick_enterprise(fed.data)} --config {client}\n"
-                    f"  veil status --config {workdir / 'admin.toml'}\n\n"
+                    f"  veil status --config {workdir / 'admin.toml'}\n"
+                    f"  veil audit follow --config {workdir / 'auditor.toml'}\n\n"
                     f"Stop it with: veil demo --stop --workdir {workdir}",
                     title="veil demo --keep-running",
                 )

@@ -1,9 +1,11 @@
-"""``veil provider serve --config FILE``: run a data-providing unit's node."""
+"""``veil provider serve|reconcile --config FILE``: run a data-providing unit's node, or
+reconcile its ledger with the transparency log."""
 
 from __future__ import annotations
 
 import argparse
 
+from veil_cli.commands._reconcile import add_reconcile_parser
 from veil_cli.commands._serve import ServeFn, add_serve_parser
 
 
@@ -14,4 +16,5 @@ def _serve() -> ServeFn:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    add_serve_parser(subparsers, "provider", "run a data-providing unit's node", _serve)
+    actions = add_serve_parser(subparsers, "provider", "run a data-providing unit's node", _serve)
+    add_reconcile_parser(actions)

@@ -1,0 +1,234 @@
+"""The provider's own authorization check, made before any record is read.
+
+A request for authorized detail carries two signatures: the platform's request token
+(which provider, which enterprise, which fields, for whom, why, until when) and the
+enterprise's own grant.  The provider verifies both itself:
+
+* the token against the platform's published keys (fetched over mTLS, cached by kid);
+* that the token was meant for this unit, is fresh, and its request id was never seen;
+* the grant against the enterprise identity authority's keys, configured here and not
+  obtained from the platform — so a compromised platform cannot forge a grant;
+* that the token asks for exactly the fields of the request, all inside the grant, for
+  the grant's institution, purpose and loan reference, within its window;
+* that the enterprise has not revoked the grant (revocations carry the enterprise's
+  signature and are checked again here; the platform only relays them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Sequence
+
+import grpc
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+
+from veil.errors import PermissionDenied, Unauthenticated, UnknownKey, VeilError, from_rpc_error
+from veil.tokens import (
+    MAX_REQUEST_TOKEN_LIFETIME_S,
+    KeySet,
+    RequestClaims,
+    check_request_against_grant,
+    verify_grant,
+    verify_request_token,
+    verify_revocation,
+)
+from veil.tokens.grants import Grant
+from veil.v1 import platform_pb2, platform_pb2_grpc
+
+log = logging.getLogger("veil.provider.guard")
+
+JWKS_REFRESH_MIN_S = 5.0
+REVOCATION_POLL_S = 2.0
+PLATFORM_TIMEOUT_S = 5.0
+
+metadata = MetaData()
+seen_requests = Table(
+    "veil_provider_seen_requests",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+revocations = Table(
+    "veil_provider_revocations",
+    metadata,
+    Column("seq", Integer, primary_key=True),
+    Column("uscc", String(18), nullable=False),
+    Column("grant_id", String(64), nullable=False),
+    Column("revocation_jws", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class Replayed(Unauthenticated):
+    """A request id this provider has already answered or refused."""
+
+
+class GrantRevoked(PermissionDenied):
+    """The enterprise revoked the grant."""
+
+
+class PlatformKeys:
+    """The platform's request-token keys, fetched over mTLS and cached by ``kid``."""
+
+    def __init__(self, platform: platform_pb2_grpc.PlatformServiceAsyncStub) -> None:
+        self.platform = platform
+        self.keys: KeySet | None = None
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def for_kid(self, kid: str) -> KeySet:
+        async with self._lock:
+            stale = self.keys is None or kid not in self.keys.kids
+            if stale and time.monotonic() - self._fetched_at >= JWKS_REFRESH_MIN_S:
+                await self._fetch()
+            if self.keys is None:
+                raise UnknownKey("the platform's keys could not be fetched")
+            return self.keys
+
+    async def _fetch(self) -> None:
+        self._fetched_at = time.monotonic()
+        try:
+            answer = await self.platform.GetJwks(
+                platform_pb2.GetJwksRequest(), timeout=PLATFORM_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as err:
+            log.warning("cannot fetch the platform's JWKS: %s", from_rpc_error(err).message)
+            return
+        self.keys = KeySet.from_jwks(json.loads(answer.jwks_json), label="platform")
+
+
+class Guard:
+    def __init__(
+        self,
+        *,
+        unit: str,
+        engine: Engine,
+        eia_keys: KeySet,
+        platform_keys: PlatformKeys,
+    ) -> None:
+        self.unit = unit
+        self.engine = engine
+        self.eia_keys = eia_keys
+        self.platform_keys = platform_keys
+        self._skipped_seq = 0  # relayed notices that failed verification are not re-fetched
+        metadata.create_all(engine)
+
+    async def check(
+        self,
+        *,
+        request_id: str,
+        uscc: str,
+        fields: Sequence[str],
+        request_token: str,
+        grant_jws: str,
+        now: float | None = None,
+    ) -> tuple[RequestClaims, Grant]:
+        """Verify everything about one request; raise (and read nothing) on any failure."""
+        kid = _kid_of(request_token)
+        keys = await self.platform_keys.for_kid(kid)
+        claims = verify_request_token(request_token, keys, audience=self.unit, now=now)
+        if claims.request_id != request_id:
+            raise Unauthenticated("request id differs from the request token's jti")
+        if claims.uscc != uscc:
+            raise PermissionDenied("enterprise differs from the request token's subject")
+        if not grant_jws:
+            raise PermissionDenied("no enterprise grant accompanies the request")
+        grant = verify_grant(grant_jws, self.eia_keys, now=now)
+        check_request_against_grant(claims, grant, requested_fields=fields, now=now)
+        await asyncio.to_thread(self._claim, request_id, claims.expires)
+        if await asyncio.to_thread(self.is_revoked, grant.uscc, grant.grant_id):
+            raise GrantRevoked(f"grant {grant.grant_id} was revoked by the enterprise")
+        return claims, grant
+
+    def _claim(self, request_id: str, expires: int) -> None:
+        expires_at = dt.datetime.fromtimestamp(expires + MAX_REQUEST_TOKEN_LIFETIME_S, dt.UTC)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(seen_requests).values(request_id=request_id, expires_at=expires_at)
+                )
+        except IntegrityError:
+            raise Replayed(f"request {request_id} was already presented to {self.unit}") from None
+
+    def is_revoked(self, uscc: str, grant_id: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(revocations.c.seq)
+                .where(revocations.c.uscc == uscc, revocations.c.grant_id == grant_id)
+                .limit(1)
+            ).first()
+        return row is not None
+
+    def last_revocation_seq(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(revocations.c.seq).order_by(revocations.c.seq.desc())
+            ).first()
+        return int(value[0]) if value else 0
+
+    def store_revocation(self, notice: platform_pb2.RevocationNotice) -> None:
+        """Keep a revocation only if the enterprise's own signature verifies."""
+        revocation = verify_revocation(notice.revocation_jws, self.eia_keys, at_any_time=True)
+        if (revocation.uscc, revocation.grant_id) != (notice.uscc, notice.grant_id):
+            raise PermissionDenied("relayed revocation does not match its signed content")
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(revocations).values(
+                    seq=notice.seq,
+                    uscc=revocation.uscc,
+                    grant_id=revocation.grant_id,
+                    revocation_jws=notice.revocation_jws,
+                    received_at=dt.datetime.now(dt.UTC),
+                )
+            )
+
+    async def poll_revocations(
+        self, platform: platform_pb2_grpc.PlatformServiceAsyncStub, interval_s: float
+    ) -> None:
+        """Pull new revocations from the platform forever (every ``interval_s``)."""
+        while True:
+            try:
+                after = max(self._skipped_seq, await asyncio.to_thread(self.last_revocation_seq))
+                answer = await platform.ListRevocations(
+                    platform_pb2.ListRevocationsRequest(after_seq=after),
+                    timeout=PLATFORM_TIMEOUT_S,
+                )
+                for notice in answer.revocations:
+                    try:
+                        await asyncio.to_thread(self.store_revocation, notice)
+                    except VeilError as exc:
+                        self._skipped_seq = max(self._skipped_seq, notice.seq)
+                        log.warning("ignored revocation %d: %s", notice.seq, exc.message)
+            except grpc.aio.AioRpcError as err:
+                log.debug("revocation poll failed: %s", err.code().name)
+            await asyncio.sleep(interval_s)
+
+
+def _kid_of(token: str) -> str:
+    import base64
+
+    try:
+        head = token.split(".", 1)[0]
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        kid = header["kid"]
+    except (ValueError, KeyError, TypeError):
+        raise Unauthenticated("request token is not a compact JWS with a kid") from None
+    if not isinstance(kid, str):
+        raise Unauthenticated("request token kid is not a string")
+    return kid
