@@ -22,7 +22,8 @@ def run(coro: Any) -> Any:
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from veil_cli.commands.data import generate_to_dir
 
-    from veil_cli.federation import Federation
+    from veil_cli.authz_setup import onboard_institution
+    from veil_cli.federation import INSTITUTION, Federation
 
     workdir: Path = tmp_path_factory.mktemp("federation")
     fed = Federation(workdir)
@@ -36,6 +37,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         from veil_cli.commands.demo import wait_for_aggregation
 
         run(wait_for_aggregation(workdir / "admin.toml"))
+        run(onboard_institution(fed, INSTITUTION))
         yield fed
     finally:
         codes = fed.stop()

@@ -103,39 +103,65 @@ _BY_CODE: dict[grpc.StatusCode, type[VeilError]] = {
 }
 
 
-_BY_NAME: dict[str, type[VeilError]] = {
-    cls.__name__: cls for cls in (*_BY_CODE.values(), InvalidUSCC)
-}
+_EXTRA_DETAIL_TYPES: tuple[type[Message], ...] = (
+    error_details_pb2.QuotaFailure,
+    error_details_pb2.BadRequest,
+    error_details_pb2.PreconditionFailure,
+    error_details_pb2.ResourceInfo,
+    error_details_pb2.RetryInfo,
+)
 
 
-def _error_info(err: grpc.RpcError) -> tuple[str, dict[str, str]]:
-    """Reason and metadata of the ``ErrorInfo`` in a rich status, if the server sent one."""
+def _subclass_by_name(name: str) -> type[VeilError] | None:
+    """The VeilError subclass called ``name`` (every subclass, wherever defined)."""
+    pending: list[type[VeilError]] = [VeilError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
+
+
+def _rich_status(err: grpc.RpcError) -> tuple[str, dict[str, str], list[Message]]:
+    """Reason and metadata of the ``ErrorInfo``, and the other known detail messages."""
     try:
         status = rpc_status.from_call(err)  # type: ignore[arg-type]
     except (ValueError, AttributeError, TypeError):
-        return "", {}
+        return "", {}, []
+    reason, meta, extra = "", {}, []
     if status is not None:
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
             if detail.Unpack(info):
-                return info.reason, dict(info.metadata)
-    return "", {}
+                reason, meta = info.reason, dict(info.metadata)
+                continue
+            for kind in _EXTRA_DETAIL_TYPES:
+                message = kind()
+                if detail.Unpack(message):
+                    extra.append(message)
+                    break
+    return reason, meta, extra
 
 
 def from_rpc_error(err: grpc.RpcError) -> VeilError:
     """Turn a client-side ``grpc.RpcError`` into the matching :class:`VeilError`.
 
     When the server sent a rich status, the ``ErrorInfo`` reason picks the exact
-    subclass (e.g. ``InvalidUSCC`` rather than ``InvalidArgument``) and its metadata
-    becomes ``details``.
+    subclass (e.g. ``InvalidUSCC`` rather than ``InvalidArgument``), its metadata
+    becomes ``details``, and known detail messages (``QuotaFailure``, ``BadRequest`` …)
+    become ``extra`` — so a node relaying an error passes them on intact.
     """
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = err.details() if hasattr(err, "details") else str(err)
-    reason, meta = _error_info(err)
-    cls = _BY_NAME.get(reason) or _BY_CODE.get(code, VeilError)
+    reason, meta, extra = _rich_status(err)
+    cls = _subclass_by_name(reason) or _BY_CODE.get(code, VeilError)
     if cls.code != code:
         cls = _BY_CODE.get(code, VeilError)
-    out = cls(details or code.name, details=meta)
+    try:
+        out = cls(details or code.name, details=meta, extra=extra)
+    except TypeError:  # a subclass with its own constructor (e.g. ConfigError)
+        out = _BY_CODE.get(code, VeilError)(details or code.name, details=meta, extra=extra)
     out.code = code
     return out
 
@@ -318,4 +344,3 @@ class AlreadyExists(VeilError):
 
 
 _BY_CODE[AlreadyExists.code] = AlreadyExists
-_BY_NAME[AlreadyExists.__name__] = AlreadyExists

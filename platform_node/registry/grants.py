@@ -299,7 +299,7 @@ class GrantRegistry:
             row = conn.execute(
                 select(grants)
                 .where(grants.c.grant_id == rev.grant_id, grants.c.uscc == rev.uscc)
-                .with_for_update()
+                .with_for_update(key_share=True)
             ).first()
             if row is None:
                 raise NotFound(f"enterprise {rev.uscc} has no grant {rev.grant_id}")

@@ -429,7 +429,7 @@ class InstitutionRegistry:
         """
         _checks.positive_int(cost, "cost")
         at = utc_now(now)
-        with self.engine.begin() as conn:
+        with write_tx(self.engine) as conn:
             return quota.consume(conn, institution_id, at, cost)
 
     def quota_remaining(self, institution_id: str, now: dt.datetime | None = None) -> int:
@@ -444,7 +444,8 @@ class InstitutionRegistry:
     def _row(self, conn: Connection, institution_id: str, *, lock: bool = False) -> Row[Any]:
         query = select(institutions).where(institutions.c.id == institution_id)
         if lock:
-            query = query.with_for_update()
+            # FOR NO KEY UPDATE: still lets grants and letters reference the row meanwhile.
+            query = query.with_for_update(key_share=True)
         row = conn.execute(query).first()
         if row is None:
             raise NotFound(f"no institution {str(institution_id)[:63]!r}")

@@ -83,7 +83,7 @@ def confirm_letter(conn: Connection, grant: Grant, at: dt.datetime) -> None:
         & (letters.c.uscc == grant.uscc)
         & (letters.c.sha256 == grant.letter_sha256)
     )
-    row = conn.execute(select(letters).where(key).with_for_update()).first()
+    row = conn.execute(select(letters).where(key).with_for_update(key_share=True)).first()
     if row is None:
         raise FailedPrecondition(
             f"grant {grant.grant_id} confirms letter {grant.letter_sha256[:16]}…, but institution "

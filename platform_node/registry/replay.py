@@ -2,9 +2,9 @@
 
 A claim is an INSERT under a unique (namespace, token_id) key, so of two concurrent
 claims of the same id exactly one commits, on any backend, with no read-then-write race.
-Rows are kept until the token expires (the caller passes its ``exp`` plus clock skew):
-after that the verifier refuses the token as expired anyway, so :meth:`ReplayGuard.purge`
-may forget it.
+Rows are kept until the token expires (the caller passes its ``exp``) plus the clock-skew
+allowance verifiers grant (``CLOCK_SKEW_S``): after that every verifier refuses the token
+as expired anyway, so :meth:`ReplayGuard.purge` may forget it.
 
 Namespaces keep issuers apart (``institution:<id>``, ``enterprise:<uscc>``): the ``jti``
 of one issuer never blocks another's.  Keys are ``jti`` values, never token strings: ECDSA
@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from platform_node.registry import _checks
 from platform_node.registry.schema import create_schema, replay, utc_now
 from veil.errors import InvalidArgument, Replayed
+from veil.tokens import CLOCK_SKEW_S
 
 __all__ = ["ReplayGuard"]
 
@@ -39,7 +40,8 @@ class ReplayGuard:
         expires_at: dt.datetime,
         now: dt.datetime | None = None,
     ) -> None:
-        """Record ``token_id`` as used in ``namespace`` until ``expires_at``.
+        """Record ``token_id`` as used in ``namespace`` until ``expires_at`` (the token's
+        ``exp``; the claim is kept ``CLOCK_SKEW_S`` longer).
 
         Raises :class:`~veil.errors.Replayed` (UNAUTHENTICATED) when it was claimed before;
         the message names the namespace only, never the token id.
@@ -63,8 +65,11 @@ class ReplayGuard:
             ) from None
 
     def purge(self, now: dt.datetime | None = None) -> int:
-        """Forget claims whose tokens expired before ``now``; returns how many."""
-        at = utc_now(now)
+        """Forget claims whose tokens expired, with the skew allowance, before ``now``.
+
+        Returns how many were forgotten.
+        """
+        cutoff = utc_now(now) - dt.timedelta(seconds=CLOCK_SKEW_S)
         with self.engine.begin() as conn:
-            result = conn.execute(delete(replay).where(replay.c.expires_at < at))
+            result = conn.execute(delete(replay).where(replay.c.expires_at < cutoff))
             return int(result.rowcount)

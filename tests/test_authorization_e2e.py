@@ -1,0 +1,658 @@
+"""Enterprise authorization end to end, through the real daemons (issue 3).
+
+Every refusal the issue lists is tried here against running processes: at the gateway
+(client assertions), at the platform (grants, purposes, quotas) and — playing a
+compromised platform that holds the platform's own TLS certificate and token key — at
+a provider, which must answer nothing without a valid enterprise grant.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import time
+import uuid
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.conftest import run
+from veil.client_auth import AssertionSigner, assertion_interceptors
+from veil.errors import VeilError
+from veil.tls import PeerIdentity, secure_channel
+from veil.tokens import (
+    CLOCK_SKEW_S,
+    Grant,
+    RequestClaims,
+    SigningKey,
+    gateway_audience,
+    issue_enterprise_certificate,
+    issue_request_token,
+    make_client_assertion,
+    sign_grant,
+)
+from veil.v1 import authorization_pb2 as apb
+from veil.v1 import (
+    authorization_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    institution_pb2,
+    institution_pb2_grpc,
+    provider_pb2,
+    provider_pb2_grpc,
+)
+from veil_cli.authz_setup import enroll_enterprise
+from veil_cli.calls import call_platform
+from veil_cli.client import load_client_config
+from veil_cli.commands.enterprise import make_grant_jws, make_revocation_jws
+from veil_cli.federation import INSTITUTION
+
+FIELDS = ("tax_grade", "tax_consecutive_normal_months", "si_in_arrears")
+TAX_FIELDS = ("tax_grade", "tax_consecutive_normal_months")
+PURPOSE = "loan_origination"
+LOAN = "LOAN-E2E-1"
+REVOCATION_BOUND_S = 5.0
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def usccs(fed: Any, n: int) -> list[str]:
+    with (fed.data / "labels.csv").open(newline="") as fh:
+        return [row["uscc"] for _, row in zip(range(n), csv.DictReader(fh), strict=False)]
+
+
+def bank(fed: Any) -> AssertionSigner:
+    return load_client_config(fed.workdir / "client.toml").require_identity()
+
+
+async def gateway(
+    fed: Any,
+    method: str,
+    request: Any,
+    *,
+    signer: AssertionSigner | None = None,
+    token: str | None = None,
+    cert: str = INSTITUTION,
+    service: Any = gateway_pb2_grpc.GatewayServiceStub,
+) -> Any:
+    """Call the gateway with ``signer``'s fresh assertions, or one fixed ``token``."""
+    node = fed.node("gateway")
+    interceptors = assertion_interceptors(signer) if signer else []
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    async with secure_channel(
+        node.address,
+        fed.client_tls(cert),
+        PeerIdentity("gateway", node.name),
+        interceptors=interceptors,
+    ) as channel:
+        return await getattr(service(channel), method)(request, timeout=15.0, metadata=metadata)
+
+
+def fetch_request(uscc: str, grant_id: str, fields: tuple[str, ...] = FIELDS, **kw: str) -> Any:
+    return gateway_pb2.GatewayFetchAuthorizedRequest(
+        uscc=uscc,
+        fields=list(fields),
+        grant_id=grant_id,
+        purpose=kw.get("purpose", PURPOSE),
+        loan_ref=kw.get("loan_ref", LOAN),
+    )
+
+
+def code_of(call: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        run(call)
+    return info.value.code(), info.value.details() or ""
+
+
+def admin_call(fed: Any, method: str, request: Any) -> Any:
+    return run(
+        call_platform(
+            str(fed.workdir / "admin.toml"),
+            institution_pb2_grpc.InstitutionRegistryStub,
+            method,
+            request,
+        )
+    )
+
+
+class Enterprise:
+    def __init__(self, fed: Any, uscc: str) -> None:
+        self.fed = fed
+        self.uscc = uscc
+        self.config = str(enroll_enterprise(fed, uscc, f"企业{uscc[-4:]}"))
+        self.signer = load_client_config(self.config).require_identity()
+
+    def grant(self, fields: tuple[str, ...] = FIELDS, **kw: Any) -> apb.GrantInfo:
+        jws = make_grant_jws(
+            self.config,
+            institution=kw.get("institution", INSTITUTION),
+            fields=list(fields),
+            uses=kw.get("uses", ["fetch"]),
+            purpose=kw.get("purpose", PURPOSE),
+            loan_ref=kw.get("loan_ref", LOAN),
+            days=kw.get("days", 30),
+        )
+        return run(
+            gateway(
+                self.fed,
+                "CreateGrant",
+                apb.CreateGrantRequest(grant_jws=jws),
+                signer=self.signer,
+                cert=self.uscc.lower(),
+                service=authorization_pb2_grpc.AuthorizationServiceStub,
+            )
+        )
+
+    def revoke(self, grant_id: str) -> apb.GrantInfo:
+        return run(
+            gateway(
+                self.fed,
+                "RevokeGrant",
+                apb.RevokeGrantRequest(revocation_jws=make_revocation_jws(self.config, grant_id)),
+                signer=self.signer,
+                cert=self.uscc.lower(),
+                service=authorization_pb2_grpc.AuthorizationServiceStub,
+            )
+        )
+
+    def call(self, method: str, request: Any) -> Any:
+        return run(
+            gateway(
+                self.fed,
+                method,
+                request,
+                signer=self.signer,
+                cert=self.uscc.lower(),
+                service=authorization_pb2_grpc.AuthorizationServiceStub,
+            )
+        )
+
+
+@pytest.fixture(scope="module")
+def ent(federation: Any) -> Enterprise:
+    return Enterprise(federation, usccs(federation, 1)[0])
+
+
+@pytest.fixture(scope="module")
+def granted(ent: Enterprise) -> apb.GrantInfo:
+    return ent.grant()
+
+
+# --- the happy path ------------------------------------------------------------------
+
+
+def test_grant_then_fetch_returns_only_the_granted_fields(
+    federation: Any, ent: Enterprise, granted: apb.GrantInfo
+) -> None:
+    answer = run(
+        gateway(
+            federation,
+            "FetchAuthorized",
+            fetch_request(ent.uscc, granted.grant_id),
+            signer=bank(federation),
+        )
+    )
+    seen = {f for ds in answer.datasets for r in ds.records for f in r.fields}
+    assert seen <= set(FIELDS)
+    assert {ds.source for ds in answer.datasets} == {"tax", "social_insurance"}
+    uses = ent.call("ListGrantUses", apb.ListGrantUsesRequest(grant_id=granted.grant_id))
+    assert any(u.request_id == answer.request_id and u.outcome == "OK" for u in uses.uses)
+
+
+def test_provider_ledger_names_institution_and_purpose(
+    federation: Any, ent: Enterprise, granted: apb.GrantInfo
+) -> None:
+    from provider_node.ledger import Ledger
+
+    answer = run(
+        gateway(
+            federation,
+            "FetchAuthorized",
+            fetch_request(ent.uscc, granted.grant_id),
+            signer=bank(federation),
+        )
+    )
+    ledger = Ledger.open(f"sqlite:///{federation.data / 'tax-ledger.db'}")
+    row = next(e for e in ledger.entries() if e.request_id == answer.request_id)
+    assert row.outcome == "answered"
+    assert f"institution={INSTITUTION}" in row.detail and f"purpose={PURPOSE}" in row.detail
+
+
+# --- the gateway: client assertions ----------------------------------------------------
+
+
+def lookup(fed: Any, uscc: str, **kw: Any) -> Any:
+    return gateway(fed, "LookupEnterprise", gateway_pb2.GatewayLookupRequest(uscc=uscc), **kw)
+
+
+def test_no_assertion_is_unauthenticated(federation: Any) -> None:
+    code, why = code_of(lookup(federation, usccs(federation, 1)[0]))
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "client assertion" in why
+
+
+def test_forged_signature_is_refused(federation: Any) -> None:
+    real = bank(federation)
+    rogue = SigningKey.generate("EdDSA", kid=real.key.kid)  # same kid, another key
+    token = make_client_assertion(rogue, issuer=INSTITUTION, audience=gateway_audience("gateway"))
+    code, _ = code_of(lookup(federation, usccs(federation, 1)[0], token=token))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_wrong_audience_is_refused(federation: Any) -> None:
+    token = make_client_assertion(
+        bank(federation).key, issuer=INSTITUTION, audience=gateway_audience("other-gateway")
+    )
+    code, why = code_of(lookup(federation, usccs(federation, 1)[0], token=token))
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "aud" in why
+
+
+def test_expired_assertion_is_refused(federation: Any) -> None:
+    token = make_client_assertion(
+        bank(federation).key,
+        issuer=INSTITUTION,
+        audience=gateway_audience("gateway"),
+        now=time.time() - 600,
+    )
+    code, why = code_of(lookup(federation, usccs(federation, 1)[0], token=token))
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "expired" in why
+
+
+def test_clock_skew_beyond_allowance_is_refused_within_is_accepted(federation: Any) -> None:
+    key = bank(federation).key
+    ahead = make_client_assertion(
+        key,
+        issuer=INSTITUTION,
+        audience=gateway_audience("gateway"),
+        now=time.time() + CLOCK_SKEW_S + 30,
+    )
+    code, _ = code_of(lookup(federation, usccs(federation, 1)[0], token=ahead))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    slightly = make_client_assertion(
+        key,
+        issuer=INSTITUTION,
+        audience=gateway_audience("gateway"),
+        now=time.time() + CLOCK_SKEW_S / 3,
+    )
+    assert run(lookup(federation, usccs(federation, 1)[0], token=slightly)).uscc
+
+
+def test_replayed_jti_is_refused(federation: Any) -> None:
+    token = bank(federation).assertion()
+    uscc = usccs(federation, 1)[0]
+    assert run(lookup(federation, uscc, token=token)).uscc == uscc
+    code, why = code_of(lookup(federation, uscc, token=token))
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "replay" in why.lower()
+
+
+def test_unknown_institution_is_refused(federation: Any) -> None:
+    key = SigningKey.generate("EdDSA")
+    token = make_client_assertion(key, issuer="nobody-bank", audience=gateway_audience("gateway"))
+    code, _ = code_of(lookup(federation, usccs(federation, 1)[0], token=token))
+    assert code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def test_assertion_must_match_the_tls_certificate(federation: Any, ent: Enterprise) -> None:
+    # the bank's assertion presented over the enterprise's TLS certificate
+    code, why = code_of(
+        lookup(federation, ent.uscc, signer=bank(federation), cert=ent.uscc.lower())
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "certificate" in why
+
+
+def test_suspended_institution_is_refused_at_once_and_restored(federation: Any) -> None:
+    uscc = usccs(federation, 1)[0]
+    admin_call(
+        federation,
+        "SetInstitutionState",
+        institution_pb2.SetInstitutionStateRequest(
+            id=INSTITUTION, state=institution_pb2.INSTITUTION_STATE_SUSPENDED, reason="e2e test"
+        ),
+    )
+    try:
+        code, why = code_of(lookup(federation, uscc, signer=bank(federation)))
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "suspended" in why
+    finally:
+        admin_call(
+            federation,
+            "SetInstitutionState",
+            institution_pb2.SetInstitutionStateRequest(
+                id=INSTITUTION, state=institution_pb2.INSTITUTION_STATE_ACTIVE, reason="e2e restore"
+            ),
+        )
+    assert run(lookup(federation, uscc, signer=bank(federation))).uscc == uscc
+
+
+def test_illegal_institution_transition_is_failed_precondition(federation: Any) -> None:
+    with pytest.raises(Exception) as info:
+        admin_call(
+            federation,
+            "SetInstitutionState",
+            institution_pb2.SetInstitutionStateRequest(
+                id=INSTITUTION, state=institution_pb2.INSTITUTION_STATE_ASSESSED, reason="back"
+            ),
+        )
+    assert "active" in str(info.value) and "assessed" in str(info.value)
+
+
+# --- the platform: grants, purposes ------------------------------------------------------
+
+
+def test_scope_wider_than_grant_is_refused(
+    federation: Any, ent: Enterprise, granted: apb.GrantInfo
+) -> None:
+    wider = (*FIELDS, "hf_avg_monthly_contributors")
+    code, why = code_of(
+        gateway(
+            federation,
+            "FetchAuthorized",
+            fetch_request(ent.uscc, granted.grant_id, wider),
+            signer=bank(federation),
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "hf_avg_monthly_contributors" in why
+
+
+def test_purpose_not_granted_is_refused(
+    federation: Any, ent: Enterprise, granted: apb.GrantInfo
+) -> None:
+    code, _ = code_of(
+        gateway(
+            federation,
+            "FetchAuthorized",
+            fetch_request(ent.uscc, granted.grant_id, purpose="post_loan_monitoring"),
+            signer=bank(federation),
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, _ = code_of(
+        gateway(
+            federation,
+            "FetchAuthorized",
+            fetch_request(ent.uscc, granted.grant_id, loan_ref="OTHER-LOAN"),
+            signer=bank(federation),
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_verification_only_field_never_leaves(federation: Any, ent: Enterprise) -> None:
+    # not even an enterprise can grant fetching a commercial secret
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        ent.grant(("tax_vat_paid_last_year",))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_grant_for_another_enterprise_is_refused(federation: Any, ent: Enterprise) -> None:
+    other = usccs(federation, 2)[1]
+    identity = ent.signer
+    assert identity.eia_certificate is not None
+    now = int(time.time())
+    grant = Grant(
+        grant_id=str(uuid.uuid4()),
+        uscc=other,
+        institution=INSTITUTION,
+        fields=FIELDS,
+        uses=("fetch",),
+        purpose=PURPOSE,
+        loan_ref=LOAN,
+        not_before=now,
+        expires=now + 3600,
+        issued_at=now,
+    )
+    # Signing refuses outright (the certificate is for ent.uscc); a grant forced through
+    # anyway must be refused by the platform: the signer's certificate names another USCC.
+    with pytest.raises(VeilError):
+        sign_grant(identity.key, identity.eia_certificate, grant)
+
+
+# --- revocation -------------------------------------------------------------------------
+
+
+def test_revocation_is_immediate_at_platform_and_within_bound_at_providers(
+    federation: Any, ent: Enterprise
+) -> None:
+    info = ent.grant(TAX_FIELDS)
+    t_fetch = run(
+        gateway(
+            federation,
+            "FetchAuthorized",
+            fetch_request(ent.uscc, info.grant_id, TAX_FIELDS),
+            signer=bank(federation),
+        )
+    )
+    assert t_fetch.datasets
+    revoked_at = time.monotonic()
+    ent.revoke(info.grant_id)
+    code, why = code_of(
+        gateway(
+            federation,
+            "FetchAuthorized",
+            fetch_request(ent.uscc, info.grant_id, TAX_FIELDS),
+            signer=bank(federation),
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in why
+    # a (compromised) platform ignoring the revocation: the provider refuses on its own
+    deadline = revoked_at + REVOCATION_BOUND_S
+    while True:
+        code, why = provider_fetch(federation, ent, info.grant_jws, TAX_FIELDS)
+        if code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in why:
+            break
+        assert time.monotonic() < deadline, f"provider still answers: {code} {why}"
+        time.sleep(0.25)
+
+
+# --- a compromised platform calling a provider directly ----------------------------------
+
+
+def platform_key(fed: Any) -> SigningKey:
+    return SigningKey.load(fed.workdir / "keys" / "platform-token.key")
+
+
+def claims(uscc: str, grant_id: str | None, fields: tuple[str, ...], **kw: Any) -> RequestClaims:
+    now = int(kw.get("now", time.time()))
+    return RequestClaims(
+        provider=kw.get("provider", "tax"),
+        uscc=uscc,
+        institution=kw.get("institution", INSTITUTION),
+        fields=fields,
+        use="fetch",
+        purpose=kw.get("purpose", PURPOSE),
+        loan_ref=LOAN,
+        grant_id=grant_id,
+        request_id=kw.get("request_id", uuid.uuid4().hex),
+        issued_at=now,
+        expires=now + kw.get("lifetime", 60),
+    )
+
+
+def unverified_claims(jws: str) -> dict[str, Any]:
+    body = jws.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))))
+
+
+def provider_fetch(
+    fed: Any,
+    ent: Enterprise,
+    grant_jws: str,
+    fields: tuple[str, ...],
+    *,
+    token: str | None = None,
+    request_id: str | None = None,
+    uscc: str | None = None,
+) -> tuple[grpc.StatusCode, str]:
+    """Call the tax provider as the platform would: platform certificate and token key."""
+    rid = request_id or uuid.uuid4().hex
+    # the grant id as written in the grant (unverified: the provider does the verifying)
+    grant_id = unverified_claims(grant_jws)["grant_id"] if grant_jws else None
+    token = token or issue_request_token(
+        platform_key(fed),
+        claims(uscc or ent.uscc, grant_id or str(uuid.uuid4()), fields, request_id=rid),
+    )
+    node = fed.node("tax")
+
+    async def call() -> Any:
+        async with secure_channel(
+            node.address, fed.client_tls("platform"), PeerIdentity("provider", "tax")
+        ) as channel:
+            return await provider_pb2_grpc.ProviderServiceStub(channel).FetchAuthorized(
+                provider_pb2.ProviderFetchAuthorizedRequest(
+                    request_id=rid,
+                    uscc=uscc or ent.uscc,
+                    fields=list(fields),
+                    request_token=token,
+                    grant_jws=grant_jws,
+                ),
+                timeout=10.0,
+            )
+
+    try:
+        run(call())
+    except grpc.aio.AioRpcError as err:
+        return err.code(), err.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+@pytest.fixture(scope="module")
+def tax_grant(ent: Enterprise) -> apb.GrantInfo:
+    return ent.grant(TAX_FIELDS)
+
+
+def test_compromised_platform_valid_path_works(
+    federation: Any, ent: Enterprise, tax_grant: apb.GrantInfo
+) -> None:
+    # sanity: the same direct call with everything valid is answered
+    assert provider_fetch(federation, ent, tax_grant.grant_jws, TAX_FIELDS)[0] == grpc.StatusCode.OK
+
+
+def test_compromised_platform_without_grant_gets_nothing(federation: Any, ent: Enterprise) -> None:
+    code, _ = provider_fetch(federation, ent, "", TAX_FIELDS)
+    assert code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+
+
+def test_compromised_platform_forged_grant_gets_nothing(federation: Any, ent: Enterprise) -> None:
+    rogue_eia = SigningKey.generate("EdDSA")
+    key = SigningKey.generate("EdDSA")
+    cert = issue_enterprise_certificate(
+        rogue_eia, uscc=ent.uscc, name="x", enterprise_jwk=key.public_jwk()
+    )
+    now = int(time.time())
+    forged = sign_grant(
+        key,
+        cert,
+        Grant(
+            grant_id=str(uuid.uuid4()),
+            uscc=ent.uscc,
+            institution=INSTITUTION,
+            fields=TAX_FIELDS,
+            uses=("fetch",),
+            purpose=PURPOSE,
+            loan_ref=LOAN,
+            not_before=now,
+            expires=now + 3600,
+            issued_at=now,
+        ),
+    )
+    code, _ = provider_fetch(federation, ent, forged, TAX_FIELDS)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_compromised_platform_wider_scope_gets_nothing(
+    federation: Any, ent: Enterprise, tax_grant: apb.GrantInfo
+) -> None:
+    wider = (*TAX_FIELDS, "tax_in_arrears")
+    code, why = provider_fetch(federation, ent, tax_grant.grant_jws, wider)
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "tax_in_arrears" in why
+
+
+def test_compromised_platform_other_enterprise_gets_nothing(
+    federation: Any, ent: Enterprise, tax_grant: apb.GrantInfo
+) -> None:
+    other = usccs(federation, 2)[1]
+    code, _ = provider_fetch(federation, ent, tax_grant.grant_jws, TAX_FIELDS, uscc=other)
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_compromised_platform_replay_gets_nothing(
+    federation: Any, ent: Enterprise, tax_grant: apb.GrantInfo
+) -> None:
+    rid = uuid.uuid4().hex
+    assert (
+        provider_fetch(federation, ent, tax_grant.grant_jws, TAX_FIELDS, request_id=rid)[0]
+        == grpc.StatusCode.OK
+    )
+    code, why = provider_fetch(federation, ent, tax_grant.grant_jws, TAX_FIELDS, request_id=rid)
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "already" in why
+
+
+def test_token_for_another_provider_or_forged_or_altered_gets_nothing(
+    federation: Any, ent: Enterprise, tax_grant: apb.GrantInfo
+) -> None:
+    rid = uuid.uuid4().hex
+    for token in (
+        # audience: a token made out to the social-insurance provider
+        issue_request_token(
+            platform_key(federation),
+            claims(
+                ent.uscc,
+                tax_grant.grant_id,
+                TAX_FIELDS,
+                provider="social_insurance",
+                request_id=rid,
+            ),
+        ),
+        # forged: another key under the platform's kid
+        issue_request_token(
+            SigningKey.generate("EdDSA", kid=platform_key(federation).kid),
+            claims(ent.uscc, tax_grant.grant_id, TAX_FIELDS, request_id=rid),
+        ),
+        # expired
+        issue_request_token(
+            platform_key(federation),
+            claims(ent.uscc, tax_grant.grant_id, TAX_FIELDS, request_id=rid, now=time.time() - 600),
+        ),
+        # issued beyond the clock-skew allowance in the future
+        issue_request_token(
+            platform_key(federation),
+            claims(
+                ent.uscc,
+                tax_grant.grant_id,
+                TAX_FIELDS,
+                request_id=rid,
+                now=time.time() + CLOCK_SKEW_S + 60,
+            ),
+        ),
+    ):
+        code, _ = provider_fetch(
+            federation, ent, tax_grant.grant_jws, TAX_FIELDS, token=token, request_id=rid
+        )
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+    good = issue_request_token(
+        platform_key(federation), claims(ent.uscc, tax_grant.grant_id, TAX_FIELDS, request_id=rid)
+    )
+    head, body, sig = good.split(".")
+    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    payload["fields"] = [*TAX_FIELDS, "tax_in_arrears"]
+    altered_body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    code, _ = provider_fetch(
+        federation,
+        ent,
+        tax_grant.grant_jws,
+        (*TAX_FIELDS, "tax_in_arrears"),
+        token=f"{head}.{altered_body}.{sig}",
+        request_id=rid,
+    )
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_refusals_are_in_the_provider_ledger(federation: Any, ent: Enterprise) -> None:
+    from provider_node.ledger import Ledger
+
+    rid = uuid.uuid4().hex
+    provider_fetch(federation, ent, "", TAX_FIELDS, request_id=rid)
+    ledger = Ledger.open(f"sqlite:///{federation.data / 'tax-ledger.db'}")
+    row = next(e for e in ledger.entries() if e.request_id == rid)
+    assert row.outcome == "refused" and row.detail
