@@ -25,10 +25,7 @@ import asyncio
 import datetime as dt
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,22 +33,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import tomli_w
 
 from platform_node.audit import AuditLog, LogSettings
 from veil._internal.merkle import verify_consistency, verify_inclusion
 from veil.audit.client import AuditClient
 from veil.audit.entry import AuditEvent, EventType, encode_entry
-from veil.certs import init_dev_pki
 from veil.checkpoint import Signer, verify_checkpoint
-from veil.config import TLSConfig
-from veil.server import wait_healthy
 from veil.tlog import LogStore
-from veil.tls import PeerIdentity, secure_channel
 from veil.uscc import make_uscc
+from veil_cli.audit_setup import LOG_KEY_FILE, LOG_ORIGIN
+from veil_cli.client import load_client_config
+from veil_cli.federation import Federation
 
 RECORD_TARGET = 5_000.0
-ORIGIN = "bench.veil/log"
 USCCS = [make_uscc("9", "1", "110105", f"MA{i:06d}") for i in range(50)]
 
 
@@ -69,7 +63,7 @@ def event(i: int) -> AuditEvent:
 async def bench_record(workdir: Path, producers: int, total: int) -> float:
     d = Path(tempfile.mkdtemp(dir=workdir))
     audit = await AuditLog.open(
-        f"sqlite:///{d / 'p.db'}", LogSettings(d / "log.key", ORIGIN), actor="platform/p"
+        f"sqlite:///{d / 'p.db'}", LogSettings(d / "log.key", LOG_ORIGIN), actor="platform/p"
     )
 
     async def producer(k: int) -> None:
@@ -85,7 +79,7 @@ async def bench_record(workdir: Path, producers: int, total: int) -> float:
 
 async def prefill(url: str, key: Path, entries: int) -> None:
     """Fill the platform's log the way the sequencer does, in large batches."""
-    audit = await AuditLog.open(url, LogSettings(key, ORIGIN), actor="platform/p")
+    audit = await AuditLog.open(url, LogSettings(key, LOG_ORIGIN), actor="platform/p")
     now = dt.datetime.now(dt.UTC)
     done = audit.store.size()
     t0 = time.perf_counter()
@@ -102,63 +96,16 @@ async def prefill(url: str, key: Path, entries: int) -> None:
     await audit.close()
 
 
-def start_nodes(workdir: Path, entries: int) -> tuple[list[subprocess.Popen[bytes]], str]:
-    certs, data, configs = workdir / "certs", workdir / "data", workdir / "config"
-    for d in (data, configs):
-        d.mkdir(parents=True, exist_ok=True)
-    init_dev_pki(
-        certs, [("platform", "platform"), ("gateway", "gateway"), ("auditor", "bench-auditor")]
-    )
-    url = f"sqlite:///{data / 'platform.db'}"
-    asyncio.run(prefill(url, certs / "log.key", entries))
-    ports = {}
-    for name in ("platform", "gateway"):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports[name] = s.getsockname()[1]
-    tls = {"ca": "../certs/ca.pem"}
-    docs = {
-        "platform": {
-            "node": {
-                "role": "platform",
-                "name": "platform",
-                "listen": f"127.0.0.1:{ports['platform']}",
-            },
-            "tls": {**tls, "cert": "../certs/platform.pem", "key": "../certs/platform.key"},
-            "store": {"url": url},
-            "platform": {"aggregate_interval_s": 0},
-            "log": {"key": "../certs/log.key", "origin": ORIGIN},
-        },
-        "gateway": {
-            "node": {
-                "role": "gateway",
-                "name": "gateway",
-                "listen": f"127.0.0.1:{ports['gateway']}",
-            },
-            "tls": {**tls, "cert": "../certs/gateway.pem", "key": "../certs/gateway.key"},
-            "peers": [
-                {
-                    "name": "platform",
-                    "role": "platform",
-                    "address": f"127.0.0.1:{ports['platform']}",
-                }
-            ],
-        },
-    }
-    procs = []
-    for name, doc in docs.items():
-        path = configs / f"{name}.toml"
-        path.write_text(tomli_w.dumps(doc))
-        log = (workdir / f"{name}.log").open("ab")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "veil_cli", name, "serve", "--config", str(path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=Path(__file__).resolve().parents[1],
-            )
-        )
-    return procs, f"127.0.0.1:{ports['gateway']}"
+def start_nodes(workdir: Path, entries: int) -> Federation:
+    """A platform and a gateway (no providers) set up exactly as ``veil demo`` does,
+    over a log prefilled with ``entries`` entries."""
+    fed = Federation(workdir / "federation", providers=())
+    fed.prepare()
+    url = f"sqlite:///{fed.data / 'platform.db'}"
+    asyncio.run(prefill(url, fed.certs / LOG_KEY_FILE, entries))
+    fed.start()
+    asyncio.run(fed.wait_healthy(timeout_s=300))
+    return fed
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -166,16 +113,12 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def bench_proofs(workdir: Path, address: str, samples: int) -> dict[str, list[float]]:
-    certs = workdir / "certs"
-    tls = TLSConfig(
-        ca=certs / "ca.pem", cert=certs / "bench-auditor.pem", key=certs / "bench-auditor.key"
-    )
-    await wait_healthy(address, tls, PeerIdentity("gateway", "gateway"), timeout_s=120)
-    verifier = Signer.load(certs / "log.key").verifier()
+async def bench_proofs(fed: Federation, samples: int) -> dict[str, list[float]]:
+    config = load_client_config(fed.workdir / "auditor.toml")
+    verifier = Signer.load(fed.certs / LOG_KEY_FILE).verifier()
     rng = random.Random(7)
     out: dict[str, list[float]] = {"inclusion": [], "consistency": []}
-    async with secure_channel(address, tls, PeerIdentity("gateway", "gateway")) as channel:
+    async with config.gateway_channel() as channel:
         client = AuditClient(channel)
         cp = verify_checkpoint(bytes((await client.checkpoint(fresh=True)).note), verifier)
         size, root = cp.size, cp.root_hash
@@ -187,7 +130,7 @@ async def bench_proofs(workdir: Path, address: str, samples: int) -> dict[str, l
             proof = await client.inclusion_proof(size, index=index)
             out["inclusion"].append((time.perf_counter() - t0) * 1000)
             verify_inclusion(bytes(proof.leaf_hash), index, size, list(proof.hashes), root)
-        store = LogStore(f"sqlite:///{workdir / 'data' / 'platform.db'}", table_prefix="audit_log_")
+        store = LogStore(f"sqlite:///{fed.data / 'platform.db'}", table_prefix="audit_log_")
         try:
             for _ in range(samples):
                 size1 = rng.randrange(1, size)
@@ -214,14 +157,11 @@ def main() -> int:
         rate = asyncio.run(bench_record(workdir, producers, total))
         ok = "" if producers == 1 else ("PASS" if rate >= RECORD_TARGET else "FAIL")
         rows.append((f"AuditLog.record, {producers} producers", f"{rate:,.0f}/s", ok))
-    procs, address = start_nodes(workdir, args.entries)
+    fed = start_nodes(workdir, args.entries)
     try:
-        lat = asyncio.run(bench_proofs(workdir, address, args.samples))
+        lat = asyncio.run(bench_proofs(fed, args.samples))
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(30)
+        fed.stop()
     for kind, samples in lat.items():
         rows.append(
             (

@@ -31,6 +31,10 @@ def report_datasets(catalog: Catalog) -> tuple[list[str], list[str]]:
     """The public report's datasets: (physically aggregated, public interface calls)."""
     aggregated, live = [], []
     for ds in catalog.datasets:
+        subset = ds.public_subset
+        if subset is not None and subset.mode == SharingMode.PHYSICAL_AGGREGATION:
+            aggregated.append(ds.id)  # only the public rows (e.g. A-grade taxpayers) arrive
+            continue
         if not any(f.classification == Classification.PUBLIC for f in ds.fields):
             continue
         if ds.mode == SharingMode.PHYSICAL_AGGREGATION:

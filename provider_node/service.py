@@ -33,6 +33,14 @@ def catalog_digest() -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def is_aggregated(dataset: Dataset) -> bool:
+    """Physically aggregated (物理归集) as a whole, or through a public subset of its rows."""
+    subset = dataset.public_subset
+    return dataset.mode == SharingMode.PHYSICAL_AGGREGATION or (
+        subset is not None and subset.mode == SharingMode.PHYSICAL_AGGREGATION
+    )
+
+
 def public_field_ids(dataset: Dataset) -> list[str]:
     return [f.id for f in dataset.fields if f.classification == Classification.PUBLIC]
 
@@ -149,7 +157,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
     ) -> AsyncIterator[provider_pb2.ExportAggregatedBatch]:
         batch_size = request.batch_size or DEFAULT_EXPORT_BATCH
         requested = list(request.dataset_ids) or sorted(
-            d.id for d in self.datasets.values() if d.mode == SharingMode.PHYSICAL_AGGREGATION
+            d.id for d in self.datasets.values() if is_aggregated(d)
         )
         try:
             if not request.request_id:
@@ -158,7 +166,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
                 raise InvalidArgument(f"batch_size must be at most {MAX_EXPORT_BATCH}")
             datasets = self._held(requested)
             for ds in datasets:
-                if ds.mode != SharingMode.PHYSICAL_AGGREGATION:
+                if not is_aggregated(ds):
                     raise PermissionDenied(
                         f"dataset {ds.id!r} is shared by {ds.mode.value}, not physical aggregation"
                     )
@@ -169,6 +177,10 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
             raise
         await self._record("ExportAggregated", request.request_id, None, requested, "answered")
         for ds in datasets:
+            if ds.mode != SharingMode.PHYSICAL_AGGREGATION:
+                async for subset_batch in self._export_subset(ds, batch_size):
+                    yield subset_batch
+                continue
             fields = public_field_ids(ds)
             total = await asyncio.to_thread(self.store.count, ds.id)
             batches = self.store.iter_dataset(ds.id, fields, batch_size, identity=True)
@@ -189,6 +201,31 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
                 yield provider_pb2.ExportAggregatedBatch(
                     dataset_id=ds.id, total_in_dataset=total, last_of_dataset=True
                 )
+
+    async def _export_subset(
+        self, ds: Dataset, batch_size: int
+    ) -> AsyncIterator[provider_pb2.ExportAggregatedBatch]:
+        """Rows of a public subset only (e.g. the A-grade taxpayer list of 纳税信用等级)."""
+        subset = ds.public_subset
+        assert subset is not None
+        batches = self.store.iter_dataset(ds.id, list(ds.field_ids), batch_size, identity=True)
+        sent = 0
+        while True:
+            chunk = await asyncio.to_thread(next, batches, None)
+            if chunk is None:
+                break
+            rows = [r for r in chunk if str(r.get(subset.field)) in subset.values]
+            if not rows:
+                continue
+            msg = provider_pb2.ExportAggregatedBatch(dataset_id=ds.id)
+            for row in rows:
+                msg.usccs.append(row.pop(IDENTITY_USCC))
+                msg.records.append(to_record(ds.id, row))
+            sent += len(rows)
+            yield msg
+        yield provider_pb2.ExportAggregatedBatch(
+            dataset_id=ds.id, total_in_dataset=sent, last_of_dataset=True
+        )
 
     async def FetchAuthorized(
         self,

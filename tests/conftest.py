@@ -20,9 +20,8 @@ def run(coro: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from veil_cli.commands.data import generate_to_dir
-
     from veil_cli.authz_setup import onboard_institution
+    from veil_cli.commands.data import generate_to_dir
     from veil_cli.federation import INSTITUTION, Federation
 
     workdir: Path = tmp_path_factory.mktemp("federation")
@@ -31,9 +30,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     generate_to_dir(
         fed.data, enterprises=E2E_ENTERPRISES, seed=11, units=fed.providers, progress=False
     )
-    fed.start()
     try:
-        run(fed.wait_healthy())
+        run(fed.launch())
         from veil_cli.commands.demo import wait_for_aggregation
 
         run(wait_for_aggregation(workdir / "admin.toml"))

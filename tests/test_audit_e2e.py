@@ -412,7 +412,8 @@ def test_reconciliation_is_clean_and_flags_ledger_mismatches(
     answer = run(_lookup(federation, first_uscc(federation)))
     code, lines, err = cli_json(capsys, "provider", "reconcile", "--json", "--config", samr)
     assert code == 0 and lines[0]["clean"], (lines, err)
-    assert lines[0]["entries_verified"] == lines[0]["ledger_answered"] >= 3
+    # aggregation attempts made before a provider was up name it without its answer
+    assert lines[0]["entries_verified"] >= lines[0]["ledger_answered"] >= 3
 
     engine = _ledger(federation, "samr")
     t = ledger_table

@@ -458,3 +458,16 @@ def test_sigkill_while_recording_loses_nothing_acknowledged(tmp_path: Path) -> N
                 await audit.close()
 
         run(reopen())
+
+
+def test_scope_enum_matches_the_wire_contract() -> None:
+    from veil.v1 import audit_pb2, log_pb2
+
+    enum = audit_pb2.DESCRIPTOR.enum_types_by_name["AuditScope"]
+    assert enum.values_by_number[0].name == "AUDIT_SCOPE_UNSPECIFIED"
+    assert {v.number: v.name.removeprefix("AUDIT_SCOPE_") for v in enum.values} == {
+        s.value: s.name for s in Scope
+    }
+    assert list(audit_pb2.DESCRIPTOR.services_by_name) == ["AuditService"]
+    assert list(log_pb2.DESCRIPTOR.services_by_name) == ["LogService"]
+    assert audit_pb2.DESCRIPTOR.package == log_pb2.DESCRIPTOR.package == "veil.v1"

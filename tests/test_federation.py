@@ -69,11 +69,53 @@ def test_lookup_returns_public_report(federation: Any) -> None:
 
     catalog = load_catalog()
     for ds in answer.datasets:
+        subset = catalog.dataset(ds.dataset_id).public_subset
         for record in ds.records:
-            for field_id in from_record(record):
+            values = from_record(record)
+            if subset is not None:  # a public subset: only its rows, e.g. A-grade taxpayers
+                assert str(values[subset.field]) in subset.values
+                continue
+            for field_id in values:
                 if field_id in catalog.keys:  # the identity keys (uscc, enterprise_name)
                     continue
                 assert catalog.field(field_id).classification == Classification.PUBLIC, field_id
+
+
+def test_a_grade_taxpayers_are_aggregated_and_no_other_grade(federation: Any) -> None:
+    from veil.values import from_record as decode
+
+    node = federation.node("platform")
+
+    async def status() -> Any:
+        async with secure_channel(
+            node.address, federation.client_tls(ADMIN), PeerIdentity("platform", node.name)
+        ) as channel:
+            stub = platform_pb2_grpc.PlatformServiceStub(channel)
+            return await stub.ListProviders(platform_pb2.ListProvidersRequest(), timeout=10)
+
+    tax = next(p for p in run(status()).providers if p.name == "tax")
+    assert tax.aggregated_records > 0  # the A-grade list arrived by physical aggregation
+    from platform_node.public_store import PublicStore
+    from veil.store import make_engine
+
+    store = PublicStore(make_engine(f"sqlite:///{federation.data / 'platform.db'}"))
+    from sqlalchemy import select
+
+    from platform_node.public_store import public_records
+    from veil.v1 import common_pb2
+
+    with store.engine.connect() as conn:
+        blobs = (
+            conn.execute(
+                select(public_records.c.record).where(
+                    public_records.c.dataset_id == "tax_credit_grade"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    grades = {decode(common_pb2.Record.FromString(b))["tax_grade"] for b in blobs}
+    assert grades == {"A"}
 
 
 def test_invalid_uscc_is_invalid_argument_naming_the_check(federation: Any) -> None:

@@ -182,11 +182,25 @@ class Federation:
 
     # -- processes ---------------------------------------------------------------------
 
-    def start(self, *, detach: bool = False) -> None:
-        """Start every node as its own OS process; providers first."""
+    async def launch(self, *, detach: bool = False) -> None:
+        """Start the providers, wait until they are healthy, then the platform and gateway.
+
+        Staged so the platform's first physical aggregation finds every provider up.
+        """
+        self.start(detach=detach, roles=("provider",))
+        await self.wait_healthy(roles=("provider",))
+        self.start(detach=detach, roles=("platform", "gateway"))
+        await self.wait_healthy()
+
+    def start(
+        self, *, detach: bool = False, roles: tuple[str, ...] = ("provider", "platform", "gateway")
+    ) -> None:
+        """Start the nodes of ``roles`` (not yet started) as separate OS processes."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         order = sorted(self.nodes, key=lambda n: ("provider", "platform", "gateway").index(n.role))
         for node in order:
+            if node.role not in roles or node.name in self.processes:
+                continue
             log = (self.logs / f"{node.name}.log").open("ab")
             cmd = [
                 sys.executable,
@@ -209,7 +223,9 @@ class Federation:
             self.processes[node.name] = proc
             (self.run_dir / f"{node.name}.pid").write_text(str(proc.pid))
 
-    async def wait_healthy(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    async def wait_healthy(
+        self, timeout_s: float = STARTUP_TIMEOUT_S, roles: tuple[str, ...] | None = None
+    ) -> None:
         tls = self.client_tls(ADMIN)
         deadline = time.monotonic() + timeout_s
 
@@ -228,7 +244,7 @@ class Federation:
                     f"(see {self.logs / (node.name + '.log')})"
                 ) from None
 
-        await asyncio.gather(*(one(n) for n in self.nodes))
+        await asyncio.gather(*(one(n) for n in self.nodes if roles is None or n.role in roles))
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> dict[str, int | None]:
         """SIGTERM every node (gateway first), wait, and return each exit code."""

@@ -74,6 +74,7 @@ from veil.tokens.grants import (
 )
 from veil.tokens.keys import KeySet, SigningKey, VerifyingKey, jwk_thumbprint
 from veil.tokens.request_tokens import RequestClaims, issue_request_token, verify_request_token
+from veil.tokens.results import sign_result, verify_result
 
 __all__ = [
     "ALGORITHMS",
@@ -110,10 +111,12 @@ __all__ = [
     "make_client_assertion",
     "peek_client_assertion",
     "sign_grant",
+    "sign_result",
     "sign_revocation",
     "verify_client_assertion",
     "verify_enterprise_certificate",
     "verify_grant",
     "verify_request_token",
+    "verify_result",
     "verify_revocation",
 ]

@@ -44,6 +44,7 @@ from veil.tokens.constants import (
     TYP_EIA_CERT,
     TYP_GRANT,
     TYP_REQUEST,
+    TYP_RESULT,
     TYP_REVOCATION,
 )
 from veil.tokens.keys import KID_RE, SigningKey, VerifyingKey
@@ -54,6 +55,7 @@ KIND: dict[str, str] = {
     TYP_GRANT: "grant",
     TYP_REVOCATION: "revocation",
     TYP_REQUEST: "request token",
+    TYP_RESULT: "signed result",
 }
 
 _BASE_HEADER = frozenset({"alg", "typ", "kid"})

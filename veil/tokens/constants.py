@@ -47,6 +47,8 @@ TYP_CLIENT_ASSERTION: Final = "veil-client+jwt"
 TYP_GRANT: Final = "veil-grant+jwt"
 TYP_REVOCATION: Final = "veil-revocation+jwt"
 TYP_REQUEST: Final = "veil-request+jwt"
+TYP_RESULT: Final = "veil-result+jwt"
+RESULT_KINDS: Final = ("verification", "score")
 
 PLATFORM_ISSUER: Final = "veil-platform"
 """``iss`` of every request token."""

@@ -125,8 +125,7 @@ async def run_session(fed: Federation, enterprises: int, seed: int) -> None:
     console.print(f"{summary}")
 
     step("Starting the federation (separate processes, mutual TLS on loopback)")
-    fed.start(detach=False)
-    await fed.wait_healthy()
+    await fed.launch(detach=False)
     console.print(
         kv_table(
             "Nodes (all healthy)",
@@ -178,8 +177,7 @@ def run(args: argparse.Namespace) -> int:
             generate_to_dir(
                 fed.data, enterprises=args.enterprises, seed=args.seed, units=fed.providers
             )
-            fed.start(detach=True)
-            asyncio.run(fed.wait_healthy())
+            asyncio.run(fed.launch(detach=True))
             asyncio.run(wait_for_aggregation(fed.workdir / "admin.toml"))
             asyncio.run(onboard_institution(fed, INSTITUTION))
             client = workdir / "client.toml"
