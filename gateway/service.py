@@ -67,6 +67,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 grant_id=request.grant_id,
                 purpose=request.purpose,
                 loan_ref=request.loan_ref,
+                recipient_public_key=request.recipient_public_key,
             ),
             caller,
         )
@@ -74,7 +75,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             request_id=answer.request_id,
             uscc=answer.uscc,
             grant_id=answer.grant_id,
-            datasets=answer.datasets,
+            sealed=answer.sealed,
             log_index=answer.log_index,
         )
 

@@ -23,6 +23,7 @@ from platform_node.signing import PlatformKeys
 from veil.audit.entry import AuditEvent, EventType
 from veil.catalog import Catalog, Classification
 from veil.errors import FailedPrecondition, InvalidArgument, PermissionDenied, VeilError
+from veil.sealed import recipient_text
 from veil.tokens import RequestClaims
 from veil.uscc import validate_uscc
 from veil.v1 import platform_pb2
@@ -82,6 +83,7 @@ class AuthorizedDetail:
         asked: list[str] = []  # providers actually called (refusals before that ask nobody)
         try:
             validate_uscc(request.uscc)
+            recipient = recipient_text(request.recipient_public_key)
             by_provider = group_by_provider(self.catalog, fields)
             missing = sorted(set(by_provider) - set(self.providers.links))
             if missing:
@@ -115,6 +117,7 @@ class AuthorizedDetail:
                         request_id=request_id,
                         issued_at=now,
                         expires=now + REQUEST_TOKEN_LIFETIME_S,
+                        recipient=recipient,
                     )
                 )
                 calls.append(
@@ -144,7 +147,7 @@ class AuthorizedDetail:
         )
         for answer in answers:
             assert not isinstance(answer, BaseException)
-            response.datasets.extend(answer.datasets)
+            response.sealed.append(answer.sealed)  # opaque here: sealed to the institution
         response.log_index = log_index
         return response
 

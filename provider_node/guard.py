@@ -102,14 +102,14 @@ class PlatformKeys:
             return self.keys
 
     async def _fetch(self) -> None:
-        self._fetched_at = time.monotonic()
         try:
             answer = await self.platform.GetJwks(
-                platform_pb2.GetJwksRequest(), timeout=PLATFORM_TIMEOUT_S
+                platform_pb2.GetJwksRequest(), timeout=PLATFORM_TIMEOUT_S, wait_for_ready=True
             )
         except grpc.aio.AioRpcError as err:
             log.warning("cannot fetch the platform's JWKS: %s", from_rpc_error(err).message)
             return
+        self._fetched_at = time.monotonic()  # rate-limit refreshes only after a success
         self.keys = KeySet.from_jwks(json.loads(answer.jwks_json), label="platform")
 
 

@@ -18,10 +18,11 @@ from provider_node.guard import Guard
 from provider_node.ledger import Ledger
 from veil.catalog import Cardinality, Catalog, Classification, Dataset, SharingMode
 from veil.errors import FailedPrecondition, InvalidArgument, PermissionDenied, VeilError
+from veil.sealed import recipient_bytes, seal_records
 from veil.server import current_peer
 from veil.store import IDENTITY_USCC, ProviderStore
 from veil.uscc import validate_uscc
-from veil.v1 import provider_pb2, provider_pb2_grpc
+from veil.v1 import common_pb2, provider_pb2, provider_pb2_grpc
 from veil.values import to_record
 
 DEFAULT_EXPORT_BATCH = 1000
@@ -253,6 +254,12 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
                 request_token=request.request_token,
                 grant_jws=request.grant_jws,
             )
+            if claims.recipient is None:
+                raise PermissionDenied(
+                    "the request token names no recipient key: detail values leave this "
+                    "provider only sealed to the institution"
+                )
+            recipient_bytes(claims.recipient)
         except VeilError as exc:
             await self._record(
                 "FetchAuthorized",
@@ -271,12 +278,22 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
             "FetchAuthorized", request.request_id, request.uscc, datasets, "answered", detail
         )
         found = await asyncio.to_thread(self.store.fetch, request.uscc, fields)
-        response = provider_pb2.ProviderFetchAuthorizedResponse(request_id=request.request_id)
+        records = []
         for ds_id in datasets:
-            out = response.datasets.add(dataset_id=ds_id, source=self.unit)
+            out = common_pb2.DatasetRecords(dataset_id=ds_id, source=self.unit)
             for row in found.get(ds_id, []):
                 out.records.append(to_record(ds_id, row))
-        return response
+            records.append(out)
+        sealed = seal_records(
+            recipient_bytes(claims.recipient or ""),
+            records,
+            request_id=request.request_id,
+            provider=self.unit,
+            uscc=request.uscc,
+        )
+        return provider_pb2.ProviderFetchAuthorizedResponse(
+            request_id=request.request_id, sealed=sealed
+        )
 
     def _held_field(self, field_id: str) -> str:
         """The dataset of a field this provider may return as a value; refuse others."""

@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import run
 from veil.client_auth import AssertionSigner, assertion_interceptors
 from veil.errors import VeilError
+from veil.sealed import OneTimeKey, open_answers, recipient_text
 from veil.tls import PeerIdentity, secure_channel
 from veil.tokens import (
     CLOCK_SKEW_S,
@@ -91,6 +92,9 @@ async def gateway(
         return await getattr(service(channel), method)(request, timeout=15.0, metadata=metadata)
 
 
+BANK_KEY = OneTimeKey()  # the bank's one-time recipient key for these tests
+
+
 def fetch_request(uscc: str, grant_id: str, fields: tuple[str, ...] = FIELDS, **kw: str) -> Any:
     return gateway_pb2.GatewayFetchAuthorizedRequest(
         uscc=uscc,
@@ -98,7 +102,12 @@ def fetch_request(uscc: str, grant_id: str, fields: tuple[str, ...] = FIELDS, **
         grant_id=grant_id,
         purpose=kw.get("purpose", PURPOSE),
         loan_ref=kw.get("loan_ref", LOAN),
+        recipient_public_key=BANK_KEY.public_bytes,
     )
+
+
+def opened(answer: Any, uscc: str) -> list[Any]:
+    return open_answers(BANK_KEY, answer.sealed, request_id=answer.request_id, uscc=uscc)
 
 
 def code_of(call: Any) -> tuple[grpc.StatusCode, str]:
@@ -195,9 +204,16 @@ def test_grant_then_fetch_returns_only_the_granted_fields(
             signer=bank(federation),
         )
     )
-    seen = {f for ds in answer.datasets for r in ds.records for f in r.fields}
-    assert seen <= set(FIELDS)
-    assert {ds.source for ds in answer.datasets} == {"tax", "social_insurance"}
+    datasets = opened(answer, ent.uscc)
+    seen = {f for ds in datasets for r in ds.records for f in r.fields}
+    assert seen <= set(FIELDS) and seen
+    assert {ds.source for ds in datasets} == {"tax", "social_insurance"}
+    # what the platform relayed is ciphertext: another key cannot open it
+    with pytest.raises(VeilError):
+        open_answers(OneTimeKey(), answer.sealed, request_id=answer.request_id, uscc=ent.uscc)
+    # nor can a sealed answer be passed off as another request's or provider's
+    with pytest.raises(VeilError):
+        open_answers(BANK_KEY, answer.sealed, request_id="other-request", uscc=ent.uscc)
     uses = ent.call("ListGrantUses", apb.ListGrantUsesRequest(grant_id=granted.grant_id))
     assert any(u.request_id == answer.request_id and u.outcome == "OK" for u in uses.uses)
 
@@ -423,7 +439,7 @@ def test_revocation_is_immediate_at_platform_and_within_bound_at_providers(
             signer=bank(federation),
         )
     )
-    assert t_fetch.datasets
+    assert opened(t_fetch, ent.uscc)
     revoked_at = time.monotonic()
     ent.revoke(info.grant_id)
     code, why = code_of(
@@ -466,6 +482,7 @@ def claims(uscc: str, grant_id: str | None, fields: tuple[str, ...], **kw: Any) 
         request_id=kw.get("request_id", uuid.uuid4().hex),
         issued_at=now,
         expires=now + kw.get("lifetime", 60),
+        recipient=kw.get("recipient", recipient_text(BANK_KEY.public_bytes)),
     )
 
 
@@ -646,6 +663,29 @@ def test_token_for_another_provider_or_forged_or_altered_gets_nothing(
         request_id=rid,
     )
     assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_fetch_without_recipient_key_is_refused(
+    federation: Any, ent: Enterprise, granted: apb.GrantInfo
+) -> None:
+    request = fetch_request(ent.uscc, granted.grant_id)
+    request.recipient_public_key = b""
+    code, why = code_of(gateway(federation, "FetchAuthorized", request, signer=bank(federation)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "recipient_public_key" in why
+
+
+def test_provider_refuses_a_token_naming_no_recipient(
+    federation: Any, ent: Enterprise, tax_grant: apb.GrantInfo
+) -> None:
+    rid = uuid.uuid4().hex
+    token = issue_request_token(
+        platform_key(federation),
+        claims(ent.uscc, tax_grant.grant_id, TAX_FIELDS, request_id=rid, recipient=None),
+    )
+    code, why = provider_fetch(
+        federation, ent, tax_grant.grant_jws, TAX_FIELDS, token=token, request_id=rid
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "sealed" in why
 
 
 def test_refusals_are_in_the_provider_ledger(federation: Any, ent: Enterprise) -> None:

@@ -344,3 +344,26 @@ class AlreadyExists(VeilError):
 
 
 _BY_CODE[AlreadyExists.code] = AlreadyExists
+
+
+# --- Crypto compositions (veil.crypto). ---
+
+
+class MalformedCiphertext(InvalidArgument):
+    """A Paillier ciphertext is out of range (≥ n²), zero, not coprime to n, or of the
+    wrong length; ``details["reason"]`` names which.  Rejected before any arithmetic."""
+
+
+class KeyMismatch(InvalidArgument):
+    """Ciphertexts, a randomness pool or a private key belong to different public keys."""
+
+
+class StaleCiphertext(FailedPrecondition):
+    """A ciphertext about to leave the process was not re-randomized after its last
+    homomorphic operation, so whoever knows its inputs' randomness could test guesses
+    of the plaintext.  Call ``veil.crypto.rerandomize`` first."""
+
+
+class InvalidMaskKey(InvalidArgument):
+    """A signed X25519 mask key failed verification (signature, CA, validity, identity)
+    or is unusable (wrong length, low-order point); the message names the check."""

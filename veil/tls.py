@@ -115,6 +115,15 @@ def channel_credentials(tls: TLSConfig) -> grpc.ChannelCredentials:
     )
 
 
+# Peers restart (deployments, the demo's staged start): reconnect within seconds rather
+# than gRPC's default backoff of up to two minutes.
+RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
 def secure_channel(
     address: str,
     tls: TLSConfig,
@@ -130,6 +139,8 @@ def secure_channel(
     gateway at the wrong host — or at a node of the wrong role — fails the handshake
     with UNAVAILABLE instead of leaking a query to it.
     """
+    given = {key for key, _ in options}
+    options = [*options, *(o for o in RECONNECT_OPTIONS if o[0] not in given)]
     if tls.insecure:
         warn_insecure(f"client channel to {expected} at {address}")
         return grpc.aio.insecure_channel(address, options=list(options), interceptors=interceptors)

@@ -12,14 +12,14 @@ from veil.errors import VeilError
 from veil.v1 import authorization_pb2 as apb
 from veil.v1 import (
     authorization_pb2_grpc,
-    gateway_pb2,
-    gateway_pb2_grpc,
+    common_pb2,
     institution_pb2,
     institution_pb2_grpc,
 )
 from veil_cli.authz_setup import enroll_enterprise
 from veil_cli.calls import call_gateway, call_platform
 from veil_cli.commands.enterprise import grants_table, make_grant_jws, make_revocation_jws
+from veil_cli.commands.fetch import fetch_authorized
 from veil_cli.commands.institution import show as show_institution
 from veil_cli.federation import Federation
 from veil_cli.render import console, kv_table, report_table
@@ -43,16 +43,11 @@ def step(title: str) -> None:
 
 async def fetch(
     client: str, uscc: str, grant_id: str, fields: tuple[str, ...]
-) -> gateway_pb2.GatewayFetchAuthorizedResponse:
-    answer: gateway_pb2.GatewayFetchAuthorizedResponse = await call_gateway(
-        client,
-        gateway_pb2_grpc.GatewayServiceStub,
-        "FetchAuthorized",
-        gateway_pb2.GatewayFetchAuthorizedRequest(
-            uscc=uscc, fields=list(fields), grant_id=grant_id, purpose=PURPOSE, loan_ref=LOAN_REF
-        ),
+) -> list[common_pb2.DatasetRecords]:
+    _, datasets = await fetch_authorized(
+        client, uscc, fields, grant_id=grant_id, purpose=PURPOSE, loan_ref=LOAN_REF
     )
-    return answer
+    return datasets
 
 
 async def refused(label: str, call: Awaitable[object]) -> None:
@@ -96,12 +91,16 @@ async def authorization_session(fed: Federation, uscc: str, name: str, instituti
     console.print(grants_table([info], "the enterprise's signed grant, stored at the platform"))
 
     step("6. The bank fetches the authorized items; every provider checks the grant itself")
+    console.print(
+        "each provider seals its answer to the bank's one-time key: the platform relays "
+        "ciphertext it cannot read"
+    )
     answer = await fetch(client, uscc, info.grant_id, DEMO_FIELDS)
     console.print(
         report_table(
             uscc,
             f"{name}, under grant {info.grant_id[:8]}…",
-            list(answer.datasets),
+            answer,
             load_catalog(),
             kind="Authorized detail",
         )

@@ -166,6 +166,22 @@ class FeatureSpec:
         return out
 
 
+def table_index(
+    name: str, edges: Sequence[float], categories: Sequence[str], value: float | str
+) -> int:
+    """The table entry of an observed value: ``categories.index(value)`` (else the last
+    entry, "other"), or the bin ``bisect_right(edges, value)`` of a number."""
+    if categories:
+        text = value if isinstance(value, str) else _category_text(value)
+        try:
+            return list(categories).index(text)
+        except ValueError:
+            return len(categories)  # "other"
+    if isinstance(value, str):
+        raise InvalidArgument(f"feature {name}: {value!r} is not a number")
+    return bisect.bisect_right(edges, value)
+
+
 @dataclass(frozen=True)
 class CompiledFeature:
     """A feature as contributions to the logit: what gets encrypted for the provider.
@@ -188,15 +204,7 @@ class CompiledFeature:
 
     def index(self, value: float | str) -> int:
         """The table entry for an observed value."""
-        if self.categories:
-            text = value if isinstance(value, str) else _category_text(value)
-            try:
-                return self.categories.index(text)
-            except ValueError:
-                return len(self.categories)  # "other"
-        if isinstance(value, str):
-            raise InvalidArgument(f"feature {self.spec.name}: {value!r} is not a number")
-        return bisect.bisect_right(self.edges, value)
+        return table_index(self.spec.name, self.edges, self.categories, value)
 
     def contribution(self, value: float | str | None) -> float:
         if value is None:
@@ -220,9 +228,9 @@ class CompiledFeature:
 
     def weights(self) -> list[float]:
         """The secret numbers in the order the provider receives them encrypted:
-        linear ``[slope, −slope, missing]``; table ``[table…, missing]``."""
+        linear ``[slope, missing]``; table ``[table…, missing]``."""
         if self.linear:
-            return [self.slope, -self.slope, self.missing]
+            return [self.slope, self.missing]
         return [*self.table, self.missing]
 
 

@@ -39,6 +39,7 @@ class RequestClaims:
     request_id: str
     issued_at: int
     expires: int
+    recipient: str | None = None
 
     def __post_init__(self) -> None:
         _validate.text(self.provider, "provider")
@@ -55,6 +56,8 @@ class RequestClaims:
         _validate.numeric_date(self.expires, "expires")
         if self.expires <= self.issued_at:
             raise InvalidArgument("request token expires must be after issued_at")
+        if self.recipient is not None:
+            _validate.text(self.recipient, "recipient", max_len=64)
 
 
 def issue_request_token(platform_key: SigningKey, claims: RequestClaims) -> str:
@@ -78,6 +81,8 @@ def issue_request_token(platform_key: SigningKey, claims: RequestClaims) -> str:
     }
     if claims.grant_id is not None:
         payload["grant_id"] = claims.grant_id
+    if claims.recipient is not None:
+        payload["rcpt"] = claims.recipient
     payload |= {"jti": claims.request_id, "iat": claims.issued_at, "exp": claims.expires}
     return _jws.sign(platform_key, TYP_REQUEST, payload)
 
@@ -104,6 +109,9 @@ def verify_request_token(
     grant_id = claims.get("grant_id")
     if grant_id is not None and not isinstance(grant_id, str):
         raise InvalidToken("request token claim 'grant_id' must be a string")
+    recipient = claims.get("rcpt")
+    if recipient is not None and not isinstance(recipient, str):
+        raise InvalidToken("request token claim 'rcpt' must be a string")
     try:
         return RequestClaims(
             provider=audience,
@@ -117,6 +125,7 @@ def verify_request_token(
             request_id=_jws.claim_str(claims, "jti", TYP_REQUEST),
             issued_at=iat,
             expires=exp,
+            recipient=recipient,
         )
     except InvalidArgument as exc:
         raise InvalidToken(f"request token claims: {exc.message}") from None

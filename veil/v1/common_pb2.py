@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14veil/v1/common.proto\x12\x07veil.v1\"h\n\x05Value\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x11\n\x07integer\x18\x02 \x01(\x12H\x00\x12\x11\n\x07\x64\x65\x63imal\x18\x03 \x01(\tH\x00\x12\x11\n\x07\x62oolean\x18\x04 \x01(\x08H\x00\x12\x0e\n\x04\x64\x61te\x18\x05 \x01(\tH\x00\x42\x06\n\x04kind\"\x88\x01\n\x06Record\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12+\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x1b.veil.v1.Record.FieldsEntry\x1a=\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.veil.v1.Value:\x02\x38\x01\"V\n\x0e\x44\x61tasetRecords\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12 \n\x07records\x18\x03 \x03(\x0b\x32\x0f.veil.v1.Record*\x97\x01\n\x0bSharingMode\x12\x1c\n\x18SHARING_MODE_UNSPECIFIED\x10\x00\x12%\n!SHARING_MODE_PHYSICAL_AGGREGATION\x10\x01\x12\x1f\n\x1bSHARING_MODE_INTERFACE_CALL\x10\x02\x12\"\n\x1eSHARING_MODE_DATA_VERIFICATION\x10\x03*\x97\x01\n\x0e\x43lassification\x12\x1e\n\x1a\x43LASSIFICATION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43LASSIFICATION_PUBLIC\x10\x01\x12$\n CLASSIFICATION_AUTHORIZED_DETAIL\x10\x02\x12$\n CLASSIFICATION_VERIFICATION_ONLY\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14veil/v1/common.proto\x12\x07veil.v1\"h\n\x05Value\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x11\n\x07integer\x18\x02 \x01(\x12H\x00\x12\x11\n\x07\x64\x65\x63imal\x18\x03 \x01(\tH\x00\x12\x11\n\x07\x62oolean\x18\x04 \x01(\x08H\x00\x12\x0e\n\x04\x64\x61te\x18\x05 \x01(\tH\x00\x42\x06\n\x04kind\"\x88\x01\n\x06Record\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12+\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x1b.veil.v1.Record.FieldsEntry\x1a=\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.veil.v1.Value:\x02\x38\x01\"V\n\x0e\x44\x61tasetRecords\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12 \n\x07records\x18\x03 \x03(\x0b\x32\x0f.veil.v1.Record\"4\n\x0cSealedAnswer\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\":\n\rSealedRecords\x12)\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x17.veil.v1.DatasetRecords*\x97\x01\n\x0bSharingMode\x12\x1c\n\x18SHARING_MODE_UNSPECIFIED\x10\x00\x12%\n!SHARING_MODE_PHYSICAL_AGGREGATION\x10\x01\x12\x1f\n\x1bSHARING_MODE_INTERFACE_CALL\x10\x02\x12\"\n\x1eSHARING_MODE_DATA_VERIFICATION\x10\x03*\x97\x01\n\x0e\x43lassification\x12\x1e\n\x1a\x43LASSIFICATION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43LASSIFICATION_PUBLIC\x10\x01\x12$\n CLASSIFICATION_AUTHORIZED_DETAIL\x10\x02\x12$\n CLASSIFICATION_VERIFICATION_ONLY\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECORD_FIELDSENTRY']._loaded_options = None
   _globals['_RECORD_FIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_SHARINGMODE']._serialized_start=367
-  _globals['_SHARINGMODE']._serialized_end=518
-  _globals['_CLASSIFICATION']._serialized_start=521
-  _globals['_CLASSIFICATION']._serialized_end=672
+  _globals['_SHARINGMODE']._serialized_start=481
+  _globals['_SHARINGMODE']._serialized_end=632
+  _globals['_CLASSIFICATION']._serialized_start=635
+  _globals['_CLASSIFICATION']._serialized_end=786
   _globals['_VALUE']._serialized_start=33
   _globals['_VALUE']._serialized_end=137
   _globals['_RECORD']._serialized_start=140
@@ -45,4 +45,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORD_FIELDSENTRY']._serialized_end=276
   _globals['_DATASETRECORDS']._serialized_start=278
   _globals['_DATASETRECORDS']._serialized_end=364
+  _globals['_SEALEDANSWER']._serialized_start=366
+  _globals['_SEALEDANSWER']._serialized_end=418
+  _globals['_SEALEDRECORDS']._serialized_start=420
+  _globals['_SEALEDRECORDS']._serialized_end=478
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from veil.v1 import common_pb2 as veil_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15veil/v1/gateway.proto\x12\x07veil.v1\x1a\x14veil/v1/common.proto\"\x86\x01\n\x1dGatewayFetchAuthorizedRequest\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\x12\x10\n\x08grant_id\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x10\n\x08loan_ref\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"\x92\x01\n\x1eGatewayFetchAuthorizedResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x10\n\x08grant_id\x18\x03 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x17.veil.v1.DatasetRecords\x12\x11\n\tlog_index\x18\x0f \x01(\x03\"\x17\n\x15GatewayGetJwksRequest\" \n\x0bGatewayJwks\x12\x11\n\tjwks_json\x18\x01 \x01(\t\"8\n\x14GatewayLookupRequest\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x85\x01\n\x15GatewayLookupResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x17.veil.v1.DatasetRecords\x12\x11\n\tlog_index\x18\x0f \x01(\x03\"\x13\n\x11GetCatalogRequest\"\xcd\x01\n\x0c\x43\x61talogField\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07name_zh\x18\x02 \x01(\t\x12\x0f\n\x07name_en\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12/\n\x0e\x63lassification\x18\x06 \x01(\x0e\x32\x17.veil.v1.Classification\x12\"\n\x04mode\x18\x07 \x01(\x0e\x32\x14.veil.v1.SharingMode\x12\x1e\n\x16\x61uthorization_required\x18\x08 \x01(\x08\"\xd0\x01\n\x0e\x43\x61talogDataset\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61tegory_id\x18\x02 \x01(\t\x12\x0f\n\x07name_zh\x18\x03 \x01(\t\x12\x0f\n\x07name_en\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\"\n\x04mode\x18\x06 \x01(\x0e\x32\x14.veil.v1.SharingMode\x12\x1e\n\x16\x61uthorization_required\x18\x07 \x01(\x08\x12%\n\x06\x66ields\x18\x08 \x03(\x0b\x32\x15.veil.v1.CatalogField\"O\n\x12GetCatalogResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x17.veil.v1.CatalogDataset2\xcf\x02\n\x0eGatewayService\x12Q\n\x10LookupEnterprise\x12\x1d.veil.v1.GatewayLookupRequest\x1a\x1e.veil.v1.GatewayLookupResponse\x12\x45\n\nGetCatalog\x12\x1a.veil.v1.GetCatalogRequest\x1a\x1b.veil.v1.GetCatalogResponse\x12\x62\n\x0f\x46\x65tchAuthorized\x12&.veil.v1.GatewayFetchAuthorizedRequest\x1a\'.veil.v1.GatewayFetchAuthorizedResponse\x12?\n\x07GetJwks\x12\x1e.veil.v1.GatewayGetJwksRequest\x1a\x14.veil.v1.GatewayJwksb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15veil/v1/gateway.proto\x12\x07veil.v1\x1a\x14veil/v1/common.proto\"\xa4\x01\n\x1dGatewayFetchAuthorizedRequest\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\x12\x10\n\x08grant_id\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x10\n\x08loan_ref\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x1c\n\x14recipient_public_key\x18\x07 \x01(\x0c\"\x8e\x01\n\x1eGatewayFetchAuthorizedResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x10\n\x08grant_id\x18\x03 \x01(\t\x12%\n\x06sealed\x18\x04 \x03(\x0b\x32\x15.veil.v1.SealedAnswer\x12\x11\n\tlog_index\x18\x0f \x01(\x03\"\x17\n\x15GatewayGetJwksRequest\" \n\x0bGatewayJwks\x12\x11\n\tjwks_json\x18\x01 \x01(\t\"8\n\x14GatewayLookupRequest\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x85\x01\n\x15GatewayLookupResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x17.veil.v1.DatasetRecords\x12\x11\n\tlog_index\x18\x0f \x01(\x03\"\x13\n\x11GetCatalogRequest\"\xcd\x01\n\x0c\x43\x61talogField\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07name_zh\x18\x02 \x01(\t\x12\x0f\n\x07name_en\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12/\n\x0e\x63lassification\x18\x06 \x01(\x0e\x32\x17.veil.v1.Classification\x12\"\n\x04mode\x18\x07 \x01(\x0e\x32\x14.veil.v1.SharingMode\x12\x1e\n\x16\x61uthorization_required\x18\x08 \x01(\x08\"\xd0\x01\n\x0e\x43\x61talogDataset\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61tegory_id\x18\x02 \x01(\t\x12\x0f\n\x07name_zh\x18\x03 \x01(\t\x12\x0f\n\x07name_en\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\"\n\x04mode\x18\x06 \x01(\x0e\x32\x14.veil.v1.SharingMode\x12\x1e\n\x16\x61uthorization_required\x18\x07 \x01(\x08\x12%\n\x06\x66ields\x18\x08 \x03(\x0b\x32\x15.veil.v1.CatalogField\"O\n\x12GetCatalogResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x17.veil.v1.CatalogDataset2\xcf\x02\n\x0eGatewayService\x12Q\n\x10LookupEnterprise\x12\x1d.veil.v1.GatewayLookupRequest\x1a\x1e.veil.v1.GatewayLookupResponse\x12\x45\n\nGetCatalog\x12\x1a.veil.v1.GetCatalogRequest\x1a\x1b.veil.v1.GetCatalogResponse\x12\x62\n\x0f\x46\x65tchAuthorized\x12&.veil.v1.GatewayFetchAuthorizedRequest\x1a\'.veil.v1.GatewayFetchAuthorizedResponse\x12?\n\x07GetJwks\x12\x1e.veil.v1.GatewayGetJwksRequest\x1a\x14.veil.v1.GatewayJwksb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,25 +33,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veil.v1.gateway_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GATEWAYFETCHAUTHORIZEDREQUEST']._serialized_start=57
-  _globals['_GATEWAYFETCHAUTHORIZEDREQUEST']._serialized_end=191
-  _globals['_GATEWAYFETCHAUTHORIZEDRESPONSE']._serialized_start=194
-  _globals['_GATEWAYFETCHAUTHORIZEDRESPONSE']._serialized_end=340
-  _globals['_GATEWAYGETJWKSREQUEST']._serialized_start=342
-  _globals['_GATEWAYGETJWKSREQUEST']._serialized_end=365
-  _globals['_GATEWAYJWKS']._serialized_start=367
-  _globals['_GATEWAYJWKS']._serialized_end=399
-  _globals['_GATEWAYLOOKUPREQUEST']._serialized_start=401
-  _globals['_GATEWAYLOOKUPREQUEST']._serialized_end=457
-  _globals['_GATEWAYLOOKUPRESPONSE']._serialized_start=460
-  _globals['_GATEWAYLOOKUPRESPONSE']._serialized_end=593
-  _globals['_GETCATALOGREQUEST']._serialized_start=595
-  _globals['_GETCATALOGREQUEST']._serialized_end=614
-  _globals['_CATALOGFIELD']._serialized_start=617
-  _globals['_CATALOGFIELD']._serialized_end=822
-  _globals['_CATALOGDATASET']._serialized_start=825
-  _globals['_CATALOGDATASET']._serialized_end=1033
-  _globals['_GETCATALOGRESPONSE']._serialized_start=1035
-  _globals['_GETCATALOGRESPONSE']._serialized_end=1114
-  _globals['_GATEWAYSERVICE']._serialized_start=1117
-  _globals['_GATEWAYSERVICE']._serialized_end=1452
+  _globals['_GATEWAYFETCHAUTHORIZEDREQUEST']._serialized_end=221
+  _globals['_GATEWAYFETCHAUTHORIZEDRESPONSE']._serialized_start=224
+  _globals['_GATEWAYFETCHAUTHORIZEDRESPONSE']._serialized_end=366
+  _globals['_GATEWAYGETJWKSREQUEST']._serialized_start=368
+  _globals['_GATEWAYGETJWKSREQUEST']._serialized_end=391
+  _globals['_GATEWAYJWKS']._serialized_start=393
+  _globals['_GATEWAYJWKS']._serialized_end=425
+  _globals['_GATEWAYLOOKUPREQUEST']._serialized_start=427
+  _globals['_GATEWAYLOOKUPREQUEST']._serialized_end=483
+  _globals['_GATEWAYLOOKUPRESPONSE']._serialized_start=486
+  _globals['_GATEWAYLOOKUPRESPONSE']._serialized_end=619
+  _globals['_GETCATALOGREQUEST']._serialized_start=621
+  _globals['_GETCATALOGREQUEST']._serialized_end=640
+  _globals['_CATALOGFIELD']._serialized_start=643
+  _globals['_CATALOGFIELD']._serialized_end=848
+  _globals['_CATALOGDATASET']._serialized_start=851
+  _globals['_CATALOGDATASET']._serialized_end=1059
+  _globals['_GETCATALOGRESPONSE']._serialized_start=1061
+  _globals['_GETCATALOGRESPONSE']._serialized_end=1140
+  _globals['_GATEWAYSERVICE']._serialized_start=1143
+  _globals['_GATEWAYSERVICE']._serialized_end=1478
 # @@protoc_insertion_point(module_scope)

@@ -35,12 +35,17 @@ class GatewayFetchAuthorizedRequest(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     LOAN_REF_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     uscc: _builtins.str
     grant_id: _builtins.str
     purpose: _builtins.str
     loan_ref: _builtins.str
     request_id: _builtins.str
     """optional; assigned if empty"""
+    recipient_public_key: _builtins.bytes
+    """Required: a fresh X25519 public key (32 bytes); each provider seals its answer to
+    it, so neither the gateway nor the platform can read the values.
+    """
     @_builtins.property
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -52,10 +57,11 @@ class GatewayFetchAuthorizedRequest(_message.Message):
         purpose: _builtins.str = ...,
         loan_ref: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        recipient_public_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "grant_id", b"grant_id", "loan_ref", b"loan_ref", "purpose", b"purpose", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "grant_id", b"grant_id", "loan_ref", b"loan_ref", "purpose", b"purpose", "recipient_public_key", b"recipient_public_key", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -68,26 +74,28 @@ class GatewayFetchAuthorizedResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     USCC_FIELD_NUMBER: _builtins.int
     GRANT_ID_FIELD_NUMBER: _builtins.int
-    DATASETS_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
     LOG_INDEX_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     uscc: _builtins.str
     grant_id: _builtins.str
     log_index: _builtins.int
     @_builtins.property
-    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetRecords]: ...
+    def sealed(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SealedAnswer]:
+        """open with the one-time private key (veil/sealed.py)"""
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         uscc: _builtins.str = ...,
         grant_id: _builtins.str = ...,
-        datasets: _abc.Iterable[_common_pb2.DatasetRecords] | None = ...,
+        sealed: _abc.Iterable[_common_pb2.SealedAnswer] | None = ...,
         log_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "grant_id", b"grant_id", "log_index", b"log_index", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant_id", b"grant_id", "log_index", b"log_index", "request_id", b"request_id", "sealed", b"sealed", "uscc", b"uscc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

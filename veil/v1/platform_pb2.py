@@ -25,45 +25,45 @@ _sym_db = _symbol_database.Default()
 from veil.v1 import common_pb2 as veil_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16veil/v1/platform.proto\x12\x07veil.v1\x1a\x14veil/v1/common.proto\"\x7f\n\x16\x46\x65tchAuthorizedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x0e\n\x06\x66ields\x18\x03 \x03(\t\x12\x10\n\x08grant_id\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x10\n\x08loan_ref\x18\x06 \x01(\t\"\xa8\x01\n\x17\x46\x65tchAuthorizedResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x10\n\x08grant_id\x18\x03 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x17.veil.v1.DatasetRecords\x12\x1b\n\x13providers_consulted\x18\x05 \x03(\t\x12\x11\n\tlog_index\x18\x0f \x01(\x03\"\x10\n\x0eGetJwksRequest\"\x19\n\x04Jwks\x12\x11\n\tjwks_json\x18\x01 \x01(\t\":\n\x16ListRevocationsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\r\"W\n\x10RevocationNotice\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x10\n\x08grant_id\x18\x03 \x01(\t\x12\x16\n\x0erevocation_jws\x18\x04 \x01(\t\"I\n\x17ListRevocationsResponse\x12.\n\x0brevocations\x18\x01 \x03(\x0b\x32\x19.veil.v1.RevocationNotice\"3\n\x19GetInstitutionKeysRequest\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\"[\n\x0fInstitutionKeys\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x08\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\tjwks_json\x18\x04 \x01(\t\"S\n\x17LookupEnterpriseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x16\n\x0einstitution_id\x18\x03 \x01(\t\"\xa5\x01\n\x18LookupEnterpriseResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x17.veil.v1.DatasetRecords\x12\x1b\n\x13providers_consulted\x18\x05 \x03(\t\x12\x11\n\tlog_index\x18\x0f \x01(\x03\"\x16\n\x14ListProvidersRequest\"\x9d\x01\n\x0eProviderStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x11\n\treachable\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x1a\n\x12\x61ggregated_records\x18\x06 \x01(\x03\x12\x1a\n\x12last_aggregated_at\x18\x07 \x01(\t\"C\n\x15ListProvidersResponse\x12*\n\tproviders\x18\x01 \x03(\x0b\x32\x17.veil.v1.ProviderStatus\"%\n\x10\x41ggregateRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"?\n\x11\x41ggregateResponse\x12*\n\tproviders\x18\x01 \x03(\x0b\x32\x17.veil.v1.ProviderStatus2\xb1\x04\n\x0fPlatformService\x12W\n\x10LookupEnterprise\x12 .veil.v1.LookupEnterpriseRequest\x1a!.veil.v1.LookupEnterpriseResponse\x12N\n\rListProviders\x12\x1d.veil.v1.ListProvidersRequest\x1a\x1e.veil.v1.ListProvidersResponse\x12\x42\n\tAggregate\x12\x19.veil.v1.AggregateRequest\x1a\x1a.veil.v1.AggregateResponse\x12T\n\x0f\x46\x65tchAuthorized\x12\x1f.veil.v1.FetchAuthorizedRequest\x1a .veil.v1.FetchAuthorizedResponse\x12\x31\n\x07GetJwks\x12\x17.veil.v1.GetJwksRequest\x1a\r.veil.v1.Jwks\x12T\n\x0fListRevocations\x12\x1f.veil.v1.ListRevocationsRequest\x1a .veil.v1.ListRevocationsResponse\x12R\n\x12GetInstitutionKeys\x12\".veil.v1.GetInstitutionKeysRequest\x1a\x18.veil.v1.InstitutionKeysb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16veil/v1/platform.proto\x12\x07veil.v1\x1a\x14veil/v1/common.proto\"\x9d\x01\n\x16\x46\x65tchAuthorizedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x0e\n\x06\x66ields\x18\x03 \x03(\t\x12\x10\n\x08grant_id\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x10\n\x08loan_ref\x18\x06 \x01(\t\x12\x1c\n\x14recipient_public_key\x18\x07 \x01(\x0c\"\xa4\x01\n\x17\x46\x65tchAuthorizedResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x10\n\x08grant_id\x18\x03 \x01(\t\x12%\n\x06sealed\x18\x04 \x03(\x0b\x32\x15.veil.v1.SealedAnswer\x12\x1b\n\x13providers_consulted\x18\x05 \x03(\t\x12\x11\n\tlog_index\x18\x0f \x01(\x03\"\x10\n\x0eGetJwksRequest\"\x19\n\x04Jwks\x12\x11\n\tjwks_json\x18\x01 \x01(\t\":\n\x16ListRevocationsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\r\"W\n\x10RevocationNotice\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x10\n\x08grant_id\x18\x03 \x01(\t\x12\x16\n\x0erevocation_jws\x18\x04 \x01(\t\"I\n\x17ListRevocationsResponse\x12.\n\x0brevocations\x18\x01 \x03(\x0b\x32\x19.veil.v1.RevocationNotice\"3\n\x19GetInstitutionKeysRequest\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\"[\n\x0fInstitutionKeys\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x08\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\tjwks_json\x18\x04 \x01(\t\"S\n\x17LookupEnterpriseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x16\n\x0einstitution_id\x18\x03 \x01(\t\"\xa5\x01\n\x18LookupEnterpriseResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x17.veil.v1.DatasetRecords\x12\x1b\n\x13providers_consulted\x18\x05 \x03(\t\x12\x11\n\tlog_index\x18\x0f \x01(\x03\"\x16\n\x14ListProvidersRequest\"\x9d\x01\n\x0eProviderStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x11\n\treachable\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x1a\n\x12\x61ggregated_records\x18\x06 \x01(\x03\x12\x1a\n\x12last_aggregated_at\x18\x07 \x01(\t\"C\n\x15ListProvidersResponse\x12*\n\tproviders\x18\x01 \x03(\x0b\x32\x17.veil.v1.ProviderStatus\"%\n\x10\x41ggregateRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"?\n\x11\x41ggregateResponse\x12*\n\tproviders\x18\x01 \x03(\x0b\x32\x17.veil.v1.ProviderStatus2\xb1\x04\n\x0fPlatformService\x12W\n\x10LookupEnterprise\x12 .veil.v1.LookupEnterpriseRequest\x1a!.veil.v1.LookupEnterpriseResponse\x12N\n\rListProviders\x12\x1d.veil.v1.ListProvidersRequest\x1a\x1e.veil.v1.ListProvidersResponse\x12\x42\n\tAggregate\x12\x19.veil.v1.AggregateRequest\x1a\x1a.veil.v1.AggregateResponse\x12T\n\x0f\x46\x65tchAuthorized\x12\x1f.veil.v1.FetchAuthorizedRequest\x1a .veil.v1.FetchAuthorizedResponse\x12\x31\n\x07GetJwks\x12\x17.veil.v1.GetJwksRequest\x1a\r.veil.v1.Jwks\x12T\n\x0fListRevocations\x12\x1f.veil.v1.ListRevocationsRequest\x1a .veil.v1.ListRevocationsResponse\x12R\n\x12GetInstitutionKeys\x12\".veil.v1.GetInstitutionKeysRequest\x1a\x18.veil.v1.InstitutionKeysb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veil.v1.platform_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FETCHAUTHORIZEDREQUEST']._serialized_start=57
-  _globals['_FETCHAUTHORIZEDREQUEST']._serialized_end=184
-  _globals['_FETCHAUTHORIZEDRESPONSE']._serialized_start=187
-  _globals['_FETCHAUTHORIZEDRESPONSE']._serialized_end=355
-  _globals['_GETJWKSREQUEST']._serialized_start=357
-  _globals['_GETJWKSREQUEST']._serialized_end=373
-  _globals['_JWKS']._serialized_start=375
-  _globals['_JWKS']._serialized_end=400
-  _globals['_LISTREVOCATIONSREQUEST']._serialized_start=402
-  _globals['_LISTREVOCATIONSREQUEST']._serialized_end=460
-  _globals['_REVOCATIONNOTICE']._serialized_start=462
-  _globals['_REVOCATIONNOTICE']._serialized_end=549
-  _globals['_LISTREVOCATIONSRESPONSE']._serialized_start=551
-  _globals['_LISTREVOCATIONSRESPONSE']._serialized_end=624
-  _globals['_GETINSTITUTIONKEYSREQUEST']._serialized_start=626
-  _globals['_GETINSTITUTIONKEYSREQUEST']._serialized_end=677
-  _globals['_INSTITUTIONKEYS']._serialized_start=679
-  _globals['_INSTITUTIONKEYS']._serialized_end=770
-  _globals['_LOOKUPENTERPRISEREQUEST']._serialized_start=772
-  _globals['_LOOKUPENTERPRISEREQUEST']._serialized_end=855
-  _globals['_LOOKUPENTERPRISERESPONSE']._serialized_start=858
-  _globals['_LOOKUPENTERPRISERESPONSE']._serialized_end=1023
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1025
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1047
-  _globals['_PROVIDERSTATUS']._serialized_start=1050
-  _globals['_PROVIDERSTATUS']._serialized_end=1207
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1209
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1276
-  _globals['_AGGREGATEREQUEST']._serialized_start=1278
-  _globals['_AGGREGATEREQUEST']._serialized_end=1315
-  _globals['_AGGREGATERESPONSE']._serialized_start=1317
-  _globals['_AGGREGATERESPONSE']._serialized_end=1380
-  _globals['_PLATFORMSERVICE']._serialized_start=1383
-  _globals['_PLATFORMSERVICE']._serialized_end=1944
+  _globals['_FETCHAUTHORIZEDREQUEST']._serialized_start=58
+  _globals['_FETCHAUTHORIZEDREQUEST']._serialized_end=215
+  _globals['_FETCHAUTHORIZEDRESPONSE']._serialized_start=218
+  _globals['_FETCHAUTHORIZEDRESPONSE']._serialized_end=382
+  _globals['_GETJWKSREQUEST']._serialized_start=384
+  _globals['_GETJWKSREQUEST']._serialized_end=400
+  _globals['_JWKS']._serialized_start=402
+  _globals['_JWKS']._serialized_end=427
+  _globals['_LISTREVOCATIONSREQUEST']._serialized_start=429
+  _globals['_LISTREVOCATIONSREQUEST']._serialized_end=487
+  _globals['_REVOCATIONNOTICE']._serialized_start=489
+  _globals['_REVOCATIONNOTICE']._serialized_end=576
+  _globals['_LISTREVOCATIONSRESPONSE']._serialized_start=578
+  _globals['_LISTREVOCATIONSRESPONSE']._serialized_end=651
+  _globals['_GETINSTITUTIONKEYSREQUEST']._serialized_start=653
+  _globals['_GETINSTITUTIONKEYSREQUEST']._serialized_end=704
+  _globals['_INSTITUTIONKEYS']._serialized_start=706
+  _globals['_INSTITUTIONKEYS']._serialized_end=797
+  _globals['_LOOKUPENTERPRISEREQUEST']._serialized_start=799
+  _globals['_LOOKUPENTERPRISEREQUEST']._serialized_end=882
+  _globals['_LOOKUPENTERPRISERESPONSE']._serialized_start=885
+  _globals['_LOOKUPENTERPRISERESPONSE']._serialized_end=1050
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1052
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1074
+  _globals['_PROVIDERSTATUS']._serialized_start=1077
+  _globals['_PROVIDERSTATUS']._serialized_end=1234
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1236
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1303
+  _globals['_AGGREGATEREQUEST']._serialized_start=1305
+  _globals['_AGGREGATEREQUEST']._serialized_end=1342
+  _globals['_AGGREGATERESPONSE']._serialized_start=1344
+  _globals['_AGGREGATERESPONSE']._serialized_end=1407
+  _globals['_PLATFORMSERVICE']._serialized_start=1410
+  _globals['_PLATFORMSERVICE']._serialized_end=1971
 # @@protoc_insertion_point(module_scope)

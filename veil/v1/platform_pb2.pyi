@@ -34,11 +34,14 @@ class FetchAuthorizedRequest(_message.Message):
     GRANT_ID_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
     LOAN_REF_FIELD_NUMBER: _builtins.int
+    RECIPIENT_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     uscc: _builtins.str
     grant_id: _builtins.str
     purpose: _builtins.str
     loan_ref: _builtins.str
+    recipient_public_key: _builtins.bytes
+    """the institution's one-time X25519 key (32 bytes)"""
     @_builtins.property
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """catalog field ids"""
@@ -52,10 +55,11 @@ class FetchAuthorizedRequest(_message.Message):
         grant_id: _builtins.str = ...,
         purpose: _builtins.str = ...,
         loan_ref: _builtins.str = ...,
+        recipient_public_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "grant_id", b"grant_id", "loan_ref", b"loan_ref", "purpose", b"purpose", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "grant_id", b"grant_id", "loan_ref", b"loan_ref", "purpose", b"purpose", "recipient_public_key", b"recipient_public_key", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -68,7 +72,7 @@ class FetchAuthorizedResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     USCC_FIELD_NUMBER: _builtins.int
     GRANT_ID_FIELD_NUMBER: _builtins.int
-    DATASETS_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
     PROVIDERS_CONSULTED_FIELD_NUMBER: _builtins.int
     LOG_INDEX_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
@@ -76,7 +80,9 @@ class FetchAuthorizedResponse(_message.Message):
     grant_id: _builtins.str
     log_index: _builtins.int
     @_builtins.property
-    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetRecords]: ...
+    def sealed(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SealedAnswer]:
+        """one per provider, opaque to the platform"""
+
     @_builtins.property
     def providers_consulted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -85,13 +91,13 @@ class FetchAuthorizedResponse(_message.Message):
         request_id: _builtins.str = ...,
         uscc: _builtins.str = ...,
         grant_id: _builtins.str = ...,
-        datasets: _abc.Iterable[_common_pb2.DatasetRecords] | None = ...,
+        sealed: _abc.Iterable[_common_pb2.SealedAnswer] | None = ...,
         providers_consulted: _abc.Iterable[_builtins.str] | None = ...,
         log_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "grant_id", b"grant_id", "log_index", b"log_index", "providers_consulted", b"providers_consulted", "request_id", b"request_id", "uscc", b"uscc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant_id", b"grant_id", "log_index", b"log_index", "providers_consulted", b"providers_consulted", "request_id", b"request_id", "sealed", b"sealed", "uscc", b"uscc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

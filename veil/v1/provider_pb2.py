@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from veil.v1 import common_pb2 as veil_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16veil/v1/provider.proto\x12\x07veil.v1\x1a\x14veil/v1/common.proto\"|\n\x1eProviderFetchAuthorizedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x0e\n\x06\x66ields\x18\x03 \x03(\t\x12\x15\n\rrequest_token\x18\x04 \x01(\t\x12\x11\n\tgrant_jws\x18\x05 \x01(\t\"`\n\x1fProviderFetchAuthorizedResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x17.veil.v1.DatasetRecords\"\x11\n\x0f\x44\x65scribeRequest\"s\n\x10\x44\x65scribeResponse\x12\x0c\n\x04unit\x18\x01 \x01(\t\x12\x12\n\ncategories\x18\x02 \x03(\t\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\x12\x13\n\x0b\x65nterprises\x18\x04 \x01(\x03\x12\x16\n\x0e\x63\x61talog_digest\x18\x05 \x01(\t\"K\n\x12\x46\x65tchPublicRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x61taset_ids\x18\x03 \x03(\t\"T\n\x13\x46\x65tchPublicResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x17.veil.v1.DatasetRecords\"V\n\x17\x45xportAggregatedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x61taset_ids\x18\x02 \x03(\t\x12\x12\n\nbatch_size\x18\x03 \x01(\r\"\x8f\x01\n\x15\x45xportAggregatedBatch\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05usccs\x18\x02 \x03(\t\x12 \n\x07records\x18\x03 \x03(\x0b\x32\x0f.veil.v1.Record\x12\x17\n\x0flast_of_dataset\x18\x04 \x01(\x08\x12\x18\n\x10total_in_dataset\x18\x05 \x01(\x03\x32\xda\x02\n\x0fProviderService\x12?\n\x08\x44\x65scribe\x12\x18.veil.v1.DescribeRequest\x1a\x19.veil.v1.DescribeResponse\x12H\n\x0b\x46\x65tchPublic\x12\x1b.veil.v1.FetchPublicRequest\x1a\x1c.veil.v1.FetchPublicResponse\x12V\n\x10\x45xportAggregated\x12 .veil.v1.ExportAggregatedRequest\x1a\x1e.veil.v1.ExportAggregatedBatch0\x01\x12\x64\n\x0f\x46\x65tchAuthorized\x12\'.veil.v1.ProviderFetchAuthorizedRequest\x1a(.veil.v1.ProviderFetchAuthorizedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16veil/v1/provider.proto\x12\x07veil.v1\x1a\x14veil/v1/common.proto\"|\n\x1eProviderFetchAuthorizedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x0e\n\x06\x66ields\x18\x03 \x03(\t\x12\x15\n\rrequest_token\x18\x04 \x01(\t\x12\x11\n\tgrant_jws\x18\x05 \x01(\t\"\\\n\x1fProviderFetchAuthorizedResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x06sealed\x18\x02 \x01(\x0b\x32\x15.veil.v1.SealedAnswer\"\x11\n\x0f\x44\x65scribeRequest\"s\n\x10\x44\x65scribeResponse\x12\x0c\n\x04unit\x18\x01 \x01(\t\x12\x12\n\ncategories\x18\x02 \x03(\t\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\x12\x13\n\x0b\x65nterprises\x18\x04 \x01(\x03\x12\x16\n\x0e\x63\x61talog_digest\x18\x05 \x01(\t\"K\n\x12\x46\x65tchPublicRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x61taset_ids\x18\x03 \x03(\t\"T\n\x13\x46\x65tchPublicResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x17.veil.v1.DatasetRecords\"V\n\x17\x45xportAggregatedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x61taset_ids\x18\x02 \x03(\t\x12\x12\n\nbatch_size\x18\x03 \x01(\r\"\x8f\x01\n\x15\x45xportAggregatedBatch\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05usccs\x18\x02 \x03(\t\x12 \n\x07records\x18\x03 \x03(\x0b\x32\x0f.veil.v1.Record\x12\x17\n\x0flast_of_dataset\x18\x04 \x01(\x08\x12\x18\n\x10total_in_dataset\x18\x05 \x01(\x03\x32\xda\x02\n\x0fProviderService\x12?\n\x08\x44\x65scribe\x12\x18.veil.v1.DescribeRequest\x1a\x19.veil.v1.DescribeResponse\x12H\n\x0b\x46\x65tchPublic\x12\x1b.veil.v1.FetchPublicRequest\x1a\x1c.veil.v1.FetchPublicResponse\x12V\n\x10\x45xportAggregated\x12 .veil.v1.ExportAggregatedRequest\x1a\x1e.veil.v1.ExportAggregatedBatch0\x01\x12\x64\n\x0f\x46\x65tchAuthorized\x12\'.veil.v1.ProviderFetchAuthorizedRequest\x1a(.veil.v1.ProviderFetchAuthorizedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,19 +35,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROVIDERFETCHAUTHORIZEDREQUEST']._serialized_start=57
   _globals['_PROVIDERFETCHAUTHORIZEDREQUEST']._serialized_end=181
   _globals['_PROVIDERFETCHAUTHORIZEDRESPONSE']._serialized_start=183
-  _globals['_PROVIDERFETCHAUTHORIZEDRESPONSE']._serialized_end=279
-  _globals['_DESCRIBEREQUEST']._serialized_start=281
-  _globals['_DESCRIBEREQUEST']._serialized_end=298
-  _globals['_DESCRIBERESPONSE']._serialized_start=300
-  _globals['_DESCRIBERESPONSE']._serialized_end=415
-  _globals['_FETCHPUBLICREQUEST']._serialized_start=417
-  _globals['_FETCHPUBLICREQUEST']._serialized_end=492
-  _globals['_FETCHPUBLICRESPONSE']._serialized_start=494
-  _globals['_FETCHPUBLICRESPONSE']._serialized_end=578
-  _globals['_EXPORTAGGREGATEDREQUEST']._serialized_start=580
-  _globals['_EXPORTAGGREGATEDREQUEST']._serialized_end=666
-  _globals['_EXPORTAGGREGATEDBATCH']._serialized_start=669
-  _globals['_EXPORTAGGREGATEDBATCH']._serialized_end=812
-  _globals['_PROVIDERSERVICE']._serialized_start=815
-  _globals['_PROVIDERSERVICE']._serialized_end=1161
+  _globals['_PROVIDERFETCHAUTHORIZEDRESPONSE']._serialized_end=275
+  _globals['_DESCRIBEREQUEST']._serialized_start=277
+  _globals['_DESCRIBEREQUEST']._serialized_end=294
+  _globals['_DESCRIBERESPONSE']._serialized_start=296
+  _globals['_DESCRIBERESPONSE']._serialized_end=411
+  _globals['_FETCHPUBLICREQUEST']._serialized_start=413
+  _globals['_FETCHPUBLICREQUEST']._serialized_end=488
+  _globals['_FETCHPUBLICRESPONSE']._serialized_start=490
+  _globals['_FETCHPUBLICRESPONSE']._serialized_end=574
+  _globals['_EXPORTAGGREGATEDREQUEST']._serialized_start=576
+  _globals['_EXPORTAGGREGATEDREQUEST']._serialized_end=662
+  _globals['_EXPORTAGGREGATEDBATCH']._serialized_start=665
+  _globals['_EXPORTAGGREGATEDBATCH']._serialized_end=808
+  _globals['_PROVIDERSERVICE']._serialized_start=811
+  _globals['_PROVIDERSERVICE']._serialized_end=1157
 # @@protoc_insertion_point(module_scope)

@@ -63,22 +63,26 @@ Global___ProviderFetchAuthorizedRequest: _TypeAlias = ProviderFetchAuthorizedReq
 
 @_typing.final
 class ProviderFetchAuthorizedResponse(_message.Message):
+    """The answer, sealed to the institution's one-time key named in the request token
+    (HPKE, veil/sealed.py): the platform relays it without being able to read it.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
-    DATASETS_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     @_builtins.property
-    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetRecords]: ...
+    def sealed(self) -> _common_pb2.SealedAnswer: ...
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
-        datasets: _abc.Iterable[_common_pb2.DatasetRecords] | None = ...,
+        sealed: _common_pb2.SealedAnswer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sealed", b"sealed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "sealed", b"sealed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

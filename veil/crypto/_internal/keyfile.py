@@ -39,7 +39,9 @@ def write_secret_file(path: str | os.PathLike[str], data: bytes, *, overwrite: b
         else:
             os.link(tmp, target)  # atomic: fails if the target appeared meanwhile
     except FileExistsError:
-        raise ConfigError(str(target), "key file", "already exists; refusing to overwrite") from None
+        raise ConfigError(
+            str(target), "key file", "already exists; refusing to overwrite"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     dir_fd = os.open(target.parent, os.O_RDONLY)

@@ -1,0 +1,281 @@
+"""Verification budgets and the answer cache: the platform's reconstruction defence.
+
+Every verification answer is information about a hidden value; enough threshold
+questions rebuild it (binary search).  Two measures bound what an institution can learn:
+
+* **Coarse thresholds** (:mod:`veil.claims_grid`): claims are snapped to the published
+  grid before anything else, so answers depend only on the grid cell of each value.
+* **Budgets**: each (grant, institution, enterprise, field) may be asked about at most
+  ``budget`` times (per field override: ``field_budgets``).  The grant is the
+  authorization window: a new window needs a new grant signed by the enterprise.  A
+  question reading several fields spends one unit of each, all or nothing; a question
+  that would exceed any of them is refused with RESOURCE_EXHAUSTED carrying a
+  ``google.rpc.QuotaFailure`` naming every exhausted (enterprise, field).
+* **Cache**: an identical question (same grant, institution, enterprise and snapped
+  claim hash) within ``cache_ttl_s`` is answered from here without asking a provider
+  and without spending budget — repeating a question reveals nothing new, and a fresh
+  answer to it would (the value may have changed).
+
+Spending happens before the providers are asked; if they cannot answer (a provider is
+down) the spend is refunded, since nothing was learned.  Tables live in the platform's
+store (SQLite or PostgreSQL) and are created on first use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from google.rpc import error_details_pb2
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from veil.errors import ConfigError, ResourceExhausted
+
+__all__ = ["BudgetPolicy", "CachedAnswer", "VerificationBudgets"]
+
+DEFAULT_BUDGET = 20
+DEFAULT_CACHE_TTL_S = 24 * 3600
+
+metadata = MetaData()
+budget_usage = Table(
+    "verification_budget",
+    metadata,
+    Column("grant_id", String(64), primary_key=True),
+    Column("institution", String(64), primary_key=True),
+    Column("uscc", String(18), primary_key=True),
+    Column("field", String(128), primary_key=True),
+    Column("used", Integer, nullable=False),
+)
+answer_cache = Table(
+    "verification_cache",
+    metadata,
+    Column("grant_id", String(64), primary_key=True),
+    Column("institution", String(64), primary_key=True),
+    Column("uscc", String(18), primary_key=True),
+    Column("claims_sha256", String(64), primary_key=True),
+    Column("result", String(16), nullable=False),
+    Column("protocol", String(16), nullable=False),
+    Column("providers", Text, nullable=False),
+    Column("attestations", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class BudgetPolicy:
+    budget: int = DEFAULT_BUDGET
+    field_budgets: Mapping[str, int] = field(default_factory=dict)
+    cache_ttl_s: int = DEFAULT_CACHE_TTL_S
+
+    def limit(self, field_id: str) -> int:
+        return self.field_budgets.get(field_id, self.budget)
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, object], path: str) -> BudgetPolicy:
+        """``[verification] budget = 20``, ``cache_ttl_s = 86400`` and
+        ``[verification.field_budgets] tax_vat_paid_last_year = 8``."""
+
+        def count(key: str, value: object, minimum: int) -> int:
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(path, f"verification.{key}", f"must be an integer ≥ {minimum}")
+            return value
+
+        overrides = section.get("field_budgets", {})
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(path, "verification.field_budgets", "must be a table")
+        return cls(
+            budget=count("budget", section.get("budget", DEFAULT_BUDGET), 1),
+            field_budgets={
+                str(k): count(f"field_budgets.{k}", v, 0) for k, v in overrides.items()
+            },
+            cache_ttl_s=count("cache_ttl_s", section.get("cache_ttl_s", DEFAULT_CACHE_TTL_S), 0),
+        )
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    result: str
+    protocol: str
+    providers: tuple[str, ...]
+    attestations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Question:
+    """Who asks what about whom, under which grant (the budget and cache key)."""
+
+    grant_id: str
+    institution: str
+    uscc: str
+    claims_sha256: str
+    fields: tuple[str, ...]
+
+
+def _now(now: dt.datetime | None) -> dt.datetime:
+    return now if now is not None else dt.datetime.now(dt.UTC)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+class VerificationBudgets:
+    def __init__(self, engine: Engine, policy: BudgetPolicy) -> None:
+        self.engine = engine
+        self.policy = policy
+        metadata.create_all(engine)
+
+    # --- cache ---
+
+    def cached(self, q: Question, now: dt.datetime | None = None) -> CachedAnswer | None:
+        """The remembered answer to exactly this question, if still fresh."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(answer_cache).where(*self._cache_key(q))).first()
+        if row is None or _aware(row.expires_at) <= _now(now):
+            return None
+        return CachedAnswer(
+            result=row.result,
+            protocol=row.protocol,
+            providers=tuple(json.loads(row.providers)),
+            attestations=tuple(json.loads(row.attestations)),
+        )
+
+    def remember(self, q: Question, answer: CachedAnswer, now: dt.datetime | None = None) -> None:
+        if self.policy.cache_ttl_s == 0:
+            return
+        expires = _now(now) + dt.timedelta(seconds=self.policy.cache_ttl_s)
+        values = {
+            "result": answer.result,
+            "protocol": answer.protocol,
+            "providers": json.dumps(list(answer.providers)),
+            "attestations": json.dumps(list(answer.attestations)),
+            "expires_at": expires,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(delete(answer_cache).where(*self._cache_key(q)))
+            conn.execute(
+                insert(answer_cache).values(
+                    grant_id=q.grant_id,
+                    institution=q.institution,
+                    uscc=q.uscc,
+                    claims_sha256=q.claims_sha256,
+                    **values,
+                )
+            )
+
+    @staticmethod
+    def _cache_key(q: Question) -> list[object]:
+        return [
+            answer_cache.c.grant_id == q.grant_id,
+            answer_cache.c.institution == q.institution,
+            answer_cache.c.uscc == q.uscc,
+            answer_cache.c.claims_sha256 == q.claims_sha256,
+        ]
+
+    # --- budgets ---
+
+    def spend(self, q: Question) -> None:
+        """Spend one unit of every field's budget, all or nothing.
+
+        Raises :class:`~veil.errors.ResourceExhausted` with a ``QuotaFailure`` listing
+        each field whose budget is used up (the transaction is rolled back).
+        """
+        exhausted: list[tuple[str, int]] = []
+        with self.engine.begin() as conn:
+            for field_id in sorted(set(q.fields)):
+                limit = self.policy.limit(field_id)
+                self._ensure(conn, q, field_id)
+                done = conn.execute(
+                    update(budget_usage)
+                    .where(*self._key(q, field_id), budget_usage.c.used < limit)
+                    .values(used=budget_usage.c.used + 1)
+                )
+                if done.rowcount != 1:
+                    exhausted.append((field_id, limit))
+            if exhausted:  # raising rolls the whole transaction back
+                raise self._exhausted(q, exhausted)
+
+    def refund(self, q: Question) -> None:
+        """Give back what :meth:`spend` took (the question was not answered)."""
+        with self.engine.begin() as conn:
+            for field_id in sorted(set(q.fields)):
+                conn.execute(
+                    update(budget_usage)
+                    .where(*self._key(q, field_id), budget_usage.c.used > 0)
+                    .values(used=budget_usage.c.used - 1)
+                )
+
+    def used(self, q: Question, field_id: str) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(budget_usage.c.used).where(*self._key(q, field_id))
+            ).scalar_one_or_none()
+        return int(value or 0)
+
+    @staticmethod
+    def _key(q: Question, field_id: str) -> list[object]:
+        return [
+            budget_usage.c.grant_id == q.grant_id,
+            budget_usage.c.institution == q.institution,
+            budget_usage.c.uscc == q.uscc,
+            budget_usage.c.field == field_id,
+        ]
+
+    @staticmethod
+    def _ensure(conn: Connection, q: Question, field_id: str) -> None:
+        values = {
+            "grant_id": q.grant_id,
+            "institution": q.institution,
+            "uscc": q.uscc,
+            "field": field_id,
+            "used": 0,
+        }
+        name = conn.dialect.name
+        if name == "postgresql":
+            conn.execute(postgresql.insert(budget_usage).values(**values).on_conflict_do_nothing())
+        elif name == "sqlite":
+            conn.execute(sqlite.insert(budget_usage).values(**values).on_conflict_do_nothing())
+        else:  # pragma: no cover - other backends
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(budget_usage).values(**values))
+            except IntegrityError:
+                pass
+
+    def _exhausted(self, q: Question, fields: Sequence[tuple[str, int]]) -> ResourceExhausted:
+        violations = [
+            error_details_pb2.QuotaFailure.Violation(
+                subject=f"institution:{q.institution}/enterprise:{q.uscc}/field:{field_id}",
+                description=(
+                    f"verification budget of {limit} questions on {field_id} under grant "
+                    f"{q.grant_id} is used up"
+                ),
+            )
+            for field_id, limit in fields
+        ]
+        names = ", ".join(f for f, _ in fields)
+        return ResourceExhausted(
+            f"verification budget exhausted for {names} of enterprise {q.uscc} under grant "
+            f"{q.grant_id}: repeated questions are answered from the cache, new ones need a "
+            "new authorization window",
+            details={"grant_id": q.grant_id, "uscc": q.uscc, "fields": ",".join(f for f, _ in fields)},
+            extra=[error_details_pb2.QuotaFailure(violations=violations)],
+        )

@@ -1,0 +1,444 @@
+"""ProviderScoring: a provider's encrypted partial score, and why the platform learns nothing.
+
+Install.  The platform sends this provider its part of a model version: the definitions
+of its features (:mod:`veil.scoring.part`, no weights) and, per feature, the weights
+encrypted under the platform's Paillier key — ``Enc(slope·2^60), Enc(missing·2^100)``
+for a linear feature, ``Enc(t_i·2^100)…, Enc(missing·2^100)`` for a table (binned, WOE,
+one-hot).  The part is kept in the provider's own database, so a restart keeps it.
+
+Score one enterprise (:meth:`ProviderScoringServicer.PartialScore`):
+
+1. the provider checks the platform's request token (``use`` must be ``score``) and
+   the enterprise's signed grant itself (:class:`provider_node.guard.Guard`), and that
+   the participants are the model's providers — at least two, and any missing one
+   allowed by the model card; every participant's mask key is verified against the CA;
+2. it reads its own records and computes each feature value
+   (:func:`veil.scoring.features.feature_value`, the documented missing-value policy);
+3. ``c = Π_linear Enc(slope_j)^{x_j·2^40} · Π_table Enc(t_j[bin_j])`` (missing values
+   pick ``Enc(missing_j)``) — a product of *selected* ciphertexts for binned features,
+   no exponentiation; one multi-exponentiation for the linear ones
+   (:func:`unprotected_partial`);
+4. ``c · g^{m_i}`` with its pairwise mask ``m_i`` (X25519 + HKDF, salt = request id):
+   the masks of all participants sum to 0 mod n, so only the total is meaningful;
+5. ``c · ρ`` with a fresh randomizer ρ (:func:`protect`): without it the platform, who
+   made every ``Enc(w)`` and knows their randomness, could recompute the product for
+   each guess of a low-entropy feature vector and compare — ``tests/test_scoring_attacks``
+   shows that attack succeeding on exactly the unprotected variants.
+
+Only the result of step 5 is ever serialized (``ciphertext_bytes`` refuses a stale one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import Column, DateTime, Engine, Integer, LargeBinary, MetaData, String, Table
+from sqlalchemy import delete, insert, select
+
+from provider_node.guard import Guard
+from provider_node.ledger import Ledger
+from veil.catalog import Catalog
+from veil.crypto.paillier import (
+    Ciphertext,
+    DotPlan,
+    PublicKey,
+    add_many,
+    add_plain,
+    ciphertext_bytes,
+    ciphertext_from_bytes,
+    prepare_dot,
+    public_key_from_bytes,
+    rerandomize,
+)
+from veil.crypto.pool import RandomnessPool
+from veil.errors import FailedPrecondition, InvalidArgument, PermissionDenied, VeilError
+from veil.scoring.features import feature_value
+from veil.scoring.part import VALUE, ModelPart, parse_part
+from veil.server import current_peer
+from veil.store import ProviderStore
+from veil.uscc import validate_uscc
+from veil.v1 import masks_pb2
+from veil.v1 import provider_scoring_pb2 as pb
+from veil.v1 import provider_scoring_pb2_grpc
+
+log = logging.getLogger("veil.provider.scoring")
+
+USE = "score"
+MASK_CONTEXT = "score"
+POOL_SIZE = 32
+MIN_PARTICIPANTS = 2
+
+metadata = MetaData()
+installed_parts = Table(
+    "veil_provider_model_parts",
+    metadata,
+    Column("model_id", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("key_id", String(64), nullable=False),
+    Column("request", LargeBinary, nullable=False),  # the InstallModelRequest, as received
+    Column("installed_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class MaskSource(Protocol):
+    """This provider's X25519 mask key and the check of the others' signed keys."""
+
+    unit: str
+
+    def verify(self, signed: masks_pb2.SignedMaskKey) -> bytes:
+        """The peer's X25519 public key, after checking its signature and certificate."""
+        ...
+
+    def mask(self, peers: Mapping[str, bytes], *, request_id: str, context: str, modulus: int) -> int:
+        """Σ ±pairwise masks with ``peers`` (unit → public key), mod ``modulus``."""
+        ...
+
+
+class NotInstalled(FailedPrecondition):
+    """The model part is not (or no longer) installed here; the platform installs it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, details={"reason": "not_installed"})
+
+
+@dataclass
+class InstalledPart:
+    """A model part ready to score: its definitions and the encrypted weights."""
+
+    part: ModelPart
+    key_id: str
+    public_key: PublicKey
+    slopes: DotPlan | None  # over Enc(slope_j) of the linear features, in part order
+    tables: dict[str, list[Ciphertext]]  # table features: Enc(t_i)
+    missing: dict[str, Ciphertext]  # every feature: Enc(missing contribution)
+
+    @property
+    def linear(self) -> list[str]:
+        return [f.spec.name for f in self.part.features if f.linear]
+
+
+def build_installed(request: pb.InstallModelRequest, unit: str, catalog: Catalog) -> InstalledPart:
+    """Validate an InstallModelRequest and precompute what scoring needs."""
+    part = parse_part(request.part_json, provider=unit, catalog=catalog)
+    if (part.model_id, part.version) != (request.model_id, request.version):
+        raise InvalidArgument("model part does not match the request's model and version")
+    key = public_key_from_bytes(request.paillier_n)
+    if key.key_id != request.key_id:
+        raise InvalidArgument("key_id does not match the public key")
+    by_name = {f.name: list(f.ciphertexts) for f in request.features}
+    if set(by_name) != {f.spec.name for f in part.features} or len(by_name) != len(
+        request.features
+    ):
+        raise InvalidArgument("encrypted weights do not match the part's features")
+    slopes: list[Ciphertext] = []
+    tables: dict[str, list[Ciphertext]] = {}
+    missing: dict[str, Ciphertext] = {}
+    for f in part.features:
+        raw = by_name[f.spec.name]
+        if len(raw) != f.ciphertexts:
+            raise InvalidArgument(
+                f"feature {f.spec.name}: {len(raw)} ciphertexts, expected {f.ciphertexts}"
+            )
+        cts = [ciphertext_from_bytes(key, b) for b in raw]  # MalformedCiphertext names why
+        missing[f.spec.name] = cts[-1]
+        if f.linear:
+            slopes.append(cts[0])
+        else:
+            tables[f.spec.name] = cts[:-1]
+    plan = prepare_dot(slopes, exponent_bits=64) if slopes else None
+    return InstalledPart(part, request.key_id, key, plan, tables, missing)
+
+
+def fixed_value(x: float) -> int:
+    """A linear feature's value as the provider's exponent, ``round(x·2^40)``."""
+    if not math.isfinite(x):
+        raise InvalidArgument("feature value is not finite")
+    return VALUE.to_int(x)
+
+
+def unprotected_partial(
+    installed: InstalledPart, rows: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> Ciphertext:
+    """``Enc(Σ contributions of my features)`` for one enterprise's rows.
+
+    NOT safe to send: its randomness is a product of the randomness the platform chose
+    for ``Enc(w)``, so the platform can test guesses of the features.  Only
+    :func:`protect` (mask + fresh randomizer) makes it fit to leave the process.
+    """
+    terms: list[Ciphertext] = []
+    exponents: list[int] = []
+    for f in installed.part.features:
+        value = feature_value(f.spec, rows)
+        name = f.spec.name
+        if value is None:
+            terms.append(installed.missing[name])
+            if f.linear:
+                exponents.append(0)
+            continue
+        if f.linear:
+            if isinstance(value, str):
+                raise InvalidArgument(f"feature {name}: a linear feature needs a number")
+            exponents.append(fixed_value(value))
+        else:
+            terms.append(installed.tables[name][f.index(value)])
+    if installed.slopes is not None:
+        terms.append(installed.slopes.dot(exponents))
+    return add_many(terms)
+
+
+def protect(c: Ciphertext, mask: int, pool: RandomnessPool | None) -> Ciphertext:
+    """Add the pairwise mask (``c·g^m``) and re-randomize (``·ρ``): what may be sent."""
+    return rerandomize(add_plain(c, mask), pool)
+
+
+class PartStore:
+    """Installed parts in the provider's own database, and in memory."""
+
+    def __init__(self, engine: Engine, unit: str, catalog: Catalog) -> None:
+        self.engine = engine
+        self.unit = unit
+        self.catalog = catalog
+        self.cache: dict[tuple[str, int], InstalledPart] = {}
+        metadata.create_all(engine)
+
+    def put(self, request: pb.InstallModelRequest) -> InstalledPart:
+        installed = build_installed(request, self.unit, self.catalog)
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(installed_parts).where(
+                    installed_parts.c.model_id == request.model_id,
+                    installed_parts.c.version == request.version,
+                )
+            )
+            conn.execute(
+                insert(installed_parts).values(
+                    model_id=request.model_id,
+                    version=request.version,
+                    key_id=request.key_id,
+                    request=request.SerializeToString(),
+                    installed_at=dt.datetime.now(dt.UTC),
+                )
+            )
+        self.cache[(request.model_id, request.version)] = installed
+        return installed
+
+    def get(self, model_id: str, version: int, key_id: str) -> InstalledPart:
+        installed = self.cache.get((model_id, version))
+        if installed is None:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    select(installed_parts.c.request).where(
+                        installed_parts.c.model_id == model_id,
+                        installed_parts.c.version == version,
+                    )
+                ).first()
+            if row is not None:
+                request = pb.InstallModelRequest.FromString(row.request)
+                installed = build_installed(request, self.unit, self.catalog)
+                self.cache[(model_id, version)] = installed
+        if installed is None or installed.key_id != key_id:
+            raise NotInstalled(
+                f"model {model_id}@{version} under key {key_id} is not installed at "
+                f"provider {self.unit!r}"
+            )
+        return installed
+
+
+class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer):
+    def __init__(
+        self,
+        *,
+        unit: str,
+        catalog: Catalog,
+        store: ProviderStore,
+        ledger: Ledger,
+        guard: Guard | None,
+        masks: MaskSource | None,
+        parts: PartStore,
+        randomizer: str = "full",
+        batch: Any = None,
+    ) -> None:
+        self.unit = unit
+        self.catalog = catalog
+        self.store = store
+        self.ledger = ledger
+        self.guard = guard
+        self.masks = masks
+        self.parts = parts
+        self.short_exponent = randomizer == "djn"
+        self.batch = batch
+        self._pools: dict[str, RandomnessPool] = {}
+
+    def pool(self, key: PublicKey) -> RandomnessPool:
+        pool = self._pools.get(key.key_id)
+        if pool is None:
+            pool = RandomnessPool(key, POOL_SIZE, short_exponent=self.short_exponent)
+            self._pools[key.key_id] = pool
+        return pool
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        if self.batch is not None:
+            self.batch.close()
+
+    def _caller(self) -> str:
+        peer = current_peer.get()
+        return f"{peer.role}/{peer.name}" if peer else "unauthenticated"
+
+    async def _record(
+        self,
+        method: str,
+        request_id: str,
+        uscc: str | None,
+        outcome: str,
+        detail: str,
+        fields: Sequence[str] = (),
+    ) -> None:
+        datasets = sorted({self.catalog.field(f).dataset_id for f in fields})
+        await asyncio.to_thread(
+            self.ledger.record,
+            request_id=request_id,
+            method=method,
+            caller=self._caller(),
+            uscc=uscc,
+            datasets=datasets,
+            outcome=outcome,
+            detail=detail[:2000],
+        )
+
+    async def InstallModel(
+        self, request: pb.InstallModelRequest, context: Any
+    ) -> pb.InstallModelResponse:
+        try:
+            installed = await asyncio.to_thread(self.parts.put, request)
+        except VeilError as exc:
+            await self._record(
+                "InstallModel", f"{request.model_id}@{request.version}", None, "refused", exc.message
+            )
+            raise
+        self.pool(installed.public_key)  # start precomputing randomizers now
+        await self._record(
+            "InstallModel",
+            f"{request.model_id}@{request.version}",
+            None,
+            "answered",
+            f"model={request.model_id};version={request.version};key={request.key_id};"
+            f"sha256={installed.part.sha256};features={len(installed.part.features)}",
+        )
+        return pb.InstallModelResponse(
+            model_id=request.model_id, version=request.version, key_id=request.key_id
+        )
+
+    def participants(
+        self, part: ModelPart, signed: Sequence[masks_pb2.SignedMaskKey]
+    ) -> dict[str, bytes]:
+        """Check the participant list and verify every mask key; unit → public key."""
+        if self.masks is None:
+            raise FailedPrecondition(f"provider {self.unit!r} has no mask key configured")
+        units = [s.unit for s in signed]
+        if len(set(units)) != len(units):
+            raise InvalidArgument("a participant is listed twice")
+        if self.unit not in units:
+            raise InvalidArgument(f"participants do not include this provider ({self.unit})")
+        if len(units) < MIN_PARTICIPANTS:
+            raise PermissionDenied(
+                "a masked partial score needs at least two participants: alone, the mask "
+                "would be zero and the platform would read this provider's partial score"
+            )
+        strangers = sorted(set(units) - set(part.providers))
+        if strangers:
+            raise InvalidArgument(f"participants {', '.join(strangers)} are not in the model")
+        absent = sorted(set(part.providers) - set(units))
+        if not part.may_run_without(absent):
+            raise PermissionDenied(
+                f"model {part.model_id}@{part.version} does not allow scoring without "
+                f"{', '.join(absent)}"
+            )
+        keys = {s.unit: self.masks.verify(s) for s in signed}
+        return {u: k for u, k in keys.items() if u != self.unit}
+
+    async def PartialScore(
+        self, request: pb.PartialScoreRequest, context: Any
+    ) -> pb.PartialScoreResponse:
+        rid = request.request_id
+        detail = f"model={request.model_id};version={request.version}"
+        try:
+            if self.guard is None:
+                raise FailedPrecondition(
+                    f"provider {self.unit!r} is not configured for authorized requests"
+                )
+            if not rid:
+                raise InvalidArgument("request_id is required")
+            validate_uscc(request.uscc)
+            installed = await asyncio.to_thread(
+                self.parts.get, request.model_id, request.version, request.key_id
+            )
+            part = installed.part
+            if tuple(sorted(request.fields)) != part.fields:
+                raise InvalidArgument(
+                    f"fields must be exactly this provider's fields of model "
+                    f"{part.model_id}@{part.version}: {', '.join(part.fields)}"
+                )
+            peers = self.participants(part, request.participants)
+            claims, grant = await self.guard.check(
+                request_id=rid,
+                uscc=request.uscc,
+                fields=list(request.fields),
+                request_token=request.request_token,
+                grant_jws=request.grant_jws,
+            )
+            if claims.use != USE:
+                raise PermissionDenied(f"request token is for use {claims.use!r}, not {USE!r}")
+        except NotInstalled:
+            raise  # not a use of data: the platform installs and asks again
+        except VeilError as exc:
+            await self._record("PartialScore", rid, request.uscc or None, "refused", exc.message)
+            raise
+        detail = (
+            f"institution={claims.institution};purpose={claims.purpose};"
+            f"loan_ref={claims.loan_ref};grant={grant.grant_id};{detail};"
+            f"participants={','.join(sorted([self.unit, *peers]))}"
+        )
+        await self._record(
+            "PartialScore", rid, request.uscc, "answered", detail, part.fields
+        )
+        masks = self.masks
+        assert masks is not None
+        modulus = installed.public_key.n
+        pool = self.pool(installed.public_key)
+
+        def compute() -> bytes:
+            rows = self.store.fetch(request.uscc, part.fields)
+            mask = masks.mask(peers, request_id=rid, context=MASK_CONTEXT, modulus=modulus)
+            return ciphertext_bytes(protect(unprotected_partial(installed, rows), mask, pool))
+
+        return pb.PartialScoreResponse(request_id=rid, ciphertext=await asyncio.to_thread(compute))
+
+    async def InstallBatch(self, request_iterator: Any, context: Any) -> pb.InstallBatchResponse:
+        if self.batch is None:
+            raise FailedPrecondition(f"provider {self.unit!r} does not serve batch evaluation")
+        result: pb.InstallBatchResponse = await self.batch.install(request_iterator, self)
+        return result
+
+    async def BatchPartial(
+        self, request: pb.BatchPartialRequest, context: Any
+    ) -> pb.BatchPartialResponse:
+        if self.batch is None:
+            raise FailedPrecondition(f"provider {self.unit!r} does not serve batch evaluation")
+        result: pb.BatchPartialResponse = await self.batch.partial(request, self)
+        return result
+
+    async def SelectEnterprises(
+        self, request: pb.SelectEnterprisesRequest, context: Any
+    ) -> pb.SelectEnterprisesResponse:
+        if self.batch is None:
+            raise FailedPrecondition(f"provider {self.unit!r} does not serve batch evaluation")
+        result: pb.SelectEnterprisesResponse = await self.batch.select(request, self)
+        return result

@@ -1,0 +1,170 @@
+"""Checks across providers, combined under encryption: what each provider contributes and
+how the platform reads the combination.
+
+Every provider i evaluates its own conditions (three-valued: true / false / no record)
+and sends one or two Paillier ciphertexts under the platform's key (2048-bit modulus n)
+of *masked* integers ``x_i = c_i + M_i mod n``.  The masks ``M_i`` are pairwise X25519 +
+HKDF masks (:mod:`veil.crypto.masks`) that sum to 0 mod n over the participants, salted
+by the request id and a per-ciphertext context, so the platform — which holds the
+private key — decrypts each ``x_i`` to a uniformly random number and only the product of
+all ciphertexts to ``Σ c_i mod n``.  Every ciphertext is a fresh encryption: ``g^{x_i}``
+times a fresh ``r^n`` from a randomness pool, so no two are linkable or testable.
+
+What the ``c_i`` are, per protocol (``r``, ``r'``, ``r''`` fresh uniform in [1, n) each
+time; ``D_i``/``U_i`` counts of the provider's *decisive* / *no-record* conditions):
+
+``all``   decisive = false.  ``c = (r·D_i, r'·U_i + r''·D_i)``.  ``Σ r·D_i`` is 0 iff no
+          condition anywhere is false, otherwise uniform on Z_n (one non-zero ``r·D_i``
+          is uniform, D_i < n being invertible); the second sum is 0 iff nothing is false
+          and nothing lacks a record, and uniform as soon as something is false.  The
+          platform reads: first ≠ 0 → false; else second ≠ 0 → no record; else true — the
+          answer and nothing else (except with probability 2/n).
+``any``   the same with decisive = true: first ≠ 0 → true; else second ≠ 0 → no record;
+          else false.
+``count`` ``at_least k`` of m conditions: ``c = T_i + (m+1)·U_i`` (true / no-record
+          counts); the platform reads T = Σ mod (m+1) and U = Σ div (m+1).  **It learns
+          both counts**, not which conditions they are.
+``sum``   ``Σ fields op t``: ``c = (⌊10⁴·s_i⌉ + r'·U_i, r·U_i)`` with s_i the provider's
+          partial sum (exact to 10⁻⁴ of the unit, signed values as centred residues).
+          Second ≠ 0 → no record (and the first is then uniform); else the platform
+          decodes Σ s_i and compares.  **It learns the sum**, not the terms.
+
+Collusion: the platform together with every provider but one can remove that provider's
+masks (they share its pairwise seeds) and read its ``c_i``.  See LEAKAGE.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from enum import StrEnum
+
+from veil.claims import Truth, compare, t_at_least
+from veil.errors import InvalidArgument
+
+__all__ = [
+    "SUM_SCALE",
+    "Protocol",
+    "ciphertexts_digest",
+    "decide",
+    "plain_contribution",
+]
+
+SUM_SCALE = 10**4
+"""Sums travel as integers in units of 10⁻⁴ (stores keep 4 decimal places)."""
+
+
+class Protocol(StrEnum):
+    SINGLE = "single"
+    ALL = "all"
+    ANY = "any"
+    COUNT = "count"
+    SUM = "sum"
+    PLAINTEXT = "plaintext"  # benchmark baseline: answers in the clear to the platform
+
+
+CIPHERTEXTS = {Protocol.ALL: 2, Protocol.ANY: 2, Protocol.COUNT: 1, Protocol.SUM: 2}
+
+
+def _nonzero_random(n: int) -> int:
+    return 1 + secrets.randbelow(n - 1)
+
+
+def plain_contribution(
+    protocol: Protocol,
+    n: int,
+    *,
+    truths: Sequence[Truth] = (),
+    total: int = 0,
+    partial_sum: Decimal | None = None,
+    missing: int = 0,
+) -> list[int]:
+    """The provider's unmasked values ``c_i`` (residues mod n) for ``protocol``.
+
+    ``truths``: its conditions' answers (all, any, count; ``total`` = m for count);
+    ``partial_sum`` / ``missing``: its summed fields' total and how many have no record.
+    """
+    if protocol in (Protocol.ALL, Protocol.ANY):
+        decisive = Truth.FALSE if protocol is Protocol.ALL else Truth.TRUE
+        d = sum(1 for t in truths if t is decisive)
+        u = sum(1 for t in truths if t is Truth.NO_RECORD)
+        return [
+            _nonzero_random(n) * d % n,
+            (_nonzero_random(n) * u + _nonzero_random(n) * d) % n,
+        ]
+    if protocol is Protocol.COUNT:
+        if total < len(truths):
+            raise InvalidArgument("total_conditions is smaller than this provider's conditions")
+        t = sum(1 for x in truths if x is Truth.TRUE)
+        u = sum(1 for x in truths if x is Truth.NO_RECORD)
+        return [(t + (total + 1) * u) % n]
+    if protocol is Protocol.SUM:
+        value = 0 if partial_sum is None else round(partial_sum * SUM_SCALE)
+        return [
+            (value + _nonzero_random(n) * missing) % n,
+            _nonzero_random(n) * missing % n,
+        ]
+    raise InvalidArgument(f"protocol {protocol} has no masked contribution")
+
+
+def _centred(value: int, n: int) -> int:
+    value %= n
+    return value - n if value > n // 2 else value
+
+
+def decide(
+    protocol: Protocol,
+    sums: Sequence[int],
+    n: int,
+    *,
+    k: int = 0,
+    total: int = 0,
+    op: str = "",
+    threshold: Decimal | None = None,
+) -> tuple[Truth, dict[str, str]]:
+    """The answer from the decrypted sums, and what the platform learned beyond it
+    (``{"true": "2", "no_record": "0"}`` for count, ``{"sum": "…"}`` for sum)."""
+    if protocol in (Protocol.ALL, Protocol.ANY):
+        decisive, other = (
+            (Truth.FALSE, Truth.TRUE) if protocol is Protocol.ALL else (Truth.TRUE, Truth.FALSE)
+        )
+        if sums[0] % n:
+            return decisive, {}
+        return (Truth.NO_RECORD if sums[1] % n else other), {}
+    if protocol is Protocol.COUNT:
+        value = sums[0] % n
+        true, unknown = value % (total + 1), value // (total + 1)
+        if unknown > total or true + unknown > total:
+            raise InvalidArgument("combined count is out of range: a contribution was malformed")
+        revealed = {"true": str(true), "no_record": str(unknown)}
+        return t_at_least(k, true, unknown), revealed
+    if protocol is Protocol.SUM:
+        if sums[1] % n:
+            return Truth.NO_RECORD, {}
+        assert threshold is not None
+        total_sum = Decimal(_centred(sums[0], n)) / SUM_SCALE
+        return compare(total_sum, op, threshold), {"sum": format(total_sum.normalize(), "f")}
+    raise InvalidArgument(f"protocol {protocol} is not combined under encryption")
+
+
+def ciphertexts_digest(ciphertexts: Sequence[bytes]) -> str:
+    """SHA-256 over length-prefixed ciphertexts (what a provider's attestation signs)."""
+    h = hashlib.sha256()
+    for c in ciphertexts:
+        h.update(len(c).to_bytes(4, "big"))
+        h.update(c)
+    return h.hexdigest()
+
+
+def mask_context(protocol: Protocol, index: int) -> str:
+    """The HKDF context of ciphertext ``index``: distinct masks per ciphertext."""
+    return f"verify|{protocol.value}|{index}"
+
+
+def check_participants(participants: Mapping[str, bytes], me: str) -> None:
+    if me in participants:
+        raise InvalidArgument("a provider is not its own peer")
+    if not participants:
+        raise InvalidArgument("a masked contribution needs at least one other participant")
