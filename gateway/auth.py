@@ -39,6 +39,7 @@ PUBLIC_METHODS = frozenset(
     {
         "/veil.v1.GatewayService/GetCatalog",
         "/veil.v1.GatewayService/GetJwks",
+        "/veil.v1.VerificationService/GetVerificationPolicy",
     }
 )
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/veil.v1.AuditService/")

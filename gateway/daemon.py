@@ -7,7 +7,9 @@ import grpc
 from gateway.audit_service import audit_service_binding
 from gateway.auth import ClientAssertionInterceptor, InstitutionKeyCache
 from gateway.authorization import AuthorizationForwarder
+from gateway.scoring import scoring_binding, start_jwks
 from gateway.service import GatewayServicer
+from gateway.verification import verification_binding
 from veil.catalog import load_catalog
 from veil.config import NodeConfig
 from veil.errors import ConfigError
@@ -64,13 +66,22 @@ async def create_node(config: NodeConfig) -> RunningNode:
     server, port, health = await create_grpc_server(
         config.listen,
         config.tls,
-        [binding, authorization, audit_service_binding(channel)],
+        [
+            binding,
+            authorization,
+            audit_service_binding(channel),
+            verification_binding(channel),
+            scoring_binding(channel),
+        ],
         allowed_roles=ALLOWED_ROLES,
         extra_interceptors=[MetricsInterceptor(), assertions],
     )
     serve_metrics(config.metrics_listen)
+    jwks_http = await start_jwks(config, channel)  # [gateway] jwks_http_listen
 
     async def close() -> None:
+        if jwks_http is not None:
+            await jwks_http.close()
         await channel.close(None)
 
     return RunningNode(server, port, health, on_stop=close)

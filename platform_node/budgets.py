@@ -46,6 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from veil.errors import ConfigError, ResourceExhausted
 
@@ -103,9 +104,7 @@ class BudgetPolicy:
             raise ConfigError(path, "verification.field_budgets", "must be a table")
         return cls(
             budget=count("budget", section.get("budget", DEFAULT_BUDGET), 1),
-            field_budgets={
-                str(k): count(f"field_budgets.{k}", v, 0) for k, v in overrides.items()
-            },
+            field_budgets={str(k): count(f"field_budgets.{k}", v, 0) for k, v in overrides.items()},
             cache_ttl_s=count("cache_ttl_s", section.get("cache_ttl_s", DEFAULT_CACHE_TTL_S), 0),
         )
 
@@ -182,7 +181,7 @@ class VerificationBudgets:
             )
 
     @staticmethod
-    def _cache_key(q: Question) -> list[object]:
+    def _cache_key(q: Question) -> list[ColumnElement[bool]]:
         return [
             answer_cache.c.grant_id == q.grant_id,
             answer_cache.c.institution == q.institution,
@@ -231,7 +230,7 @@ class VerificationBudgets:
         return int(value or 0)
 
     @staticmethod
-    def _key(q: Question, field_id: str) -> list[object]:
+    def _key(q: Question, field_id: str) -> list[ColumnElement[bool]]:
         return [
             budget_usage.c.grant_id == q.grant_id,
             budget_usage.c.institution == q.institution,
@@ -276,6 +275,10 @@ class VerificationBudgets:
             f"verification budget exhausted for {names} of enterprise {q.uscc} under grant "
             f"{q.grant_id}: repeated questions are answered from the cache, new ones need a "
             "new authorization window",
-            details={"grant_id": q.grant_id, "uscc": q.uscc, "fields": ",".join(f for f, _ in fields)},
+            details={
+                "grant_id": q.grant_id,
+                "uscc": q.uscc,
+                "fields": ",".join(f for f, _ in fields),
+            },
             extra=[error_details_pb2.QuotaFailure(violations=violations)],
         )

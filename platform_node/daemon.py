@@ -18,8 +18,10 @@ from platform_node.log_service import log_service_binding
 from platform_node.providers import ProviderRegistry
 from platform_node.public_store import PublicStore
 from platform_node.registry import GrantRegistry, InstitutionRegistry, ReplayGuard
+from platform_node.scoring import build_scoring
 from platform_node.service import AuthorizationParts, PlatformServicer
 from platform_node.signing import load_platform_keys
+from platform_node.verification import build_verification
 from veil.catalog import Catalog, load_catalog
 from veil.config import NodeConfig
 from veil.errors import ConfigError
@@ -88,6 +90,16 @@ async def create_node(config: NodeConfig) -> RunningNode:
         config.store_url, log_settings(config), actor=f"platform/{config.name}"
     )
     authz = build_authorization(config, catalog, registry, store.engine, audit)
+    verification = (
+        [build_verification(config, catalog, registry, store.engine, audit, authz)]
+        if "verification" in config.raw
+        else []
+    )
+    scoring = (  # models, online scoring, batch evaluation (platform_node/scoring.py)
+        build_scoring(config, registry, store.engine, audit, authz)
+        if "scoring" in config.raw
+        else None
+    )
     servicer = PlatformServicer(catalog, registry, store, audit=audit, authz=authz)
     binding = ServiceBinding(
         name=platform_pb2.DESCRIPTOR.services_by_name["PlatformService"].full_name,
@@ -112,11 +124,20 @@ async def create_node(config: NodeConfig) -> RunningNode:
     server, port, health = await create_grpc_server(
         config.listen,
         config.tls,
-        [binding, institutions_binding, grants_binding, log_service_binding(audit)],
+        [
+            binding,
+            institutions_binding,
+            grants_binding,
+            log_service_binding(audit),
+            *verification,
+            *(scoring.bindings if scoring is not None else []),
+        ],
         allowed_roles=ALLOWED_ROLES,
         extra_interceptors=[MetricsInterceptor()],
     )
     serve_metrics(config.metrics_listen)
+    if scoring is not None:
+        scoring.start()  # resume batch jobs a crash left running
     task = (
         asyncio.create_task(aggregate_forever(registry, store, interval, audit))
         if interval is not None
@@ -128,6 +149,8 @@ async def create_node(config: NodeConfig) -> RunningNode:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if scoring is not None:
+            await scoring.close()
         await audit.close()
         await registry.close()
 

@@ -9,8 +9,11 @@ import grpc
 
 from provider_node.guard import REVOCATION_POLL_S, Guard, PlatformKeys
 from provider_node.ledger import Ledger
+from provider_node.mask_keys import ProviderMaskKeys, mask_key_binding
+from provider_node.scoring import scoring_binding
 from provider_node.service import ProviderServicer
 from provider_node.settings import provider_settings
+from provider_node.verify import verification_binding
 from veil.catalog import load_catalog
 from veil.config import NodeConfig
 from veil.errors import ConfigError
@@ -67,6 +70,16 @@ async def create_node(config: NodeConfig) -> RunningNode:
         )
         poller = asyncio.create_task(guard.poll_revocations(platform, REVOCATION_POLL_S))
     servicer = build_servicer(config, guard)
+    masks = ProviderMaskKeys.from_config(config, settings.unit) if "masks" in config.raw else None
+    extra = [mask_key_binding(masks)] if masks is not None else []
+    verifier = None
+    if "verification" in config.raw and guard is not None:
+        verification, verifier = verification_binding(config, servicer, guard, masks)
+        extra.append(verification)
+    scorer = None
+    if "scoring" in config.raw:  # joint-model scoring (provider_node/scoring.py)
+        scoring, scorer = scoring_binding(config, servicer, guard, masks)
+        extra.append(scoring)
     binding = ServiceBinding(
         name=provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
         register=lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(
@@ -76,13 +89,17 @@ async def create_node(config: NodeConfig) -> RunningNode:
     server, port, health = await create_grpc_server(
         config.listen,
         config.tls,
-        [binding],
+        [binding, *extra],
         allowed_roles=ALLOWED_ROLES,
         extra_interceptors=[MetricsInterceptor()],
     )
     serve_metrics(config.metrics_listen)
 
     async def stop_background() -> None:
+        if verifier is not None:
+            verifier.close()
+        if scorer is not None:
+            scorer.close()
         if poller is not None:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):

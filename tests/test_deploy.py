@@ -4,48 +4,74 @@ Every node and client configuration is loaded by the product's own loaders, with
 certificates (the environment overrides the systemd units use point ``[tls]`` at them);
 the federation they describe must be coherent (the gateway calls the platform, the
 platform calls exactly the providers that have configurations, on the ports they listen
-on, with the right units, categories and mappings).  Command lines in the systemd units,
-the compose file, the Kubernetes manifests and ``deploy/README.md`` are parsed by the
-real ``veil`` subcommand parsers.  The OpenSSL issuing script's certificates carry the
-identity Veil checks and pass a real mutual-TLS health check; the compose stand-in unit
-schemas are loaded into PostgreSQL and read back through their mappings.
+on, with the right units, categories and mappings; every node has the EIA's public JWKS,
+the platform its token keys, every provider a platform peer where the platform listens).
+Every key file a configuration names is provisioned where it looks: installed and handed
+over by the systemd unit, mounted by the compose file, mounted (and, for signing keys,
+copied to mode 0600) by the Kubernetes manifests.  The production platform, a provider
+and the gateway are started as real processes with the provisioned keys; an institution
+is onboarded with the README's commands, an enterprise certified by the EIA grants it
+access, and the institution's authorized request is answered by the provider.  Command
+lines in the systemd units, the compose file, the Kubernetes manifests and
+``deploy/README.md`` are parsed by the real ``veil`` subcommand parsers.  The OpenSSL
+issuing script's certificates carry the identity Veil checks and pass a real mutual-TLS
+health check; the compose stand-in unit schemas are loaded into PostgreSQL and read back
+through their mappings.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
+import csv
+import errno
+import fnmatch
 import importlib
+import json
 import os
 import re
 import shlex
 import shutil
 import signal
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import time
 import tomllib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import tomli_w
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy.engine import make_url
 
+from platform_node.signing import load_platform_keys
 from provider_node.settings import provider_settings
 from veil.catalog import load_catalog
 from veil.certs import cert_identity_uris, init_dev_pki
 from veil.config import NodeConfig, TLSConfig, load_node_config
-from veil.errors import Unavailable
+from veil.errors import InsecureKeyFile, PermissionDenied, Unauthenticated, Unavailable
 from veil.server import create_server, wait_healthy
 from veil.store import ProviderStore, load_mapping
-from veil.tls import PeerIdentity
+from veil.tls import PeerIdentity, secure_channel
+from veil.tokens import KeySet, SigningKey, issue_enterprise_certificate
+from veil.trust import load_eia_keys
+from veil.uscc import is_valid_uscc
+from veil.v1 import authorization_pb2, authorization_pb2_grpc, platform_pb2, platform_pb2_grpc
+from veil_cli.calls import call_gateway
 from veil_cli.client import ClientConfig, load_client_config
+from veil_cli.commands.data import generate_to_dir
+from veil_cli.commands.enterprise import make_grant_jws
+from veil_cli.commands.fetch import fetch_authorized
 from veil_cli.main import COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +83,7 @@ SYSTEMD = DEPLOY / "systemd"
 OPENSSL_SCRIPT = DEPLOY / "pki" / "veil-openssl.sh"
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CATALOG = load_catalog()
+EIA_JWKS = "/etc/veil/trust/eia.jwks.json"  # where every node looks for the EIA's keys
 
 
 # --------------------------------------------------------------------------- helpers
@@ -116,16 +143,114 @@ def load_node(path: Path, pki: Path, **env: str) -> NodeConfig:
     return config
 
 
-def load_client(path: Path, pki: Path, tmp: Path) -> ClientConfig:
-    """Load a client configuration with its ``[tls]`` files replaced by real ones."""
+@dataclass(frozen=True)
+class Trust:
+    """What a deployment provisions besides certificates, made here as the README says:
+    the EIA's public JWKS (its private key stays with the EIA: here, the test) and the
+    platform's request-token key (``veil keygen``: a 0600 key file)."""
+
+    eia: SigningKey
+    eia_jwks: Path
+    token_key: SigningKey
+    token_key_path: Path
+
+
+@pytest.fixture(scope="module")
+def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
+    root = tmp_path_factory.mktemp("trust")
+    eia = SigningKey.generate("EdDSA")
+    jwks = root / "eia.jwks.json"
+    jwks.write_text(json.dumps(KeySet.of(eia).to_jwks(), indent=2))
+    token_key = root / "platform-token.key"
+    veil_run(["keygen", "--out", str(token_key)])
+    assert stat.S_IMODE(token_key.stat().st_mode) == 0o600
+    return Trust(eia, jwks, SigningKey.load(token_key), token_key)
+
+
+def client_role(doc: Mapping[str, Any]) -> str:
+    """The certificate role a client configuration is for."""
+    if "platform" in doc:
+        return "admin"
+    return "enterprise" if "eia_certificate" in doc.get("identity", {}) else "institution"
+
+
+def provision_identity(
+    identity: Mapping[str, Any], eia: SigningKey, stem: Path, name: str = "示例企业"
+) -> dict[str, str]:
+    """``[identity]`` with a real signing key (one the test already made, or a fresh one,
+    0600 as ``veil keygen`` makes it) and, for an enterprise, that key's certificate from
+    the EIA ``eia``."""
+    key_path = Path(identity["key"])
+    if key_path.is_absolute() and key_path.is_file():
+        key = SigningKey.load(key_path)
+    else:
+        key = SigningKey.generate("EdDSA")
+        key_path = stem.with_name(stem.name + ".key")
+        key.save(key_path)
+    out = {"id": str(identity["id"]), "key": str(key_path)}
+    if "eia_certificate" in identity:
+        certificate = issue_enterprise_certificate(
+            eia, uscc=out["id"], name=name, enterprise_jwk=key.public_jwk()
+        )
+        cert_path = stem.with_name(stem.name + ".eia.jwt")
+        cert_path.write_text(certificate + "\n")
+        out["eia_certificate"] = str(cert_path)
+    return out
+
+
+def client_copy(
+    path: Path,
+    pki: Path,
+    tmp: Path,
+    trust: Trust,
+    *,
+    addresses: Mapping[str, str] | None = None,
+    identity: Mapping[str, Any] | None = None,
+    eia: SigningKey | None = None,
+) -> Path:
+    """A copy of the client configuration ``path`` with its ``[tls]`` and ``[identity]``
+    files replaced by real ones, and optionally the gateway/platform addresses (and the
+    identity's id) replaced."""
     doc = tomllib.loads(path.read_text())
     name = Path(doc["tls"]["cert"]).stem
-    role = "admin" if "platform" in doc else "institution"
-    paths = init_dev_pki(pki, [(role, name)])[name]
+    if identity is not None:
+        doc["identity"] = {**doc["identity"], **identity}
+        if "eia_certificate" in doc["identity"]:
+            name = doc["identity"]["id"].lower()  # an enterprise's certificate name
+    paths = init_dev_pki(pki, [(client_role(doc), name)])[name]
     doc["tls"] = {"ca": str(paths.ca), "cert": str(paths.cert), "key": str(paths.key)}
-    copy = tmp / path.name
-    copy.write_text(tomli_w.dumps(doc))
-    return load_client_config(copy)
+    for section, address in (addresses or {}).items():
+        doc[section]["address"] = address
+    out = tmp / f"{uuid.uuid4().hex[:8]}-{path.name}"
+    if "identity" in doc:
+        doc["identity"] = provision_identity(doc["identity"], eia or trust.eia, out)
+    out.write_text(tomli_w.dumps(doc))
+    return out
+
+
+def load_client(path: Path, pki: Path, tmp: Path, trust: Trust) -> ClientConfig:
+    """Load a client configuration with its ``[tls]`` and ``[identity]`` files replaced by
+    real ones, and check that it signs as the subject its certificate names."""
+    client = load_client_config(client_copy(path, pki, tmp, trust))
+    doc = tomllib.loads(path.read_text())
+    cert_name = Path(doc["tls"]["cert"]).stem
+    if client_role(doc) == "admin":  # administrators: the certificate alone
+        assert client.identity is None
+        return client
+    # Every gateway call except GetCatalog/GetJwks carries a client assertion, bound to
+    # the certificate: an institution's id is its certificate name, an enterprise's
+    # certificate names its USCC in lower case.
+    assert client.identity is not None, f"{path}: [identity] is required"
+    assert client.gateway is not None
+    assert client.identity.gateway_name == client.gateway.name
+    issuer = client.identity.issuer
+    if client_role(doc) == "enterprise":
+        assert client.identity.eia_certificate is not None
+        assert is_valid_uscc(issuer) and cert_name == issuer.lower()
+    else:
+        assert client.identity.eia_certificate is None
+        assert not is_valid_uscc(issuer) and cert_name == issuer
+    return client
 
 
 def check_federation(nodes: list[NodeConfig], *, every_peer_has_config: bool) -> None:
@@ -158,6 +283,62 @@ def check_federation(nodes: list[NodeConfig], *, every_peer_has_config: bool) ->
         assert mapping.unit == settings.unit
     for peer in peers.values():
         assert peer.unit in CATALOG.providers()
+    check_authorization(nodes)
+
+
+def check_authorization(nodes: list[NodeConfig]) -> None:
+    """Every node has the EIA's public JWKS (one path, installed on each node); the
+    platform, and only the platform, has token keys and a log key; every provider has
+    ``[authorization]`` and exactly one platform peer, under the platform's name, on the
+    port the platform listens on."""
+    platform = next(n for n in nodes if n.role == "platform")
+    for config in nodes:
+        auth = config.section("authorization")
+        assert auth.get("eia_jwks") == EIA_JWKS, f"{config.path}: authorization.eia_jwks"
+        if config.role == "platform":
+            keys = auth.get("token_keys")
+            assert isinstance(keys, list) and keys, f"{config.path}: authorization.token_keys"
+            assert len(set(keys)) == len(keys)
+            assert all(isinstance(k, str) and Path(k).is_absolute() for k in keys)
+            # Absolute: a relative path resolves next to the config file, read-only in
+            # every deployment (and the log key is created on first start).
+            log_key = config.section("log").get("key")
+            assert isinstance(log_key, str) and Path(log_key).is_absolute()
+            assert config.section("log").get("origin")
+        else:
+            assert "token_keys" not in auth, "only the platform signs request tokens"
+        if config.role == "provider":
+            platforms = [p for p in config.peers if p.role == "platform"]
+            assert len(platforms) == 1 and len(config.peers) == 1, config.path
+            assert platforms[0].name == platform.name
+            assert port_of(platforms[0].address) == port_of(platform.listen)
+
+
+def provisioned(config: NodeConfig, tmp: Path, trust: Trust) -> NodeConfig:
+    """``config`` as its daemon sees it once the key files are in place: every key file
+    of ``[authorization]`` replaced by a real one (the EIA's JWKS, one fresh token key
+    per configured path)."""
+    raw = copy.deepcopy(dict(config.raw))
+    auth = raw["authorization"]
+    auth["eia_jwks"] = str(trust.eia_jwks)
+    if "token_keys" in auth:
+        paths = []
+        for i, _ in enumerate(auth["token_keys"]):
+            path = tmp / f"{config.name}-token-{i}-{uuid.uuid4().hex[:6]}.key"
+            SigningKey.generate("EdDSA").save(path)
+            paths.append(str(path))
+        auth["token_keys"] = paths
+    return replace(config, raw=raw)
+
+
+def check_keys_load(nodes: list[NodeConfig], tmp: Path, trust: Trust) -> None:
+    """The product's own loaders accept the ``[authorization]`` of every node."""
+    for config in nodes:
+        view = provisioned(config, tmp, trust)
+        assert load_eia_keys(view).kids == (trust.eia.kid,)
+        if config.role == "platform":
+            keys = load_platform_keys(view)
+            assert len(keys.keyset()) == len(config.section("authorization")["token_keys"])
 
 
 # --------------------------------------------------------------------------- deploy/config
@@ -167,10 +348,13 @@ def production_nodes(pki: Path) -> list[NodeConfig]:
     return [load_node(p, pki) for p in sorted(CONFIG.glob("*.toml")) if is_node_config(p)]
 
 
-def test_production_configs_load_and_form_one_federation(pki: Path) -> None:
+def test_production_configs_load_and_form_one_federation(
+    pki: Path, trust: Trust, tmp_path: Path
+) -> None:
     nodes = production_nodes(pki)
     assert {n.role for n in nodes} == {"provider", "platform", "gateway"}
     check_federation(nodes, every_peer_has_config=True)
+    check_keys_load(nodes, tmp_path, trust)
     for config in nodes:
         assert config.listen.startswith("0.0.0.0:")
         assert config.metrics_listen is not None and config.metrics_listen.startswith("127.")
@@ -203,12 +387,12 @@ def test_custom_tax_mapping_resolves_next_to_its_config(pki: Path) -> None:
     assert url.query["options"] == "-csearch_path=zsxt"
 
 
-@pytest.mark.parametrize("name", ["client.toml", "admin.toml"])
+@pytest.mark.parametrize("name", ["client.toml", "enterprise.toml", "admin.toml"])
 def test_client_configs_point_at_the_gateway_and_platform(
-    name: str, pki: Path, tmp_path: Path
+    name: str, pki: Path, trust: Trust, tmp_path: Path
 ) -> None:
     nodes = {n.role: n for n in production_nodes(pki)}
-    client = load_client(CONFIG / name, pki, tmp_path)
+    client = load_client(CONFIG / name, pki, tmp_path, trust)
     assert client.gateway is not None
     assert client.gateway.name == nodes["gateway"].name
     assert port_of(client.gateway.address) == port_of(nodes["gateway"].listen)
@@ -220,44 +404,285 @@ def test_client_configs_point_at_the_gateway_and_platform(
         assert client.platform is None
 
 
-def test_production_gateway_runs_under_the_real_cli_and_stops_on_sigterm(
-    pki: Path, tmp_path: Path
+def deploy_copy(
+    src: Path,
+    dst: Path,
+    *,
+    peers: Mapping[str, str] | None = None,
+    token_keys: list[str] | None = None,
+) -> Path:
+    """``src`` with only what the environment cannot override replaced: the addresses of
+    the named peers (loopback ports here) and the platform's token key paths."""
+    doc = tomllib.loads(src.read_text())
+    for peer in doc.get("peers", []):
+        peer["address"] = (peers or {}).get(peer["name"], peer["address"])
+    if token_keys is not None:
+        doc["authorization"]["token_keys"] = token_keys
+    dst.write_text(tomli_w.dumps(doc))
+    return dst
+
+
+def wait_serving(
+    proc: subprocess.Popen[bytes], port: int, client: TLSConfig, node: PeerIdentity, log: Path
 ) -> None:
-    """`veil gateway serve --config deploy/config/gateway.toml`, with the overrides a
-    unit or pod would set, becomes healthy and exits 0 on SIGTERM well within grace_s
-    (the gateway needs no database, and the platform need not be up)."""
-    config = load_node(CONFIG / "gateway.toml", pki)
-    paths = init_dev_pki(pki, [("gateway", "gateway"), ("admin", "ops-admin")])
-    port = free_port()
-    env = {
-        **os.environ,
-        "VEIL_NODE_LISTEN": f"127.0.0.1:{port}",
-        "VEIL_NODE_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
-        "VEIL_TLS_CA": str(paths["gateway"].ca),
-        "VEIL_TLS_CERT": str(paths["gateway"].cert),
-        "VEIL_TLS_KEY": str(paths["gateway"].key),
+    """Wait until the node answers a mutual-TLS health check; fail at once if it exits."""
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{node} exited with {proc.returncode}:\n{log.read_text()}")
+        if asyncio.run(healthy(port, client, node, timeout_s=1.0)):
+            return
+    raise AssertionError(f"{node} not healthy within 60 s:\n{log.read_text()}")
+
+
+def first_uscc(data: Path) -> str:
+    with (data / "labels.csv").open(newline="") as fh:
+        return str(next(csv.DictReader(fh))["uscc"])
+
+
+def veil_run(argv: list[str]) -> None:
+    """Run a `veil` command line in this process, with the real parser and code."""
+    args = cli(argv)
+    assert args.run(args) == 0, argv
+
+
+def test_production_nodes_run_with_their_keys_and_serve_an_authorized_request(
+    pki: Path, trust: Trust, tmp_path: Path
+) -> None:
+    """The production platform, social-insurance provider and gateway, as real processes
+    under the real CLI, with the overrides a unit or pod sets and the key files the README
+    provisions: each becomes healthy (a missing or malformed key is a start-up failure);
+    the platform publishes its token key to a provider; an institution onboarded with
+    the README's commands fetches, under a grant signed by an EIA-certified enterprise,
+    what the provider verified and answered; an enterprise certified by another EIA is
+    refused; every node exits 0 on SIGTERM well within grace_s.
+
+    Only the peer addresses (to loopback) and the platform's ``token_keys`` are rewritten
+    in copies of the files, because the environment cannot override arrays; everything
+    else is the deploy file as it is."""
+    data = tmp_path / "data"  # a SQLite stand-in for the social-insurance agency's database
+    generate_to_dir(data, enterprises=4, seed=5, units=("social_insurance",), progress=False)
+    uscc = first_uscc(data)
+    names = {"platform": "platform", "gateway": "gateway", "provider": "social-insurance"}
+    certs = init_dev_pki(
+        pki,
+        [(role, name) for role, name in names.items()]
+        + [("admin", "ops-admin"), ("institution", "example-bank"), ("enterprise", uscc.lower())],
+    )
+    ports = {role: free_port() for role in names}
+    address = {role: f"127.0.0.1:{port}" for role, port in ports.items()}
+    state = tmp_path / "state"  # systemd's StateDirectory: the log key is created here
+    state.mkdir(mode=0o700)
+    configs = {
+        "provider": deploy_copy(
+            CONFIG / "provider-social-insurance.toml",
+            tmp_path / "provider-social-insurance.toml",
+            peers={"platform": address["platform"]},
+        ),
+        "platform": deploy_copy(
+            CONFIG / "platform.toml",
+            tmp_path / "platform.toml",
+            peers={"social-insurance": address["provider"]},
+            token_keys=[str(trust.token_key_path)],
+        ),
+        "gateway": deploy_copy(
+            CONFIG / "gateway.toml",
+            tmp_path / "gateway.toml",
+            peers={"platform": address["platform"]},
+        ),
     }
-    argv = [sys.executable, "-m", "veil_cli", "gateway", "serve", "--config", str(config.path)]
-    log = (tmp_path / "gateway.log").open("wb")
-    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    extra = {
+        "provider": {
+            "VEIL_STORE_URL": f"sqlite:///{data / 'social_insurance.db'}",
+            "VEIL_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+        },
+        "platform": {
+            "VEIL_STORE_URL": f"sqlite:///{tmp_path / 'platform.db'}",
+            "VEIL_PLATFORM_AGGREGATE_INTERVAL_S": "0",
+            "VEIL_LOG_KEY": str(state / "log.key"),
+        },
+        "gateway": {},
+    }
+    admin_tls = TLSConfig(
+        ca=certs["ops-admin"].ca, cert=certs["ops-admin"].cert, key=certs["ops-admin"].key
+    )
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs = {role: tmp_path / f"{role}.log" for role in names}
     try:
-        admin = TLSConfig(
-            ca=paths["ops-admin"].ca, cert=paths["ops-admin"].cert, key=paths["ops-admin"].key
+        for role, name in names.items():
+            env = {
+                **os.environ,
+                "VEIL_NODE_LISTEN": address[role],
+                "VEIL_NODE_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+                "VEIL_TLS_CA": str(certs[name].ca),
+                "VEIL_TLS_CERT": str(certs[name].cert),
+                "VEIL_TLS_KEY": str(certs[name].key),
+                "VEIL_AUTHORIZATION_EIA_JWKS": str(trust.eia_jwks),
+                **extra[role],
+            }
+            argv = [sys.executable, "-m", "veil_cli", role, "serve", "--config", str(configs[role])]
+            with logs[role].open("wb") as log:
+                procs[role] = subprocess.Popen(
+                    argv, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+                )
+        for role, name in names.items():
+            wait_serving(procs[role], ports[role], admin_tls, PeerIdentity(role, name), logs[role])
+        assert stat.S_IMODE((state / "log.key").stat().st_mode) == 0o600
+
+        # The platform publishes exactly its configured token key to a provider, which
+        # may read nothing else there.
+        provider_tls = TLSConfig(
+            ca=certs["social-insurance"].ca,
+            cert=certs["social-insurance"].cert,
+            key=certs["social-insurance"].key,
         )
-        gateway = PeerIdentity("gateway", "gateway")
-        assert asyncio.run(healthy(port, admin, gateway, timeout_s=60.0)), (
-            tmp_path / "gateway.log"
-        ).read_text()
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=config.grace_s + 5) == 0
-        assert time.monotonic() - started < config.grace_s
+
+        async def as_provider() -> tuple[str, grpc.StatusCode]:
+            async with secure_channel(
+                address["platform"], provider_tls, PeerIdentity("platform", "platform")
+            ) as channel:
+                stub = platform_pb2_grpc.PlatformServiceStub(channel)
+                jwks = await stub.GetJwks(platform_pb2.GetJwksRequest(), timeout=10)
+                await stub.ListRevocations(platform_pb2.ListRevocationsRequest(), timeout=10)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.ListProviders(platform_pb2.ListProvidersRequest(), timeout=10)
+                return jwks.jwks_json, refused.value.code()
+
+        jwks_json, refused = asyncio.run(as_provider())
+        assert KeySet.from_jwks(json.loads(jwks_json)).kids == (trust.token_key.kid,)
+        assert refused == grpc.StatusCode.PERMISSION_DENIED
+
+        # Client configurations from deploy/config, pointed at these nodes.
+        endpoints = {"gateway": address["gateway"], "platform": address["platform"]}
+        admin = str(client_copy(CONFIG / "admin.toml", pki, tmp_path, trust, addresses=endpoints))
+        # The bank makes its assertion key itself (veil keygen), beside its public JWK.
+        bank_key = tmp_path / "example-bank.key"
+        veil_run(["keygen", "--out", str(bank_key)])
+        jwk = tmp_path / "example-bank.jwk.json"
+        bank = str(
+            client_copy(
+                CONFIG / "client.toml",
+                pki,
+                tmp_path,
+                trust,
+                addresses={"gateway": endpoints["gateway"]},
+                identity={"key": str(bank_key)},
+            )
+        )
+
+        def bank_grants() -> list[str]:
+            answer = asyncio.run(
+                call_gateway(
+                    bank,
+                    authorization_pb2_grpc.AuthorizationServiceStub,
+                    "ListGrants",
+                    authorization_pb2.ListGrantsRequest(),
+                )
+            )
+            return [g.grant_id for g in answer.grants]
+
+        # Onboarding, as in the README: register, assess, publish the bank's key, admit.
+        # Before admission its calls are refused.
+        with pytest.raises(Unauthenticated):
+            bank_grants()  # unknown institution
+        common = ["--config", admin]
+        register = ["institution", "register", "example-bank", "--name", "Example Bank"]
+        terms = ["--type", "bank", "--purpose", "loan_origination", "--daily-quota", "100"]
+        veil_run([*register, *terms, *common])
+        veil_run(["institution", "assess", "example-bank", "--reason", "passed", *common])
+        veil_run(["institution", "add-key", "example-bank", "--jwk", str(jwk), *common])
+        with pytest.raises(PermissionDenied):
+            bank_grants()  # not yet active
+        veil_run(["institution", "activate", "example-bank", "--reason", "admitted", *common])
+        deadline = time.monotonic() + 10.0  # the gateway caches an institution's state 2 s
+        while True:
+            try:
+                assert bank_grants() == []
+                break
+            except PermissionDenied:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.25)
+
+        # An enterprise certified by the EIA every node trusts grants the bank access,
+        # and the provider answers the bank's request under that grant.
+        enterprise = str(
+            client_copy(
+                CONFIG / "enterprise.toml",
+                pki,
+                tmp_path,
+                trust,
+                addresses={"gateway": endpoints["gateway"]},
+                identity={"id": uscc},
+            )
+        )
+        grant = make_grant_jws(
+            enterprise,
+            institution="example-bank",
+            fields=["si_in_arrears"],
+            uses=["fetch"],
+            purpose="loan_origination",
+            loan_ref="LOAN-DEPLOY-1",
+            days=1,
+        )
+        info = asyncio.run(
+            call_gateway(
+                enterprise,
+                authorization_pb2_grpc.AuthorizationServiceStub,
+                "CreateGrant",
+                authorization_pb2.CreateGrantRequest(grant_jws=grant),
+            )
+        )
+        assert bank_grants() == [info.grant_id]
+        response, datasets = asyncio.run(
+            fetch_authorized(
+                bank,
+                uscc,
+                ["si_in_arrears"],
+                grant_id=info.grant_id,
+                purpose="loan_origination",
+                loan_ref="LOAN-DEPLOY-1",
+            )
+        )
+        assert [a.provider for a in response.sealed] == ["social_insurance"]
+        assert datasets
+
+        # An enterprise whose key another "EIA" certified is refused at the gateway.
+        rogue = str(
+            client_copy(
+                CONFIG / "enterprise.toml",
+                pki,
+                tmp_path,
+                trust,
+                addresses={"gateway": endpoints["gateway"]},
+                identity={"id": uscc},
+                eia=SigningKey.generate("EdDSA"),
+            )
+        )
+        with pytest.raises(Unauthenticated):
+            asyncio.run(
+                call_gateway(
+                    rogue,
+                    authorization_pb2_grpc.AuthorizationServiceStub,
+                    "ListGrants",
+                    authorization_pb2.ListGrantsRequest(),
+                )
+            )
+
+        grace_s = {
+            r: float(tomllib.loads(configs[r].read_text())["node"]["grace_s"]) for r in names
+        }
+        for role in ("gateway", "platform", "provider"):
+            started = time.monotonic()
+            procs[role].send_signal(signal.SIGTERM)
+            assert procs[role].wait(timeout=grace_s[role] + 5) == 0, logs[role].read_text()
+            assert time.monotonic() - started < grace_s[role]
+            assert "received SIGTERM" in logs[role].read_text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
-    assert "received SIGTERM" in (tmp_path / "gateway.log").read_text()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 # --------------------------------------------------------------------------- systemd
@@ -328,6 +753,12 @@ def test_systemd_unit_runs_its_node_hardened(unit: str, pki: Path) -> None:
             assert "pgpass" in creds and ("Environment", "PGPASSFILE=%d/pgpass") in service
 
         assert seconds(one(service, "TimeoutStopSec")) > config.grace_s
+
+        # The EIA's JWKS is public: read where the README installs it, no credential.
+        auth = config.section("authorization")
+        assert auth["eia_jwks"] == EIA_JWKS and EIA_JWKS not in creds.values()
+        if config.role == "platform":
+            check_platform_unit_keys(service, config, creds)
     user = one(service, "User")
     assert user and user != "root"
     expected = {
@@ -341,6 +772,82 @@ def test_systemd_unit_runs_its_node_hardened(unit: str, pki: Path) -> None:
     assert {k: one(service, k) for k in expected} == expected
     state = one(service, "StateDirectory")
     assert one(service, "ReadWritePaths") == f"/var/lib/{state}"
+
+
+def token_key_copy(service: list[tuple[str, str]]) -> tuple[str, str]:
+    """The platform unit's ExecStartPre: (credential glob, destination directory) of
+    ``install -m 0600 %d/GLOB DEST/``, run by the service user before the node starts."""
+    argv = shlex.split(one(service, "ExecStartPre"))
+    assert argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3
+    inner = shlex.split(argv[2])
+    assert inner[:3] == ["install", "-m", "0600"] and len(inner) == 5
+    assert inner[3].startswith("%d/")
+    return inner[3].removeprefix("%d/"), inner[4].rstrip("/")
+
+
+def check_platform_unit_keys(
+    service: list[tuple[str, str]], config: NodeConfig, creds: dict[str, str]
+) -> None:
+    """Every token key the config names is a copy the unit makes, 0600, in its private
+    runtime directory, of a credential loaded from /etc/veil/secrets; the log key lives
+    in the state directory, the only other writable path."""
+    runtime = one(service, "RuntimeDirectory")
+    assert one(service, "RuntimeDirectoryMode") == "0700"
+    glob, dest = token_key_copy(service)
+    assert dest == f"%t/{runtime}"  # %t is /run for system services
+    for key in config.section("authorization")["token_keys"]:
+        path = Path(key)
+        assert path.parent == Path("/run") / runtime, key
+        assert fnmatch.fnmatch(path.name, glob), key
+        assert creds[path.name].startswith("/etc/veil/secrets/"), key
+    state = one(service, "StateDirectory")
+    assert Path(config.section("log")["key"]).parent == Path(f"/var/lib/{state}")
+
+
+def set_read_acl(path: Path, uid: int) -> bool:
+    """Give ``uid`` read access to ``path`` through a POSIX ACL, as systemd does for a
+    credential on tmpfs (``system.posix_acl_access``, version 2: user_obj r, user:uid r,
+    group_obj none, mask r, other none).  False if the file system has no ACLs."""
+    entries = [(0x01, 4, 0xFFFFFFFF), (0x02, 4, uid), (0x04, 0, 0xFFFFFFFF)]
+    entries += [(0x10, 4, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF)]
+    blob = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    try:
+        os.setxattr(path, "system.posix_acl_access", blob)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            return False
+        raise
+    return True
+
+
+def test_platform_unit_copies_its_token_key_past_the_key_mode_check(
+    pki: Path, trust: Trust, tmp_path: Path
+) -> None:
+    """Run the platform unit's ExecStartPre on a credential laid out as systemd lays it
+    out on tmpfs (root's 0400 plus a read ACL for the service user, which stat shows as
+    0440 and Veil refuses): the copy it makes is what platform.toml names, and loads."""
+    service = parse_unit(SYSTEMD / "veil-platform.service")["Service"]
+    config = load_node(CONFIG / "platform.toml", pki)
+    creds_dir, run_dir = tmp_path / "credentials", tmp_path / "run"
+    creds_dir.mkdir()
+    runtime = run_dir / one(service, "RuntimeDirectory")
+    runtime.mkdir(parents=True, mode=0o700)
+    credential = creds_dir / "token.key"
+    shutil.copyfile(trust.token_key_path, credential)
+    credential.chmod(0o400)
+    if set_read_acl(credential, 10001):
+        assert stat.S_IMODE(credential.stat().st_mode) == 0o440
+        with pytest.raises(InsecureKeyFile):
+            SigningKey.load(credential)
+    command = one(service, "ExecStartPre").replace("%d", str(creds_dir))
+    subprocess.run(shlex.split(command.replace("%t", str(run_dir))), check=True)
+    raw = copy.deepcopy(dict(config.raw))
+    raw["authorization"]["token_keys"] = [
+        str(runtime / Path(k).name) for k in raw["authorization"]["token_keys"]
+    ]
+    keys = load_platform_keys(replace(config, raw=raw))
+    assert keys.current.kid == trust.token_key.kid
+    assert stat.S_IMODE((runtime / "token.key").stat().st_mode) == 0o600
 
 
 # --------------------------------------------------------------------------- compose
@@ -360,6 +867,17 @@ def volume_map(service: dict[str, Any]) -> dict[str, Path]:
         host, container, *_ = spec.split(":")
         if host.startswith("."):
             out[container] = (COMPOSE / host).resolve()
+    return out
+
+
+def named_volumes(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> volume name of named (writable, persistent) volumes."""
+    out = {}
+    for spec in service.get("volumes", []):
+        source, container, *options = spec.split(":")
+        if not source.startswith((".", "/")):
+            assert "ro" not in options
+            out[container] = source
     return out
 
 
@@ -407,15 +925,57 @@ def test_compose_nodes_mount_their_own_config_and_certificate(
         assert mounts[raw_tls["cert"]] == certs / f"{config.name}.pem"
         assert mounts[raw_tls["key"]] == certs / f"{config.name}.key"
         check_probe(service["healthcheck"]["test"][1:], config, raw_tls)
+        # The EIA's public JWKS (veil eia init --dir eia), mounted read-only into every
+        # node; the platform's token key (veil keygen) and a volume for its log key.
+        auth = config.section("authorization")
+        assert mounts[auth["eia_jwks"]] == COMPOSE / "eia" / "eia.jwks.json"
+        assert f"./eia/eia.jwks.json:{auth['eia_jwks']}:ro" in service["volumes"]
+        if config.role == "platform":
+            assert [mounts[k] for k in auth["token_keys"]] == [
+                COMPOSE / "keys" / "platform-token.key"
+            ]
+            volume = named_volumes(service)[str(Path(config.section("log")["key"]).parent)]
+            assert volume in compose["volumes"]
         assert seconds(service["stop_grace_period"]) > config.grace_s
         assert service["stop_signal"] == "SIGTERM"
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
     assert sorted(seen) == configs
 
 
-def test_compose_federation_is_coherent(compose: dict[str, Any], pki: Path) -> None:
+def test_compose_key_files_are_made_owned_and_never_committed(compose: dict[str, Any]) -> None:
+    """Every private key a node container mounts is one the README's set-up makes
+    (veil certs init, veil keygen) and hands to the image's user; the generated
+    directories are ignored by git."""
+    commands = [
+        line
+        for block in re.findall(r"```sh\n(.*?)```", (DEPLOY / "README.md").read_text(), re.S)
+        for line in block.splitlines()
+    ]
+    (chown,) = [c for c in commands if c.startswith("sudo chown 10001:10001 ")]
+    owned = {COMPOSE / f for f in chown.split()[3:]}
+    made = {
+        COMPOSE / shlex.split(c.split(" #")[0])[3]
+        for c in commands
+        if c.startswith("veil keygen --out ")
+    }
+    assert COMPOSE / "eia" / "eia.jwks.json" not in owned  # public: no need
+    assert "veil eia init --dir eia" in " ".join(commands)
+    for service in compose["services"].values():
+        for container, host in volume_map(service).items():
+            if container.endswith(".key"):
+                assert host in owned, host
+                if host.parent.name == "keys":
+                    assert host in made, host
+    ignored = set((COMPOSE / ".gitignore").read_text().split())
+    assert {"certs/", "eia/", "keys/"} <= ignored
+
+
+def test_compose_federation_is_coherent(
+    compose: dict[str, Any], pki: Path, trust: Trust, tmp_path: Path
+) -> None:
     nodes = list(compose_nodes(compose, pki))
     check_federation([c for _, _, c in nodes], every_peer_has_config=True)
+    check_keys_load([c for _, _, c in nodes], tmp_path, trust)
     service_of = {config.name: name for name, _, config in nodes}
     for _, service, config in nodes:
         for peer in config.peers:  # peers are reached by compose service name
@@ -428,9 +988,9 @@ def test_compose_federation_is_coherent(compose: dict[str, Any], pki: Path) -> N
 
 @pytest.mark.parametrize("name", ["client.toml", "admin.toml"])
 def test_compose_client_configs(
-    name: str, compose: dict[str, Any], pki: Path, tmp_path: Path
+    name: str, compose: dict[str, Any], pki: Path, trust: Trust, tmp_path: Path
 ) -> None:
-    client = load_client(COMPOSE / name, pki, tmp_path)
+    client = load_client(COMPOSE / name, pki, tmp_path, trust)
     assert client.gateway is not None
     published = {
         s: [p.split(":")[-1] for p in svc.get("ports", [])]
@@ -511,6 +1071,7 @@ def test_k8s_deployments_run_their_node_safely(
         secret = next(v for v in pod["volumes"] if v["name"] == mount["name"])["secret"]
         assert secret["defaultMode"] == 0o440
         assert {Path(raw_tls[k]).name for k in raw_tls} == {"ca.crt", "tls.crt", "tls.key"}
+        check_k8s_keys(pod, container, config)
 
         pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
         assert pre_stop[0] == "sleep"
@@ -531,10 +1092,80 @@ def pod_ns(deployment: dict[str, Any]) -> str:
     return str(deployment["metadata"]["namespace"])
 
 
-def test_k8s_federation_is_coherent(k8s: list[dict[str, Any]], pki: Path, tmp_path: Path) -> None:
+def mounted_volume(
+    pod: dict[str, Any], container: dict[str, Any], directory: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (volumeMount, volume) a container has at ``directory``."""
+    (mount,) = [m for m in container["volumeMounts"] if Path(m["mountPath"]) == directory]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    return mount, volume
+
+
+def check_k8s_keys(pod: dict[str, Any], container: dict[str, Any], config: NodeConfig) -> None:
+    """The EIA's JWKS comes from the ConfigMap veil-eia-jwks (created out of band in each
+    namespace); the platform's signing keys from a Secret, copied 0600 by an init
+    container, as the node's user, onto a memory volume the node mounts read-only."""
+    eia = Path(config.section("authorization")["eia_jwks"])
+    mount, volume = mounted_volume(pod, container, eia.parent)
+    assert mount["readOnly"] is True
+    assert volume["configMap"]["name"] == "veil-eia-jwks"
+    assert volume["configMap"]["items"] == [{"key": eia.name, "path": eia.name}]
+    if config.role != "platform":
+        assert "initContainers" not in pod
+        return
+    keys = [Path(k) for k in config.section("authorization")["token_keys"]]
+    keys.append(Path(config.section("log")["key"]))
+    (directory,) = {k.parent for k in keys}
+    mount, volume = mounted_volume(pod, container, directory)
+    assert mount["readOnly"] is True and volume["emptyDir"]["medium"] == "Memory"
+    (init,) = pod["initContainers"]
+    assert init["image"] == container["image"]
+    init_mounts = {m["name"]: m for m in init["volumeMounts"]}
+    assert not init_mounts[volume["name"]].get("readOnly", False)
+    (source,) = [m for name, m in init_mounts.items() if name != volume["name"]]
+    (secret,) = [v["secret"] for v in pod["volumes"] if v["name"] == source["name"]]
+    assert secret["secretName"] == "veil-platform-keys" and secret["defaultMode"] == 0o440
+    assert source["readOnly"] is True
+    shell, flag, script = init["command"]
+    assert (shell, flag) == ("sh", "-c")
+    assert shlex.split(script) == [
+        "install",
+        "-m",
+        "0600",
+        f"{source['mountPath']}/*.key",
+        f"{init_mounts[volume['name']]['mountPath']}/",
+    ]
+    ctx = init["securityContext"]
+    assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"]["drop"] == ["ALL"]
+    assert {"requests", "limits"} <= set(init["resources"])
+
+
+def test_k8s_federation_is_coherent(
+    k8s: list[dict[str, Any]], pki: Path, trust: Trust, tmp_path: Path
+) -> None:
     nodes = list(k8s_nodes(k8s, pki, tmp_path))
     # Only one provider is given as an example; the others run in other units' clusters.
     check_federation([c for _, c in nodes], every_peer_has_config=False)
+    check_keys_load([c for _, c in nodes], tmp_path, trust)
+    # The providers reach the platform through its LoadBalancer for providers, from the
+    # units' egress addresses, which the platform's NetworkPolicy admits on that port.
+    platform = next(c for _, c in nodes if c.role == "platform")
+    lb = find(k8s, "Service", "veil-platform-providers", "veil")
+    assert (
+        lb["spec"]["selector"] == find(k8s, "Service", "veil-platform", "veil")["spec"]["selector"]
+    )
+    assert lb["spec"]["ports"][0]["port"] == port_of(platform.listen)
+    assert lb["spec"]["ports"][0]["targetPort"] == "grpc"
+    policy = find(k8s, "NetworkPolicy", "veil-platform", "veil")
+    admitted = {
+        source["ipBlock"]["cidr"]
+        for rule in policy["spec"]["ingress"]
+        if {"port": port_of(platform.listen), "protocol": "TCP"} in rule["ports"]
+        for source in rule["from"]
+        if "ipBlock" in source
+    }
+    assert set(lb["spec"]["loadBalancerSourceRanges"]) <= admitted
     gateway = next(c for _, c in nodes if c.role == "gateway")
     name, namespace, *_ = host_of(gateway.peers[0].address).split(".")
     service = find(k8s, "Service", name, namespace)

@@ -124,7 +124,10 @@ def test_parse_compiles_contribution_tables() -> None:
         (feature(0, field="no_such_field"), "not a catalog field"),
         (feature(0, missing=None), "missing"),
         (feature(1, aggregate="value"), "aggregate"),
-        (feature(2, encoding={"type": "binned", "edges": [36, 12], "weights": [1, 2, 3]}), "increasing"),
+        (
+            feature(2, encoding={"type": "binned", "edges": [36, 12], "weights": [1, 2, 3]}),
+            "increasing",
+        ),
         (feature(2, encoding={"type": "binned", "edges": [12], "weights": [1]}), "edges + 1"),
         (feature(4, missing={"impute": 0}), "never missing"),
         (feature(0, field="samr_legal_rep", provider="samr"), "not a model feature"),

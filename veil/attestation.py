@@ -25,8 +25,7 @@ from typing import Any
 import jwt
 
 from veil.errors import BadSignature, InvalidToken, WrongTokenType
-from veil.tokens import ALGORITHMS, KeySet, SigningKey
-from veil.tokens import _jws
+from veil.tokens import ALGORITHMS, KeySet, SigningKey, _jws
 
 __all__ = ["RESULTS", "TYP_PROVIDER_ANSWER", "sign_answer", "verify_answer"]
 

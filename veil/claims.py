@@ -686,15 +686,21 @@ def _eval(claim: Claim, rows: Rows, row: Mapping[str, Any] | None, catalog: Cata
     return compare(total, claim.op, claim.value)
 
 
+def numeric_value(field_id: str, rows: Rows, catalog: Catalog) -> Decimal | None:
+    """The value of a numeric field of a one-row dataset, or ``None`` (no record)."""
+    current = _single(rows, catalog.field(field_id).dataset_id)
+    raw = current.get(field_id) if current is not None else None
+    return None if raw is None else Decimal(str(raw))
+
+
 def sum_value(claim: Sum, rows: Rows, catalog: Catalog) -> Decimal | None:
     """Σ of the summed fields, or ``None`` when any of them has no record."""
     total = Decimal(0)
     for field_id in claim.fields:
-        current = _single(rows, catalog.field(field_id).dataset_id)
-        raw = current.get(field_id) if current is not None else None
-        if raw is None:
+        value = numeric_value(field_id, rows, catalog)
+        if value is None:
             return None
-        total += Decimal(str(raw))
+        total += value
     return total
 
 

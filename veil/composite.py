@@ -37,18 +37,32 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from enum import StrEnum
 
 from veil.claims import Truth, compare, t_at_least
+from veil.crypto import (
+    PaillierKeys,
+    PublicKey,
+    RandomnessPool,
+    add_many,
+    ciphertext_bytes,
+    ciphertext_from_bytes,
+    encrypt,
+    mask_contribution,
+)
 from veil.errors import InvalidArgument
 
 __all__ = [
+    "CIPHERTEXTS",
     "SUM_SCALE",
     "Protocol",
     "ciphertexts_digest",
+    "combined_reader",
     "decide",
+    "mask_context",
+    "masked_ciphertexts",
     "plain_contribution",
 ]
 
@@ -116,7 +130,7 @@ def _centred(value: int, n: int) -> int:
 
 def decide(
     protocol: Protocol,
-    sums: Sequence[int],
+    sums: Callable[[int], int] | Sequence[int],
     n: int,
     *,
     k: int = 0,
@@ -125,26 +139,33 @@ def decide(
     threshold: Decimal | None = None,
 ) -> tuple[Truth, dict[str, str]]:
     """The answer from the decrypted sums, and what the platform learned beyond it
-    (``{"true": "2", "no_record": "0"}`` for count, ``{"sum": "…"}`` for sum)."""
+    (``{"true": "2", "no_record": "0"}`` for count, ``{"sum": "…"}`` for sum).
+
+    ``sums(i)`` decrypts the i-th combined ciphertext; the second one of all/any/sum is
+    decrypted only when the first does not decide (a plain sequence works too).
+    """
+    if not callable(sums):
+        values = list(sums)
+        sums = values.__getitem__
     if protocol in (Protocol.ALL, Protocol.ANY):
         decisive, other = (
             (Truth.FALSE, Truth.TRUE) if protocol is Protocol.ALL else (Truth.TRUE, Truth.FALSE)
         )
-        if sums[0] % n:
+        if sums(0) % n:
             return decisive, {}
-        return (Truth.NO_RECORD if sums[1] % n else other), {}
+        return (Truth.NO_RECORD if sums(1) % n else other), {}
     if protocol is Protocol.COUNT:
-        value = sums[0] % n
+        value = sums(0) % n
         true, unknown = value % (total + 1), value // (total + 1)
         if unknown > total or true + unknown > total:
             raise InvalidArgument("combined count is out of range: a contribution was malformed")
         revealed = {"true": str(true), "no_record": str(unknown)}
         return t_at_least(k, true, unknown), revealed
     if protocol is Protocol.SUM:
-        if sums[1] % n:
+        if sums(1) % n:
             return Truth.NO_RECORD, {}
         assert threshold is not None
-        total_sum = Decimal(_centred(sums[0], n)) / SUM_SCALE
+        total_sum = Decimal(_centred(sums(0), n)) / SUM_SCALE
         return compare(total_sum, op, threshold), {"sum": format(total_sum.normalize(), "f")}
     raise InvalidArgument(f"protocol {protocol} is not combined under encryption")
 
@@ -163,8 +184,40 @@ def mask_context(protocol: Protocol, index: int) -> str:
     return f"verify|{protocol.value}|{index}"
 
 
-def check_participants(participants: Mapping[str, bytes], me: str) -> None:
-    if me in participants:
-        raise InvalidArgument("a provider is not its own peer")
-    if not participants:
-        raise InvalidArgument("a masked contribution needs at least one other participant")
+def masked_ciphertexts(
+    protocol: Protocol,
+    values: Sequence[int],
+    *,
+    public_key: PublicKey,
+    mask_for: Callable[[str], int],
+    pool: RandomnessPool | None,
+) -> list[bytes]:
+    """Mask each value with ``mask_for(context)`` and encrypt it afresh (provider side).
+
+    ``encrypt`` multiplies ``g^x`` by a fresh randomizer from ``pool``: the ciphertext's
+    randomness is independent of the provider's data, and ``x`` itself is masked.
+    """
+    n = public_key.n
+    out = []
+    for i, value in enumerate(values):
+        masked = mask_contribution(value, mask_for(mask_context(protocol, i)), n)
+        out.append(ciphertext_bytes(encrypt(public_key, masked, pool)))
+    return out
+
+
+def combined_reader(keys: PaillierKeys, answers: Sequence[Sequence[bytes]]) -> Callable[[int], int]:
+    """Platform side: ``read(i)`` = Dec(Π_providers c_i) = Σ_providers x_i mod n.
+
+    Each ciphertext is parsed (and refused if malformed) before it is combined; no single
+    provider's ciphertext is ever decrypted.
+    """
+    pk = keys.public
+    cache: dict[int, int] = {}
+
+    def read(i: int) -> int:
+        if i not in cache:
+            cts = [ciphertext_from_bytes(pk, bytes(a[i])) for a in answers]
+            cache[i] = keys.decrypt(add_many(cts))
+        return cache[i]
+
+    return read

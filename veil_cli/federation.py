@@ -28,6 +28,8 @@ from veil.server import wait_healthy
 from veil.tls import PeerIdentity
 from veil_cli.audit_setup import prepare_audit
 from veil_cli.authz_setup import prepare_authorization
+from veil_cli.score_demo import prepare_scoring
+from veil_cli.verify_setup import prepare_verification
 
 DEMO_PROVIDERS = (
     "samr",
@@ -164,6 +166,8 @@ class Federation:
         self.write_client_config(ADMIN, self.workdir / "admin.toml", platform=True)
         prepare_audit(self)  # log signing key, pinned verifier key, auditor.toml
         prepare_authorization(self, INSTITUTION)  # EIA, token key, institution key
+        prepare_verification(self)  # answer keys, mask keys, Paillier key, budgets
+        prepare_scoring(self)  # scoring key, [scoring] sections, the HTTP JWKS port
 
     def write_client_config(self, name: str, path: Path, *, platform: bool) -> None:
         gateway = self.node("gateway")

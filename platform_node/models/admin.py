@@ -113,7 +113,5 @@ class ModelAdminServicer(scoring_pb2_grpc.ModelAdminServicer):
 
     async def DeployModel(self, request: pb.ModelRef, context: Any) -> pb.DeployModelResponse:
         self._admin(context)
-        record = await asyncio.to_thread(
-            self.registry.scorable, request.model_id, request.version
-        )
+        record = await asyncio.to_thread(self.registry.scorable, request.model_id, request.version)
         return pb.DeployModelResponse(providers=await self.deploy(record))

@@ -19,7 +19,8 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ class Template:
     categories: tuple[str, ...] = ()
     reference: str = ""
     edges: tuple[float, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = dataclass_field(default_factory=dict)
 
     def spec(self, catalog: Catalog) -> FeatureSpec:
         fld = catalog.field(self.field)
@@ -134,7 +135,12 @@ TEMPLATE: tuple[Template, ...] = (
         clip=(-2.0, 2.0),
     ),
     Template(
-        "re_properties", "real_estate", "re_area", "binned", aggregate="count", edges=(1.0, 2.0, 4.0)
+        "re_properties",
+        "real_estate",
+        "re_area",
+        "binned",
+        aggregate="count",
+        edges=(1.0, 2.0, 4.0),
     ),
 )
 DEMO_PROVIDERS = tuple(sorted({t.provider for t in TEMPLATE}))
@@ -146,7 +152,9 @@ def read_labels(path: Path) -> dict[str, int]:
 
 
 def store_for(data_dir: Path, unit: str, catalog: Catalog) -> ProviderStore:
-    return ProviderStore(f"sqlite:///{data_dir / (unit + '.db')}", load_mapping(unit, catalog), catalog)
+    return ProviderStore(
+        f"sqlite:///{data_dir / (unit + '.db')}", load_mapping(unit, catalog), catalog
+    )
 
 
 def rows_by_enterprise(
@@ -216,7 +224,7 @@ def _design(template: Template, raw: list[float | str | None], y: F64) -> _Colum
     missing = np.array([v is None for v in raw])
     col = _Column(template, [], [], has_missing=bool(missing.any()))
     if template.encoding == "raw":
-        x = np.array([template.impute if v is None else float(v) for v in raw])  # type: ignore[arg-type]
+        x = np.array([template.impute if v is None else float(v) for v in raw])
         col.columns, col.names = [x - template.center], [template.name]
     elif template.encoding == "one_hot":
         for cat in template.categories:
@@ -228,7 +236,7 @@ def _design(template: Template, raw: list[float | str | None], y: F64) -> _Colum
             col.names.append(f"{template.name}=<missing>")
     else:
         edges = np.array(template.edges)
-        vals = np.array([np.nan if v is None else float(v) for v in raw])  # type: ignore[arg-type]
+        vals = np.array([np.nan if v is None else float(v) for v in raw])
         bins = np.where(missing, -1, np.searchsorted(edges, np.nan_to_num(vals), side="right"))
         if template.encoding == "woe":
             col.woe, col.woe_missing = _woe(bins, y, len(edges) + 1)
@@ -345,7 +353,9 @@ def fit_demo_model(
     catalog = load_catalog()
     if units is not None:
         templates = [t for t in templates if t.provider in units]
-    missing_stores = sorted({t.provider for t in templates if not (data_dir / f"{t.provider}.db").exists()})
+    missing_stores = sorted(
+        {t.provider for t in templates if not (data_dir / f"{t.provider}.db").exists()}
+    )
     if missing_stores:
         raise InvalidArgument(f"no generated store for {', '.join(missing_stores)} in {data_dir}")
     labels = read_labels(data_dir / "labels.csv")

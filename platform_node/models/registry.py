@@ -200,9 +200,7 @@ class ModelRegistry:
                 version = spec.version
                 if version is None:
                     latest = conn.execute(
-                        select(func.max(models.c.version)).where(
-                            models.c.model_id == spec.model_id
-                        )
+                        select(func.max(models.c.version)).where(models.c.model_id == spec.model_id)
                     ).scalar_one()
                     version = int(latest or 0) + 1
                 versioned = spec.with_version(version)

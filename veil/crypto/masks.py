@@ -17,8 +17,9 @@ Limits (for LEAKAGE.md):
   notice the missing answer and re-run over the remaining set with a fresh
   ``request_id``, or fail the request; never decode an incomplete sum.
 * **Mask reuse.** Masks depend only on (pair, ``request_id``, ``context``).  Two
-  different values masked under the same triple reveal their difference: use a fresh
-  request id per secure-sum instance and distinct ``context`` strings within one.
+  different values masked under the same triple reveal their difference, so a provider
+  must derive masks only for a request id it has itself checked to be fresh (the replay
+  registry), and use distinct ``context`` strings for distinct sums within one request.
 * **Key substitution.** The platform relays mask public keys.  If it could substitute its
   own, it would know the masks and strip them; so keys travel as :class:`SignedMaskKey`
   (signed with the provider's TLS key, checked against the CA and the identity
@@ -55,6 +56,7 @@ __all__ = [
     "combine",
     "mask_contribution",
     "mask_info",
+    "mask_salt",
     "my_mask",
     "pairwise_mask",
     "sign_mask_key",
@@ -70,6 +72,7 @@ statistical distance 2^-128 of uniform."""
 _SIGNED_KEY_DOMAIN = b"veil-mask-key-v1\x00"
 _MASK_INFO_PREFIX = "veil-mask-v1"
 _SIGNED_KEY_MAGIC = b"VMK1"
+_MASK_SALT_PREFIX = b"veil-mask-salt-v1\x00"
 _MAX_CACHED_SECRETS = 1024
 
 
@@ -324,11 +327,17 @@ def _check_name(name: str) -> None:
         raise InvalidArgument(f"participant name {name!r} must be a non-empty string without '|'")
 
 
-def _salt(request_id: str | bytes) -> bytes:
-    salt = request_id.encode() if isinstance(request_id, str) else bytes(request_id)
-    if not salt:
+def mask_salt(request_id: str | bytes) -> bytes:
+    """HKDF salt: ``SHA-256("veil-mask-salt-v1\\0" ‖ request_id)``.
+
+    Hashed to a fixed length because HKDF's salt is an HMAC key: HMAC zero-pads short keys
+    and hashes long ones, so raw salts ``"r"`` and ``"r\\0"`` (or a long id and its hash)
+    would give identical masks — a platform choosing request ids could force mask reuse.
+    """
+    rid = request_id.encode() if isinstance(request_id, str) else bytes(request_id)
+    if not rid:
         raise InvalidArgument("request_id must be non-empty: masks are derived per request")
-    return salt
+    return hashlib.sha256(_MASK_SALT_PREFIX + rid).digest()
 
 
 def mask_info(context: str, name_a: str, name_b: str) -> bytes:
@@ -349,7 +358,8 @@ def pairwise_mask(
 ) -> int:
     """The mask ``m_ij ∈ [0, modulus)`` this pair shares for (``request_id``, ``context``).
 
-    ``HKDF-SHA256(ikm = X25519 shared secret, salt = request_id, info = mask_info(…))``
+    ``HKDF-SHA256(ikm = X25519 shared secret, salt = mask_salt(request_id),
+    info = mask_info(…))``
     expanded to ``|modulus| + 128`` bits, read big-endian and reduced mod ``modulus``:
     both sides get the same value, statistically uniform (distance < 2^-128).
     """
@@ -364,7 +374,7 @@ def pairwise_mask(
     okm = HKDF(
         algorithm=hashes.SHA256(),
         length=length,
-        salt=_salt(request_id),
+        salt=mask_salt(request_id),
         info=mask_info(context, my_name, peer_name),
     ).derive(my_key.shared_secret(peer_public))
     return int.from_bytes(okm, "big") % modulus

@@ -1,9 +1,10 @@
 """Precomputed Paillier randomizers ``ρ = s^n mod n²`` (the expensive part of encryption).
 
-A randomizer costs one exponentiation with an |n|-bit exponent (about 11 ms at 2048 bits,
-35 ms at 3072 on the reference machine).  :class:`RandomnessPool` computes them in a
-background thread while the process is idle, so :meth:`RandomnessPool.take` usually
-returns at once — and never waits longer than computing one value itself.
+A randomizer costs one exponentiation with an |n|-bit exponent (about 9 ms at 2048 bits,
+29 ms at 3072 on the 2-core reference machine; docs/performance.md).
+:class:`RandomnessPool` computes them in a background thread while the process is idle,
+so :meth:`RandomnessPool.take` usually returns at once — and never waits longer than
+computing one value itself.
 
 Two modes, with different guarantees.  Choose by *who will see the ciphertexts*:
 
@@ -19,7 +20,8 @@ Two modes, with different guarantees.  Choose by *who will see the ciphertexts*:
     ``Y_i = y_i^n``.  Each value is ``ρ = H^a · Π_{i∈S} Y_i`` with ``a`` uniform below
     ``2^{2κ}`` (κ = 128) and ``S`` a uniformly random subset — ``ρ = (h^a·Π y_i)^n``, a
     valid randomizer.  ``H^a`` comes from a fixed-base table (43 multiplications) and
-    ``S`` costs 32 on average: about 20× faster than a full randomizer.
+    ``S`` costs 32 on average: 24× (2048-bit) to 42× (3072-bit) faster than a full
+    randomizer.
 
     *Security.*  Against parties who do **not** know the factorization (providers
     receiving the platform's encrypted weights), DJN prove this IND-CPA under the
@@ -126,6 +128,26 @@ class _State:
             self.cond.notify_all()
 
 
+_LIVE_STATES: weakref.WeakSet[_State] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """Give every pool a fresh lock and an empty queue in a forked child.
+
+    The parent's worker thread may have held the lock at the moment of ``fork()`` (the
+    child would then wait on it forever), and its precomputed values must never be used
+    twice.  ``pid`` is left as the parent's so :meth:`RandomnessPool.take` restarts the
+    worker.
+    """
+    for state in list(_LIVE_STATES):
+        state.cond = threading.Condition()
+        state.values.clear()
+        state.thread = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _worker(state: _State, setup: Callable[[], Callable[[], mpz]] | None) -> None:
     # Release the GIL inside long gmpy2 operations so the event loop keeps running.
     gmpy2.get_context().allow_release_gil = True
@@ -189,6 +211,7 @@ class RandomnessPool:
                 return full_randomizer(key)
 
         self._state = _State(self.public_key, size, make)
+        _LIVE_STATES.add(self._state)
         self._finalizer = weakref.finalize(self, self._state.close)
         if start:
             self.start()

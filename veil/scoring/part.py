@@ -25,16 +25,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from veil.catalog import Catalog, Cardinality, load_catalog
+from veil.catalog import Cardinality, Catalog, load_catalog
 from veil.crypto.fixedpoint import FixedPoint
 from veil.errors import InvalidArgument
 from veil.scoring.spec import (
     MAX_BINS,
+    UNAVAILABLE_POLICIES,
     Aggregate,
     FeatureSpec,
     ModelSpec,
     Transform,
-    UNAVAILABLE_POLICIES,
     table_index,
 )
 
@@ -212,7 +212,7 @@ def _parse_feature(raw: Any, provider: str, catalog: Catalog) -> PartFeature:
     name = str(raw.get("name", ""))[:64]
     try:
         fld = catalog.field(str(raw.get("field")))
-        aggregate = Aggregate(raw.get("aggregate"))
+        aggregate = Aggregate(str(raw.get("aggregate")))
     except (InvalidArgument, ValueError):
         raise _fail(f"feature {name}: unknown field or aggregate") from None
     if fld.provider != provider:

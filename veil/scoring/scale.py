@@ -17,6 +17,7 @@ The published scale (every model carries its own; these are the defaults):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ class ScoreScale:
         if not self.grades:
             raise InvalidArgument("output.grades must not be empty")
         bounds = [b for _, b in self.grades]
-        if any(b2 <= b1 for b1, b2 in zip(bounds, bounds[1:], strict=False)):
+        if any(b2 <= b1 for b1, b2 in itertools.pairwise(bounds)):
             raise InvalidArgument("output.grades max_pd must be strictly increasing")
         if bounds[-1] < 1.0:
             raise InvalidArgument("the last grade's max_pd must be 1.0 (every PD gets a grade)")

@@ -64,11 +64,13 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from enum import StrEnum
 from typing import Any
 
@@ -139,7 +141,7 @@ class FeatureSpec:
     dataset: str
     aggregate: Aggregate
     divide_by: str | None = None
-    transform: Transform = field(default_factory=Transform)
+    transform: Transform = dataclass_field(default_factory=Transform)
     categorical: bool = False
 
     @property
@@ -320,7 +322,9 @@ def _fail(where: str, problem: str) -> InvalidArgument:
     return InvalidArgument(f"model {where}: {problem}")
 
 
-def _obj(value: Any, where: str, allowed: frozenset[str], required: Sequence[str] = ()) -> dict:  # type: ignore[type-arg]
+def _obj(
+    value: Any, where: str, allowed: frozenset[str], required: Sequence[str] = ()
+) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise _fail(where, "must be an object")
     unknown = sorted(set(value) - allowed)
@@ -409,11 +413,15 @@ def _encoding(raw: Any, where: str, spec: FeatureSpec) -> CompiledFeature:
         scale = _num(e.get("scale", 1.0), f"{where}.scale", bound=1e15)
         if scale <= 0:
             raise _fail(f"{where}.scale", "must be positive")
-        return CompiledFeature(spec, linear=True, slope=weight / scale, offset=-weight * center / scale)
+        return CompiledFeature(
+            spec, linear=True, slope=weight / scale, offset=-weight * center / scale
+        )
     if kind == "binned":
         e = _obj(raw, where, frozenset({"type", "edges", "weights"}), ["edges", "weights"])
         edges = _edges(e["edges"], f"{where}.edges")
-        weights = tuple(_num(w, f"{where}.weights") for w in _nums(e["weights"], f"{where}.weights"))
+        weights = tuple(
+            _num(w, f"{where}.weights") for w in _nums(e["weights"], f"{where}.weights")
+        )
         if len(weights) != len(edges) + 1:
             raise _fail(f"{where}.weights", f"needs {len(edges) + 1} entries (edges + 1)")
         return CompiledFeature(spec, linear=False, edges=edges, table=weights)
@@ -445,7 +453,9 @@ def _encoding(raw: Any, where: str, spec: FeatureSpec) -> CompiledFeature:
         if not spec.categorical:
             raise _fail(where, "one_hot applies to categorical (enum, code, boolean) values")
         cats = _strs(e["categories"], f"{where}.categories")
-        weights = tuple(_num(w, f"{where}.weights") for w in _nums(e["weights"], f"{where}.weights"))
+        weights = tuple(
+            _num(w, f"{where}.weights") for w in _nums(e["weights"], f"{where}.weights")
+        )
         if len(weights) != len(cats):
             raise _fail(f"{where}.weights", "needs one entry per category")
         other = _num(e.get("other", 0.0), f"{where}.other")
@@ -455,7 +465,7 @@ def _encoding(raw: Any, where: str, spec: FeatureSpec) -> CompiledFeature:
 
 def _edges(raw: Any, where: str) -> tuple[float, ...]:
     edges = _nums(raw, where)
-    if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(edges)):
         raise _fail(where, "must be strictly increasing")
     return edges
 
@@ -519,7 +529,7 @@ def _feature(raw: Any, where: str, catalog: Catalog) -> CompiledFeature:
     dataset = catalog.dataset(fld.dataset_id)
     default = Aggregate.VALUE if dataset.cardinality == Cardinality.ONE else None
     try:
-        aggregate = Aggregate(f.get("aggregate", default))
+        aggregate = Aggregate(str(f.get("aggregate", default)))
     except ValueError:
         raise _fail(
             f"{where}.aggregate",
@@ -569,7 +579,9 @@ def _feature(raw: Any, where: str, catalog: Catalog) -> CompiledFeature:
         ):
             raise _fail(f"{where}.divide_by", "must be a number of the same dataset (row)")
         if aggregate not in _OF_ROW or categorical:
-            raise _fail(f"{where}.divide_by", "a ratio needs value or latest and a numeric encoding")
+            raise _fail(
+                f"{where}.divide_by", "a ratio needs value or latest and a numeric encoding"
+            )
         if den.id == fld.id:
             raise _fail(f"{where}.divide_by", "must differ from field")
     spec = FeatureSpec(

@@ -207,7 +207,10 @@ class InstallBatchPart(_message.Message):
     PART_JSON_FIELD_NUMBER: _builtins.int
     FLOOD_SIGMA_FIELD_NUMBER: _builtins.int
     MASK_BOUND_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
     FEATURE_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The first message: everything but the weights."""
     model_id: _builtins.str
@@ -219,10 +222,14 @@ class InstallBatchPart(_message.Message):
     """standard deviation of the noise each slot gets"""
     mask_bound: _builtins.float
     """masks are uniform in [-mask_bound, mask_bound)"""
-    @_builtins.property
-    def feature(self) -> Global___EncryptedFeature:
-        """Then one message per feature."""
-
+    slots: _builtins.int
+    """slots per ciphertext (enterprises per chunk, at most)"""
+    feature: _builtins.str
+    """Then one message per encrypted weight, in the order of the part's features (linear:
+    slope, missing; table: entries…, missing), each replicated over every slot.
+    """
+    index: _builtins.int
+    ciphertext: _builtins.bytes
     def __init__(
         self,
         *,
@@ -233,11 +240,14 @@ class InstallBatchPart(_message.Message):
         part_json: _builtins.str = ...,
         flood_sigma: _builtins.float = ...,
         mask_bound: _builtins.float = ...,
-        feature: Global___EncryptedFeature | None = ...,
+        slots: _builtins.int = ...,
+        feature: _builtins.str = ...,
+        index: _builtins.int = ...,
+        ciphertext: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["feature", b"feature"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ckks_public_context", b"ckks_public_context", "feature", b"feature", "flood_sigma", b"flood_sigma", "job_id", b"job_id", "mask_bound", b"mask_bound", "model_id", b"model_id", "part_json", b"part_json", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "ckks_public_context", b"ckks_public_context", "feature", b"feature", "flood_sigma", b"flood_sigma", "index", b"index", "job_id", b"job_id", "mask_bound", b"mask_bound", "model_id", b"model_id", "part_json", b"part_json", "slots", b"slots", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,58 @@
+"""VerificationService at the gateway: institutions' verification questions, forwarded.
+
+``Verify`` needs a client assertion (the interceptor in :mod:`gateway.auth`) and an
+institution caller; the platform does everything else and returns the answer already
+signed (``signed_result``, verifiable with ``GatewayService.GetJwks``).
+``GetVerificationPolicy`` is public: the grid, the budgets and the providers' answer keys
+are published so that anyone can check a result and know how coarse a question may be.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.forward import require_caller, to_platform
+from gateway.service import request_id_of
+from veil.server import ServiceBinding
+from veil.uscc import validate_uscc
+from veil.v1 import verification_pb2 as vpb
+from veil.v1 import verification_pb2_grpc
+
+FORWARD_TIMEOUT_S = 10.0
+POLICY_TIMEOUT_S = 5.0
+
+
+class VerificationForwarder(verification_pb2_grpc.VerificationServiceServicer):
+    def __init__(self, platform: verification_pb2_grpc.VerificationServiceAsyncStub) -> None:
+        self.platform = platform
+
+    async def Verify(self, request: vpb.VerifyRequest, context: Any) -> vpb.VerifyResponse:
+        caller = require_caller("institution")
+        validate_uscc(request.uscc)
+        forwarded = vpb.VerifyRequest()
+        forwarded.CopyFrom(request)
+        forwarded.request_id = request_id_of(request.request_id)
+        answer: vpb.VerifyResponse = await to_platform(
+            self.platform.Verify, forwarded, caller, FORWARD_TIMEOUT_S
+        )
+        return answer
+
+    async def GetVerificationPolicy(
+        self, request: vpb.GetVerificationPolicyRequest, context: Any
+    ) -> vpb.VerificationPolicy:
+        answer: vpb.VerificationPolicy = await to_platform(
+            self.platform.GetVerificationPolicy, request, None, POLICY_TIMEOUT_S
+        )
+        return answer
+
+
+def verification_binding(channel: Any) -> ServiceBinding:
+    """The ServiceBinding the gateway adds to serve ``VerificationService`` over the
+    platform channel it already has."""
+    forwarder = VerificationForwarder(verification_pb2_grpc.VerificationServiceStub(channel))
+    return ServiceBinding(
+        name=vpb.DESCRIPTOR.services_by_name["VerificationService"].full_name,
+        register=lambda server: verification_pb2_grpc.add_VerificationServiceServicer_to_server(
+            forwarder, server
+        ),
+    )

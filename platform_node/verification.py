@@ -1,0 +1,479 @@
+"""VerificationService at the platform: one institution's verification question, end to end.
+
+For ``Verify`` the platform, in order:
+
+1. authenticates the institution forwarded by the gateway (:class:`CallerCheck`);
+2. parses and validates the claim against the catalog (INVALID_ARGUMENT naming the
+   problem) and snaps it to the published grid (:mod:`veil.claims_grid`): what is asked,
+   hashed, budgeted, cached and signed from here on is the snapped claim;
+3. plans it (:mod:`platform_node.verification_plan`): one provider, or a combination
+   across providers under encryption;
+4. checks the grant — use ``verify`` of every field the claim reads, the grant's
+   institution, purpose, loan reference and window — and the daily quota;
+5. answers an identical question from the cache without spending budget, or spends one
+   unit of each field's budget (RESOURCE_EXHAUSTED with ``QuotaFailure`` when used up);
+6. asks the providers (:mod:`platform_node.verification_fanout`), refunding the budget if
+   any does not answer (UNAVAILABLE naming it: nothing was learned);
+7. records the use in the transparency log and against the grant (answered or refused),
+   then signs the result (:func:`veil.tokens.sign_result`, kind ``verification``).
+
+The signed result's claims: ``kind``, ``sub`` (USCC), ``institution``, ``grant_id``,
+``request_id``, ``claims_sha256``, ``result``, ``protocol``, ``providers``, ``cached``,
+``time`` (RFC 3339), ``nonce``, ``log_index`` (+ ``iss``, ``iat``).  The log entry's
+``result_sha256`` is SHA-256 of the canonical JSON of those claims without ``log_index``,
+``iss`` and ``iat`` (:func:`result_digest`), so the bank can match its result to the
+log; the random ``nonce`` keeps a reader of the log from guessing the answer from it.
+
+Configuration (platform node TOML)::
+
+    [verification]
+    paillier_key = "../keys/platform-paillier.key"   # 0600; generated on first start
+    paillier_bits = 2048
+    budget = 20                   # questions per (grant, institution, enterprise, field)
+    cache_ttl_s = 86400
+    plaintext_baseline = false    # benchmark only: allow the unencrypted fan-out
+    [verification.field_budgets]  # per-field overrides
+    [verification.grid]           # per-unit grid steps (veil/claims_grid.py)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from platform_node.audit import AuditLog
+from platform_node.budgets import BudgetPolicy, CachedAnswer, Question, VerificationBudgets
+from platform_node.mask_directory import MaskDirectory
+from platform_node.providers import ProviderRegistry
+from platform_node.registry import GrantRegistry, InstitutionRegistry
+from platform_node.service import AuthorizationParts
+from platform_node.verification_fanout import (
+    AnswerKeys,
+    Asked,
+    Fanout,
+    Outcome,
+    ProviderCallFailed,
+)
+from platform_node.verification_plan import Plan, plan
+from veil.audit.entry import AuditEvent, EventType
+from veil.catalog import Catalog
+from veil.claims import Truth, canonical_json, claim_fields, claim_from_json, claim_sha256
+from veil.claims_grid import Grid, snap
+from veil.composite import Protocol
+from veil.config import NodeConfig
+from veil.crypto import PaillierKeys
+from veil.errors import ConfigError, FailedPrecondition, InvalidArgument, VeilError
+from veil.server import ServiceBinding, require_peer
+from veil.tokens import sign_result
+from veil.uscc import validate_uscc
+from veil.v1 import verification_pb2 as vpb
+from veil.v1 import verification_pb2_grpc
+
+log = logging.getLogger("veil.platform.verification")
+
+MAX_REQUEST_ID = 64
+MIN_REQUEST_ID = 16
+RESULTS = {
+    Truth.TRUE: vpb.VERIFICATION_RESULT_TRUE,
+    Truth.FALSE: vpb.VERIFICATION_RESULT_FALSE,
+    Truth.NO_RECORD: vpb.VERIFICATION_RESULT_NO_RECORD,
+}
+PROTOCOLS = {
+    Protocol.SINGLE: vpb.VERIFICATION_PROTOCOL_SINGLE,
+    Protocol.ALL: vpb.VERIFICATION_PROTOCOL_ALL,
+    Protocol.ANY: vpb.VERIFICATION_PROTOCOL_ANY,
+    Protocol.COUNT: vpb.VERIFICATION_PROTOCOL_COUNT,
+    Protocol.SUM: vpb.VERIFICATION_PROTOCOL_SUM,
+    Protocol.PLAINTEXT: vpb.VERIFICATION_PROTOCOL_PLAINTEXT,
+}
+
+
+@dataclass(frozen=True)
+class VerificationSettings:
+    grid: Grid
+    policy: BudgetPolicy
+    paillier_key: Path
+    paillier_bits: int = 2048
+    plaintext_baseline: bool = False
+
+    @classmethod
+    def from_config(cls, config: NodeConfig) -> VerificationSettings:
+        section = config.section("verification")
+        path = str(config.path)
+        grid_raw = section.get("grid", {})
+        if not isinstance(grid_raw, dict):
+            raise ConfigError(path, "verification.grid", "must be a table")
+        try:
+            grid = Grid.from_config(grid_raw)
+        except InvalidArgument as exc:
+            raise ConfigError(path, "verification.grid", exc.message) from None
+        raw_key = section.get("paillier_key", "paillier.key")
+        if not isinstance(raw_key, str) or not raw_key:
+            raise ConfigError(path, "verification.paillier_key", "must be a key file path")
+        key = Path(raw_key) if Path(raw_key).is_absolute() else config.path.parent / raw_key
+        bits = section.get("paillier_bits", 2048)
+        if bits not in (2048, 3072, 4096):
+            raise ConfigError(path, "verification.paillier_bits", "must be 2048, 3072 or 4096")
+        baseline = section.get("plaintext_baseline", False)
+        if not isinstance(baseline, bool):
+            raise ConfigError(path, "verification.plaintext_baseline", "must be true or false")
+        if baseline:
+            log.warning(
+                "verification.plaintext_baseline is ON: benchmark use only; requests that "
+                "ask for it reveal each condition's answer to the platform"
+            )
+        return cls(grid, BudgetPolicy.from_config(section, path), key, bits, baseline)
+
+
+def load_paillier(settings: VerificationSettings) -> PaillierKeys:
+    if settings.paillier_key.exists():
+        return PaillierKeys.load(settings.paillier_key)
+    keys = PaillierKeys.generate(settings.paillier_bits)
+    keys.save(settings.paillier_key)
+    log.warning("generated a %d-bit Paillier key %s", settings.paillier_bits, keys.key_id)
+    return keys
+
+
+def result_digest(claims: dict[str, Any]) -> str:
+    """SHA-256 of a signed result's claims without ``log_index``, ``iss``, ``iat``."""
+    body = {k: v for k, v in claims.items() if k not in ("log_index", "iss", "iat")}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Verification:
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        registry: ProviderRegistry,
+        authz: AuthorizationParts,
+        audit: AuditLog,
+        budgets: VerificationBudgets,
+        settings: VerificationSettings,
+        fanout: Fanout,
+    ) -> None:
+        self.catalog = catalog
+        self.registry = registry
+        self.callers = authz.callers
+        self.grants: GrantRegistry = authz.grants
+        self.institutions: InstitutionRegistry = authz.institutions
+        self.keys = authz.keys
+        self.audit = audit
+        self.budgets = budgets
+        self.settings = settings
+        self.fanout = fanout
+
+    async def verify(self, request: vpb.VerifyRequest, context: Any) -> vpb.VerifyResponse:
+        caller = await self.callers.require(context, {"institution"}, purpose=request.purpose)
+        request_id = request.request_id or uuid.uuid4().hex
+        digest, fields, asked_units, the_plan = "", [], [], None
+        question: Question | None = None
+        spent = False
+        try:
+            if not MIN_REQUEST_ID <= len(request_id) <= MAX_REQUEST_ID:
+                raise InvalidArgument(
+                    f"request_id must be {MIN_REQUEST_ID} to {MAX_REQUEST_ID} characters"
+                )
+            validate_uscc(request.uscc)
+            claim = snap(
+                claim_from_json(request.claim_json, self.catalog), self.settings.grid, self.catalog
+            )
+            digest = claim_sha256(claim)
+            fields = claim_fields(claim, self.catalog)
+            the_plan = plan(claim, self.catalog)
+            missing = sorted(set(the_plan.providers) - set(self.registry.links))
+            if missing:
+                raise FailedPrecondition(
+                    f"no registered provider holds {', '.join(missing)} data at this platform"
+                )
+            if request.plaintext_baseline and not self.settings.plaintext_baseline:
+                raise FailedPrecondition(
+                    "the plaintext baseline is a benchmark setting this platform does not allow"
+                )
+            record = await asyncio.to_thread(
+                self.grants.authorize,
+                grant_id=request.grant_id,
+                uscc=request.uscc,
+                institution=caller.subject,
+                fields=fields,
+                use="verify",
+                purpose=request.purpose,
+                loan_ref=request.loan_ref,
+            )
+            await asyncio.to_thread(self.institutions.consume_quota, caller.subject)
+            question = Question(
+                request.grant_id, caller.subject, request.uscc, digest, tuple(fields)
+            )
+            cached = await asyncio.to_thread(self.budgets.cached, question)
+            if cached is not None:
+                outcome = Outcome(Truth(cached.result), cached.providers, cached.attestations)
+                protocol = Protocol(cached.protocol)
+            else:
+                await asyncio.to_thread(self.budgets.spend, question)
+                spent = True
+                asked = Asked(
+                    request_id=request_id,
+                    uscc=request.uscc,
+                    institution=caller.subject,
+                    grant_id=request.grant_id,
+                    grant_jws=record.jws,
+                    purpose=request.purpose,
+                    loan_ref=request.loan_ref,
+                    claims_sha256=digest,
+                )
+                asked_units = list(the_plan.providers)
+                outcome, protocol = await self._ask(the_plan, asked, request.plaintext_baseline)
+                await asyncio.to_thread(
+                    self.budgets.remember,
+                    question,
+                    CachedAnswer(
+                        outcome.result.value,
+                        protocol.value,
+                        outcome.providers,
+                        outcome.attestations,
+                    ),
+                )
+        except VeilError as exc:
+            failed: tuple[str, ...] = ()
+            if isinstance(exc, ProviderCallFailed):
+                failed = tuple(sorted({u.split("#")[0] for u in exc.failed}))
+            if spent and question is not None:
+                with contextlib.suppress(VeilError):
+                    await asyncio.to_thread(self.budgets.refund, question)
+            await self._record(
+                request,
+                caller.subject,
+                request_id,
+                fields,
+                digest,
+                outcome=exc.code.name,
+                answered=[u for u in asked_units if u not in failed],
+                failed=list(failed),
+                protocol=the_plan.protocol if the_plan else None,
+            )
+            raise (exc.cause if isinstance(exc, ProviderCallFailed) else exc) from None
+        return await self._answer(
+            request,
+            caller.subject,
+            request_id,
+            digest,
+            claim,
+            fields,
+            outcome,
+            protocol,
+            cached=cached is not None,
+        )
+
+    async def _ask(self, the_plan: Plan, asked: Asked, baseline: bool) -> tuple[Outcome, Protocol]:
+        if the_plan.protocol is Protocol.SINGLE:
+            return await self.fanout.single(the_plan, asked), Protocol.SINGLE
+        if baseline:
+            return await self.fanout.plaintext(the_plan, asked), Protocol.PLAINTEXT
+        return await self.fanout.masked(the_plan, asked), the_plan.protocol
+
+    async def _answer(
+        self,
+        request: vpb.VerifyRequest,
+        institution: str,
+        request_id: str,
+        digest: str,
+        claim: Any,
+        fields: list[str],
+        outcome: Outcome,
+        protocol: Protocol,
+        *,
+        cached: bool,
+    ) -> vpb.VerifyResponse:
+        now = dt.datetime.now(dt.UTC)
+        body: dict[str, Any] = {
+            "kind": "verification",
+            "sub": request.uscc,
+            "institution": institution,
+            "grant_id": request.grant_id,
+            "request_id": request_id,
+            "claims_sha256": digest,
+            "result": outcome.result.value,
+            "protocol": protocol.value,
+            "providers": list(outcome.providers),
+            "cached": cached,
+            "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "nonce": secrets.token_hex(16),
+        }
+        log_index = await self._record(
+            request,
+            institution,
+            request_id,
+            fields,
+            digest,
+            outcome="OK",
+            answered=[] if cached else list(outcome.providers),
+            failed=[],
+            protocol=protocol,
+            result_sha256=result_digest(body),
+            cached=cached,
+        )
+        signed = sign_result(self.keys.current, {**body, "log_index": log_index})
+        return vpb.VerifyResponse(
+            request_id=request_id,
+            uscc=request.uscc,
+            grant_id=request.grant_id,
+            result=RESULTS[outcome.result],
+            claim_json=canonical_json(claim),
+            claims_sha256=digest,
+            signed_result=signed,
+            providers=list(outcome.providers),
+            protocol=PROTOCOLS[protocol],
+            cached=cached,
+            provider_attestations=list(outcome.attestations),
+            log_index=log_index,
+        )
+
+    async def _record(
+        self,
+        request: vpb.VerifyRequest,
+        institution: str,
+        request_id: str,
+        fields: list[str],
+        digest: str,
+        *,
+        outcome: str,
+        answered: list[str],
+        failed: list[str],
+        protocol: Protocol | None,
+        result_sha256: str = "",
+        cached: bool = False,
+    ) -> int:
+        if request.grant_id and fields:
+            with contextlib.suppress(VeilError):
+                await asyncio.to_thread(
+                    self.grants.record_use,
+                    request.grant_id,
+                    request_id=request_id,
+                    institution=institution,
+                    fields=fields,
+                    use="verify",
+                    outcome=outcome,
+                    providers=answered,
+                )
+        detail: dict[str, str | int] = {"loan_ref": request.loan_ref} if request.loan_ref else {}
+        if fields:
+            detail["fields"] = ",".join(fields)
+        if digest:
+            detail["claim_sha256"] = digest
+        if protocol is not None:
+            detail["protocol"] = protocol.value
+        if cached:
+            detail["cached"] = 1
+        return await self.audit.record(
+            AuditEvent(
+                type=EventType.VERIFICATION,
+                actor=f"institution/{institution}",
+                request_id=request_id,
+                enterprise=request.uscc if _valid_uscc(request.uscc) else "",
+                grant=request.grant_id if _identifier(request.grant_id) else "",
+                purpose=request.purpose if _identifier(request.purpose) else "",
+                providers=answered,
+                providers_failed=failed,
+                result_sha256=result_sha256,
+                outcome=outcome,
+                detail={
+                    k: v
+                    for k, v in detail.items()
+                    if not isinstance(v, str) or _identifier(v, 1024)
+                },
+            )
+        )
+
+    async def policy(self) -> vpb.VerificationPolicy:
+        units = sorted(self.registry.links)
+        jwks = await self.fanout.answer_keys.all_jwks(units)
+        policy = self.settings.policy
+        return vpb.VerificationPolicy(
+            grid=self.settings.grid.to_json(),
+            default_budget=policy.budget,
+            field_budgets=dict(policy.field_budgets),
+            cache_ttl_s=policy.cache_ttl_s,
+            provider_keys_json=json.dumps(jwks, sort_keys=True),
+            paillier_bits=self.fanout.paillier.public.n.bit_length(),
+        )
+
+
+def _valid_uscc(value: str) -> bool:
+    from veil.uscc import is_valid_uscc
+
+    return bool(value) and is_valid_uscc(value)
+
+
+def _identifier(value: str, max_len: int = 128) -> bool:
+    import re
+
+    return (
+        bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:@/,-]*", value or "")) and len(value) <= max_len
+    )
+
+
+class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
+    def __init__(self, verification: Verification) -> None:
+        self.verification = verification
+
+    async def Verify(
+        self, request: vpb.VerifyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> vpb.VerifyResponse:
+        return await self.verification.verify(request, context)
+
+    async def GetVerificationPolicy(
+        self, request: vpb.GetVerificationPolicyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> vpb.VerificationPolicy:
+        require_peer(context, roles={"gateway", "admin"})
+        return await self.verification.policy()
+
+
+def build_verification(
+    config: NodeConfig,
+    catalog: Catalog,
+    registry: ProviderRegistry,
+    engine: Any,
+    audit: AuditLog,
+    authz: AuthorizationParts,
+) -> ServiceBinding:
+    """The platform's VerificationService (``[verification]`` in its configuration)."""
+    settings = VerificationSettings.from_config(config)
+    paillier = load_paillier(settings)
+    ca_pem = config.tls.ca.read_bytes() if config.tls.ca is not None else None
+    fanout = Fanout(
+        catalog=catalog,
+        registry=registry,
+        keys=authz.keys,
+        paillier=paillier,
+        masks=MaskDirectory(registry, ca_pem, registry.timeout_s),
+        answer_keys=AnswerKeys(registry),
+    )
+    servicer = VerificationServicer(
+        Verification(
+            catalog=catalog,
+            registry=registry,
+            authz=authz,
+            audit=audit,
+            budgets=VerificationBudgets(engine, settings.policy),
+            settings=settings,
+            fanout=fanout,
+        )
+    )
+    return ServiceBinding(
+        name=vpb.DESCRIPTOR.services_by_name["VerificationService"].full_name,
+        register=lambda server: verification_pb2_grpc.add_VerificationServiceServicer_to_server(
+            servicer, server
+        ),
+    )

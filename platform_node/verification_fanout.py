@@ -1,0 +1,329 @@
+"""The platform's calls to providers for one verification: single, masked, or baseline.
+
+Every call carries a request token made out to that provider alone (use ``verify``,
+exactly the fields it is asked about) and the enterprise-signed grant; every answer
+carries the provider's signature, which is checked here against the provider's
+published answer key before the answer is used.  If any provider does not answer, the
+whole check fails with UNAVAILABLE naming it: a combination missing a participant is
+never decoded (its masks would not cancel) and never reported as a partial yes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import grpc
+
+from platform_node.mask_directory import MaskDirectory
+from platform_node.providers import ProviderRegistry, provider_error
+from platform_node.signing import PlatformKeys
+from platform_node.verification_plan import Plan
+from veil.attestation import verify_answer
+from veil.catalog import Catalog
+from veil.claims import Truth, canonical_json, claim_fields, t_all, t_any, t_at_least
+from veil.composite import Protocol, ciphertexts_digest, combined_reader, decide
+from veil.crypto import PaillierKeys, public_key_bytes
+from veil.errors import FailedPrecondition, PermissionDenied, Unavailable, VeilError
+from veil.tokens import KeySet, RequestClaims
+from veil.v1 import verification_pb2 as vpb
+from veil.v1 import verification_pb2_grpc
+
+REQUEST_TOKEN_LIFETIME_S = 60
+ANSWER_KEYS_REFRESH_S = 5.0
+USE = "verify"
+TRUTHS = {
+    vpb.VERIFICATION_RESULT_TRUE: Truth.TRUE,
+    vpb.VERIFICATION_RESULT_FALSE: Truth.FALSE,
+    vpb.VERIFICATION_RESULT_NO_RECORD: Truth.NO_RECORD,
+}
+WIRE_PROTOCOLS = {
+    Protocol.ALL: vpb.VERIFICATION_PROTOCOL_ALL,
+    Protocol.ANY: vpb.VERIFICATION_PROTOCOL_ANY,
+    Protocol.COUNT: vpb.VERIFICATION_PROTOCOL_COUNT,
+    Protocol.SUM: vpb.VERIFICATION_PROTOCOL_SUM,
+}
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Asked:
+    """Who is asked what: the enterprise, the grant and the institution's purpose."""
+
+    request_id: str
+    uscc: str
+    institution: str
+    grant_id: str
+    grant_jws: str
+    purpose: str
+    loan_ref: str
+    claims_sha256: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: Truth
+    providers: tuple[str, ...]
+    attestations: tuple[str, ...] = ()
+    revealed: tuple[tuple[str, str], ...] = ()  # what the platform learned beyond the answer
+
+
+class ProviderCallFailed(VeilError):
+    """Some providers did not answer; ``failed`` names them (the error is ``cause``)."""
+
+    def __init__(self, cause: VeilError, failed: Sequence[str]) -> None:
+        super().__init__(cause.message, details=cause.details, extra=cause.extra)
+        self.code = cause.code
+        self.cause = cause
+        self.failed = tuple(failed)
+
+
+class AnswerKeys:
+    """Each provider's answer-signing keys (``GetAnswerKeys``), cached by ``kid``."""
+
+    def __init__(self, registry: ProviderRegistry) -> None:
+        self.registry = registry
+        self._keys: dict[str, KeySet] = {}
+        self._fetched: dict[str, float] = {}
+
+    async def for_unit(self, unit: str, kid: str | None = None) -> KeySet:
+        keys = self._keys.get(unit)
+        stale = keys is None or (kid is not None and kid not in keys)
+        if stale and time.monotonic() - self._fetched.get(unit, -1e9) >= ANSWER_KEYS_REFRESH_S:
+            link = self.registry.link(unit)
+            stub = verification_pb2_grpc.ProviderVerificationStub(link.channel)
+            try:
+                answer = await stub.GetAnswerKeys(
+                    vpb.GetAnswerKeysRequest(), timeout=self.registry.timeout_s
+                )
+            except grpc.aio.AioRpcError as err:
+                raise provider_error(link.name, err, self.registry.timeout_s) from None
+            self._fetched[unit] = time.monotonic()
+            keys = KeySet.from_jwks(json.loads(answer.jwks_json), label=f"{unit} answer keys")
+            self._keys[unit] = keys
+        if keys is None:
+            raise Unavailable(f"provider {unit!r} has published no answer keys")
+        return keys
+
+    async def all_jwks(self, units: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for unit in units:
+            try:
+                out[unit] = (await self.for_unit(unit)).to_jwks()
+            except VeilError:
+                continue  # not serving verification (or down): not published now
+        return out
+
+    async def check(self, unit: str, token: str, asked: Asked) -> dict[str, Any]:
+        kid = _kid(token)
+        claims = verify_answer(token, await self.for_unit(unit, kid), unit=unit)
+        if claims.get("jti") != asked.request_id and not str(claims.get("jti", "")).startswith(
+            asked.request_id + "-"
+        ):
+            raise PermissionDenied(f"provider {unit!r} signed an answer to another request")
+        if claims.get("sub") != asked.uscc:
+            raise PermissionDenied(f"provider {unit!r} signed an answer about another enterprise")
+        return claims
+
+
+def _kid(token: str) -> str | None:
+    import base64
+
+    try:
+        head = token.split(".")[0]
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        return str(header["kid"])
+    except (ValueError, KeyError, IndexError):
+        return None
+
+
+async def gather_all(calls: Mapping[str, Awaitable[T]]) -> dict[str, T]:
+    """Run every call; if any fails, raise one error naming every provider that failed."""
+    units = list(calls)
+    results = await asyncio.gather(*calls.values(), return_exceptions=True)
+    failed = [(u, r) for u, r in zip(units, results, strict=True) if isinstance(r, BaseException)]
+    if failed:
+        errors = [r for _, r in failed]
+        for err in errors:
+            if not isinstance(err, VeilError):
+                raise err
+        down = [(u, e) for u, e in failed if isinstance(e, Unavailable)]
+        if down:
+            names = ", ".join(repr(u) for u, _ in down)
+            first = down[0][1]
+            assert isinstance(first, VeilError)
+            cause: VeilError = Unavailable(
+                f"{first.message}; the check is not answered without provider(s) {names}"
+                if len(down) == 1
+                else f"providers {names} did not answer; the check is not answered"
+            )
+        else:
+            cause = failed[0][1]  # type: ignore[assignment]
+        raise ProviderCallFailed(cause, [u for u, _ in failed])
+    return {u: r for u, r in zip(units, results, strict=True)}  # type: ignore[misc]
+
+
+class Fanout:
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        registry: ProviderRegistry,
+        keys: PlatformKeys,
+        paillier: PaillierKeys,
+        masks: MaskDirectory,
+        answer_keys: AnswerKeys,
+    ) -> None:
+        self.catalog = catalog
+        self.registry = registry
+        self.keys = keys
+        self.paillier = paillier
+        self.masks = masks
+        self.answer_keys = answer_keys
+        self._stubs: dict[str, verification_pb2_grpc.ProviderVerificationStub] = {}
+        self._n_bytes = public_key_bytes(paillier.public)
+
+    def stub(self, unit: str) -> verification_pb2_grpc.ProviderVerificationStub:
+        stub = self._stubs.get(unit)
+        if stub is None:
+            stub = verification_pb2_grpc.ProviderVerificationStub(self.registry.link(unit).channel)
+            self._stubs[unit] = stub
+        return stub
+
+    def token(self, unit: str, asked: Asked, fields: Sequence[str], request_id: str) -> str:
+        now = int(time.time())
+        return self.keys.request_token(
+            RequestClaims(
+                provider=unit,
+                uscc=asked.uscc,
+                institution=asked.institution,
+                fields=tuple(sorted(fields)),
+                use=USE,
+                purpose=asked.purpose,
+                loan_ref=asked.loan_ref,
+                grant_id=asked.grant_id,
+                request_id=request_id,
+                issued_at=now,
+                expires=now + REQUEST_TOKEN_LIFETIME_S,
+            )
+        )
+
+    async def _call(self, unit: str, method: str, request: Any) -> Any:
+        try:
+            return await getattr(self.stub(unit), method)(request, timeout=self.registry.timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise provider_error(
+                self.registry.link(unit).name, err, self.registry.timeout_s
+            ) from None
+
+    # --- one provider, one claim ---
+
+    async def ask(
+        self, unit: str, claim_json: str, fields: Sequence[str], asked: Asked, rid: str
+    ) -> tuple[Truth, str]:
+        request = vpb.ProviderVerifyRequest(
+            request_id=rid,
+            uscc=asked.uscc,
+            claim_json=claim_json,
+            request_token=self.token(unit, asked, fields, rid),
+            grant_jws=asked.grant_jws,
+        )
+        answer: vpb.ProviderVerifyResponse = await self._call(unit, "VerifyClaim", request)
+        truth = TRUTHS.get(answer.result)
+        if truth is None or answer.request_id != rid:
+            raise FailedPrecondition(f"provider {unit!r} gave a malformed answer")
+        signed = await self.answer_keys.check(unit, answer.attestation, asked)
+        if signed.get("result") != truth.value or signed.get("jti") != rid:
+            raise PermissionDenied(f"provider {unit!r}'s signature does not match its answer")
+        return truth, answer.attestation
+
+    async def single(self, plan: Plan, asked: Asked) -> Outcome:
+        unit = plan.providers[0]
+        claim = plan.conditions[unit][0]
+        calls = {
+            unit: self.ask(unit, canonical_json(claim), plan.fields[unit], asked, asked.request_id)
+        }
+        truth, attestation = (await gather_all(calls))[unit]
+        return Outcome(truth, plan.providers, (attestation,))
+
+    # --- several providers, masked ---
+
+    async def masked(self, plan: Plan, asked: Asked) -> Outcome:
+        roster = await self.masks.roster(plan.providers)
+        calls = {}
+        for unit in plan.providers:
+            request = vpb.ContributeRequest(
+                request_id=asked.request_id,
+                uscc=asked.uscc,
+                request_token=self.token(unit, asked, plan.fields[unit], asked.request_id),
+                grant_jws=asked.grant_jws,
+                protocol=WIRE_PROTOCOLS[plan.protocol],
+                conditions_json=[canonical_json(c) for c in plan.conditions.get(unit, [])],
+                sum_fields=plan.sum_fields.get(unit, []),
+                total_conditions=plan.total,
+                paillier_n=self._n_bytes,
+                participants=roster,
+                claims_sha256=asked.claims_sha256,
+            )
+            calls[unit] = self._call(unit, "Contribute", request)
+        try:
+            answers = await gather_all(calls)
+        except ProviderCallFailed as exc:
+            if "mask key" in exc.message:  # a rotated key: fetch it afresh next time
+                for unit in exc.failed:
+                    self.masks.forget(unit)
+            raise
+        expected = {Protocol.COUNT: 1}.get(plan.protocol, 2)
+        for unit, answer in answers.items():
+            if len(answer.ciphertexts) != expected:
+                raise FailedPrecondition(f"provider {unit!r} sent a malformed contribution")
+            signed = await self.answer_keys.check(unit, answer.attestation, asked)
+            if signed.get("ciphertexts_sha256") != ciphertexts_digest(list(answer.ciphertexts)):
+                raise PermissionDenied(
+                    f"provider {unit!r}'s signature does not cover its contribution"
+                )
+        contributions = [list(answers[u].ciphertexts) for u in plan.providers]
+        read = combined_reader(self.paillier, contributions)
+        threshold = plan.sum_value if isinstance(plan.sum_value, Decimal) else None
+
+        def conclude() -> tuple[Truth, dict[str, str]]:
+            return decide(
+                plan.protocol,
+                read,
+                self.paillier.public.n,
+                k=plan.k,
+                total=plan.total,
+                op=plan.sum_op,
+                threshold=threshold,
+            )
+
+        truth, revealed = await asyncio.to_thread(conclude)
+        return Outcome(truth, plan.providers, revealed=tuple(sorted(revealed.items())))
+
+    # --- the benchmark baseline: the same fan-out, answers in the clear ---
+
+    async def plaintext(self, plan: Plan, asked: Asked) -> Outcome:
+        if plan.protocol is Protocol.SUM:
+            raise FailedPrecondition("the plaintext baseline covers all, any and at_least checks")
+        calls = {}
+        i = 0
+        for unit in plan.providers:
+            for claim in plan.conditions[unit]:
+                rid = f"{asked.request_id}-{i:02d}"
+                fields = claim_fields(claim, self.catalog)
+                calls[f"{unit}#{i}"] = self.ask(unit, canonical_json(claim), fields, asked, rid)
+                i += 1
+        answers = await gather_all(calls)
+        truths = [t for t, _ in answers.values()]
+        if plan.protocol is Protocol.ALL:
+            result = t_all(truths)
+        elif plan.protocol is Protocol.ANY:
+            result = t_any(truths)
+        else:
+            result = t_at_least(plan.k, truths.count(Truth.TRUE), truths.count(Truth.NO_RECORD))
+        return Outcome(result, plan.providers, tuple(a for _, a in answers.values()))

@@ -1,0 +1,377 @@
+"""ProviderVerification: a data-providing unit answers verification questions (数据核验).
+
+Only the answer leaves.  For every request the unit itself:
+
+1. parses and validates the claim against the catalog (every field verifiable, held
+   here, and exactly the request token's fields);
+2. checks the platform's request token — which must be for use ``verify`` — and the
+   enterprise-signed grant with the same :class:`~provider_node.guard.Guard` as
+   authorized detail (grant uses must include ``verify``; not revoked; not replayed);
+3. records the request in its own ledger (answered or refused), before answering;
+4. evaluates the claim on its own records (:func:`veil.claims.evaluate`, three-valued:
+   no row is ``no_record``, never ``false``) and
+5. answers either the result signed with its answer key (single-provider checks) or,
+   for checks spanning providers, masked and freshly encrypted contributions
+   (:mod:`veil.composite`), after verifying every other participant's signed mask key.
+
+Configuration (provider node TOML)::
+
+    [verification]
+    answer_key = "../keys/tax-answer.key"   # Ed25519, 0600; created on first start
+    randomizers = "djn"                     # or "full" (see docs/verification.md)
+    pool_size = 64
+
+    [masks]
+    key = "../keys/tax-mask.key"            # provider_node/mask_keys.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from provider_node.guard import Guard
+from provider_node.mask_keys import ProviderMaskKeys
+from provider_node.service import ProviderServicer
+from veil.attestation import sign_answer
+from veil.claims import (
+    Claim,
+    Truth,
+    claim_fields,
+    claim_from_json,
+    claim_sha256,
+    evaluate,
+    numeric_value,
+)
+from veil.composite import (
+    CIPHERTEXTS,
+    Protocol,
+    ciphertexts_digest,
+    masked_ciphertexts,
+    plain_contribution,
+)
+from veil.config import NodeConfig
+from veil.crypto import RandomnessPool, public_key_from_bytes
+from veil.errors import ConfigError, InvalidArgument, PermissionDenied, VeilError
+from veil.server import ServiceBinding, current_peer
+from veil.tokens import KeySet, RequestClaims, SigningKey
+from veil.uscc import validate_uscc
+from veil.v1 import verification_pb2 as vpb
+from veil.v1 import verification_pb2_grpc
+
+log = logging.getLogger("veil.provider.verify")
+
+USE = "verify"
+MAX_CONDITIONS = 64
+RESULTS = {
+    Truth.TRUE: vpb.VERIFICATION_RESULT_TRUE,
+    Truth.FALSE: vpb.VERIFICATION_RESULT_FALSE,
+    Truth.NO_RECORD: vpb.VERIFICATION_RESULT_NO_RECORD,
+}
+PROTOCOLS = {
+    vpb.VERIFICATION_PROTOCOL_ALL: Protocol.ALL,
+    vpb.VERIFICATION_PROTOCOL_ANY: Protocol.ANY,
+    vpb.VERIFICATION_PROTOCOL_COUNT: Protocol.COUNT,
+    vpb.VERIFICATION_PROTOCOL_SUM: Protocol.SUM,
+}
+
+
+def load_answer_key(config: NodeConfig) -> SigningKey:
+    raw = config.section("verification").get("answer_key", f"{config.name}-answer.key")
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(str(config.path), "verification.answer_key", "must be a key file path")
+    path = Path(raw) if Path(raw).is_absolute() else config.path.parent / raw
+    if path.exists():
+        return SigningKey.load(path)
+    key = SigningKey.generate("EdDSA")
+    key.save(path)
+    log.warning("generated a new answer-signing key %s (kid %s)", path, key.kid)
+    return key
+
+
+def pool_settings(config: NodeConfig) -> tuple[bool, int]:
+    """(short exponents?, pool size) from ``[verification] randomizers, pool_size``."""
+    section = config.section("verification")
+    mode = section.get("randomizers", "djn")
+    if mode not in ("djn", "full"):
+        raise ConfigError(str(config.path), "verification.randomizers", "must be djn or full")
+    size = section.get("pool_size", 64)
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 4096:
+        raise ConfigError(str(config.path), "verification.pool_size", "must be 0..4096")
+    return mode == "djn", size
+
+
+class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationServicer):
+    def __init__(
+        self,
+        base: ProviderServicer,
+        guard: Guard,
+        answer_key: SigningKey,
+        masks: ProviderMaskKeys | None,
+        *,
+        short_exponent: bool = True,
+        pool_size: int = 64,
+    ) -> None:
+        self.base = base
+        self.unit = base.unit
+        self.catalog = base.catalog
+        self.guard = guard
+        self.answer_key = answer_key
+        self.masks = masks
+        self.short_exponent = short_exponent
+        self.pool_size = pool_size
+        self._pools: dict[int, RandomnessPool] = {}
+
+    # --- helpers ---
+
+    async def _record(
+        self,
+        method: str,
+        request_id: str,
+        uscc: str,
+        fields: Sequence[str],
+        outcome: str,
+        detail: str,
+    ) -> None:
+        peer = current_peer.get()
+        datasets = sorted({self.catalog.field(f).dataset_id for f in fields if _known(self, f)})
+        await asyncio.to_thread(
+            self.base.ledger.record,
+            request_id=request_id,
+            method=method,
+            caller=f"{peer.role}/{peer.name}" if peer else "unauthenticated",
+            uscc=uscc or None,
+            datasets=datasets,
+            outcome=outcome,
+            detail=detail,
+        )
+
+    def _held(self, fields: Sequence[str]) -> None:
+        for field_id in fields:
+            field = self.catalog.field(field_id)
+            if field.dataset_id not in self.base.datasets:
+                raise InvalidArgument(f"field {field_id!r} is not held by provider {self.unit!r}")
+
+    async def _authorize(
+        self, request_id: str, uscc: str, fields: list[str], token: str, grant_jws: str
+    ) -> RequestClaims:
+        if not request_id:
+            raise InvalidArgument("request_id is required")
+        validate_uscc(uscc)
+        self._held(fields)
+        claims, _grant = await self.guard.check(
+            request_id=request_id,
+            uscc=uscc,
+            fields=fields,
+            request_token=token,
+            grant_jws=grant_jws,
+        )
+        if claims.use != USE:
+            raise PermissionDenied(f"request token is for use {claims.use!r}, not {USE!r}")
+        return claims
+
+    async def _rows(self, uscc: str, fields: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        return await asyncio.to_thread(self.base.store.fetch, uscc, list(fields))
+
+    def _pool(self, n: int) -> RandomnessPool | None:
+        if self.pool_size == 0:
+            return None
+        pool = self._pools.get(n)
+        if pool is None:
+            if len(self._pools) >= 4:  # the platform rotated its key: drop the old pools
+                for old in self._pools.values():
+                    old.close()
+                self._pools.clear()
+            pool = RandomnessPool(
+                public_key_from_bytes(n.to_bytes((n.bit_length() + 7) // 8, "big")),
+                size=self.pool_size,
+                short_exponent=self.short_exponent,
+            )
+            self._pools[n] = pool
+        return pool
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+
+    # --- RPCs ---
+
+    async def VerifyClaim(
+        self, request: vpb.ProviderVerifyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> vpb.ProviderVerifyResponse:
+        fields: list[str] = []
+        digest = ""
+        try:
+            claim = claim_from_json(request.claim_json, self.catalog)
+            digest = claim_sha256(claim)
+            fields = claim_fields(claim, self.catalog)
+            claims = await self._authorize(
+                request.request_id, request.uscc, fields, request.request_token, request.grant_jws
+            )
+        except VeilError as exc:
+            await self._record(
+                "VerifyClaim", request.request_id, request.uscc, fields, "refused", exc.message
+            )
+            raise
+        rows = await self._rows(request.uscc, fields)
+        truth = evaluate(claim, rows, self.catalog)
+        await self._record(
+            "VerifyClaim",
+            request.request_id,
+            request.uscc,
+            fields,
+            "answered",
+            _detail(claims, digest, f"result={truth.value}"),
+        )
+        attestation = sign_answer(
+            self.answer_key,
+            unit=self.unit,
+            uscc=request.uscc,
+            request_id=request.request_id,
+            claims_sha256=digest,
+            result=truth.value,
+        )
+        return vpb.ProviderVerifyResponse(
+            request_id=request.request_id, result=RESULTS[truth], attestation=attestation
+        )
+
+    async def Contribute(
+        self, request: vpb.ContributeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> vpb.ContributeResponse:
+        fields: list[str] = []
+        try:
+            if self.masks is None:
+                raise InvalidArgument(f"provider {self.unit!r} has no mask key configured")
+            protocol = PROTOCOLS.get(request.protocol)
+            if protocol is None:
+                raise InvalidArgument("protocol must be ALL, ANY, COUNT or SUM")
+            conditions, sum_fields = self._parse_parts(request, protocol)
+            fields = sorted(
+                {f for c in conditions for f in claim_fields(c, self.catalog)} | set(sum_fields)
+            )
+            public_key = public_key_from_bytes(bytes(request.paillier_n))
+            claims = await self._authorize(
+                request.request_id, request.uscc, fields, request.request_token, request.grant_jws
+            )
+            peers = self.masks.peers(request.participants)
+        except VeilError as exc:
+            await self._record(
+                "Contribute", request.request_id, request.uscc, fields, "refused", exc.message
+            )
+            raise
+        rows = await self._rows(request.uscc, fields)
+        n = public_key.n
+        if protocol is Protocol.SUM:
+            terms = [numeric_value(f, rows, self.catalog) for f in sum_fields]
+            partial = sum((t for t in terms if t is not None), Decimal(0))
+            missing = sum(1 for t in terms if t is None)
+            values = plain_contribution(protocol, n, partial_sum=partial, missing=missing)
+        else:
+            truths = [evaluate(c, rows, self.catalog) for c in conditions]
+            values = plain_contribution(protocol, n, truths=truths, total=request.total_conditions)
+        masks = self.masks
+
+        def mask_for(ctx: str) -> int:
+            return masks.mask(peers, request_id=request.request_id, context=ctx, modulus=n)
+
+        ciphertexts = await asyncio.to_thread(
+            masked_ciphertexts,
+            protocol,
+            values,
+            public_key=public_key,
+            mask_for=mask_for,
+            pool=self._pool(n),
+        )
+        assert len(ciphertexts) == CIPHERTEXTS[protocol]
+        digest = ciphertexts_digest(ciphertexts)
+        await self._record(
+            "Contribute",
+            request.request_id,
+            request.uscc,
+            fields,
+            "answered",
+            _detail(claims, request.claims_sha256, f"protocol={protocol.value}"),
+        )
+        attestation = sign_answer(
+            self.answer_key,
+            unit=self.unit,
+            uscc=request.uscc,
+            request_id=request.request_id,
+            claims_sha256=request.claims_sha256,
+            result="masked",
+            ciphertexts_sha256=digest,
+        )
+        return vpb.ContributeResponse(
+            request_id=request.request_id, ciphertexts=ciphertexts, attestation=attestation
+        )
+
+    def _parse_parts(
+        self, request: vpb.ContributeRequest, protocol: Protocol
+    ) -> tuple[list[Claim], list[str]]:
+        if protocol is Protocol.SUM:
+            if request.conditions_json or not request.sum_fields:
+                raise InvalidArgument("a sum contribution names sum_fields and no conditions")
+            fields = list(request.sum_fields)
+            if len(set(fields)) != len(fields) or len(fields) > MAX_CONDITIONS:
+                raise InvalidArgument("sum_fields must be distinct (at most 64)")
+            for field_id in fields:
+                field = self.catalog.field(field_id)
+                if not field.verifiable or field.type.value not in ("integer", "decimal"):
+                    raise InvalidArgument(f"field {field_id!r} cannot be summed in a verification")
+            return [], fields
+        if request.sum_fields or not request.conditions_json:
+            raise InvalidArgument(f"a {protocol.value} contribution names conditions only")
+        if len(request.conditions_json) > MAX_CONDITIONS:
+            raise InvalidArgument(f"at most {MAX_CONDITIONS} conditions per provider")
+        if protocol is Protocol.COUNT and not (
+            len(request.conditions_json) <= request.total_conditions <= 10 * MAX_CONDITIONS
+        ):
+            raise InvalidArgument("total_conditions must cover this provider's conditions")
+        return [claim_from_json(c, self.catalog) for c in request.conditions_json], []
+
+    async def GetAnswerKeys(
+        self, request: vpb.GetAnswerKeysRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> vpb.AnswerKeys:
+        jwks = KeySet.of(self.answer_key).to_jwks()
+        return vpb.AnswerKeys(unit=self.unit, jwks_json=json.dumps(jwks, sort_keys=True))
+
+
+def _known(servicer: ProviderVerificationServicer, field_id: str) -> bool:
+    try:
+        servicer.catalog.field(field_id)
+    except InvalidArgument:
+        return False
+    return True
+
+
+def _detail(claims: RequestClaims, digest: str, extra: str) -> str:
+    return (
+        f"institution={claims.institution};purpose={claims.purpose};loan_ref={claims.loan_ref};"
+        f"grant={claims.grant_id};claim={digest};{extra}"
+    )
+
+
+def verification_binding(
+    config: NodeConfig, base: ProviderServicer, guard: Guard, masks: ProviderMaskKeys | None
+) -> tuple[ServiceBinding, ProviderVerificationServicer]:
+    """The ``ProviderVerification`` service a provider adds when ``[verification]`` is
+    configured (``masks``: its mask key, needed for checks across providers)."""
+    short, size = pool_settings(config)
+    servicer = ProviderVerificationServicer(
+        base, guard, load_answer_key(config), masks, short_exponent=short, pool_size=size
+    )
+    binding = ServiceBinding(
+        name=vpb.DESCRIPTOR.services_by_name["ProviderVerification"].full_name,
+        register=lambda server: verification_pb2_grpc.add_ProviderVerificationServicer_to_server(
+            servicer, server
+        ),
+    )
+    return binding, servicer

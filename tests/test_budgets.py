@@ -1,0 +1,148 @@
+"""Verification budgets and the answer cache (platform_node/budgets.py), on SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from google.rpc import error_details_pb2
+from sqlalchemy import Engine
+
+from platform_node.budgets import BudgetPolicy, CachedAnswer, Question, VerificationBudgets
+from veil.errors import ConfigError, ResourceExhausted
+from veil.store import make_engine
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+GRANT = "6f1c1a52-7d0e-4e55-9f43-6b1fbd2f0c11"
+USCC = "91110000MA01AB2C32"
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Engine]:
+    """A fresh database: a SQLite file, or a new PostgreSQL schema dropped afterwards
+    (PostgreSQL must be reachable: a connection error fails the test)."""
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path / 'budgets.db'}")
+        yield eng
+        eng.dispose()
+        return
+    base = make_engine(PG_URL)
+    schema = f"budget_test_{uuid.uuid4().hex[:12]}"
+    with base.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield base.execution_options(schema_translate_map={None: schema})  # type: ignore[misc]
+    finally:
+        with base.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        base.dispose()
+
+
+def question(fields: tuple[str, ...] = ("tax_vat_paid_last_year",), **kw: str) -> Question:
+    return Question(
+        grant_id=kw.get("grant_id", GRANT),
+        institution=kw.get("institution", "demo-bank"),
+        uscc=kw.get("uscc", USCC),
+        claims_sha256=kw.get("digest", "a" * 64),
+        fields=fields,
+    )
+
+
+def test_budget_is_spent_per_field_and_exhaustion_names_each_field(engine: Engine) -> None:
+    budgets = VerificationBudgets(
+        engine, BudgetPolicy(budget=3, field_budgets={"tax_in_arrears": 1})
+    )
+    both = question(("tax_vat_paid_last_year", "tax_in_arrears"))
+    budgets.spend(both)
+    assert budgets.used(both, "tax_in_arrears") == 1
+    with pytest.raises(ResourceExhausted) as info:
+        budgets.spend(both)
+    # all or nothing: the other field was not charged by the refused question
+    assert budgets.used(both, "tax_vat_paid_last_year") == 1
+    quota = [e for e in info.value.extra if isinstance(e, error_details_pb2.QuotaFailure)]
+    assert len(quota) == 1
+    (violation,) = quota[0].violations
+    assert violation.subject == f"institution:demo-bank/enterprise:{USCC}/field:tax_in_arrears"
+    assert "budget of 1" in violation.description
+    assert "tax_in_arrears" in info.value.message
+    budgets.spend(question())
+    budgets.spend(question())
+    with pytest.raises(ResourceExhausted):
+        budgets.spend(question())
+    assert budgets.used(question(), "tax_vat_paid_last_year") == 3
+
+
+def test_budgets_are_separate_per_grant_institution_and_enterprise(engine: Engine) -> None:
+    budgets = VerificationBudgets(engine, BudgetPolicy(budget=1))
+    budgets.spend(question())
+    for other in (
+        question(grant_id=str(uuid.uuid4())),
+        question(institution="other-bank"),
+        question(uscc="91310000MA1FL8X091"),
+        question(("tax_in_arrears",)),
+    ):
+        budgets.spend(other)
+    with pytest.raises(ResourceExhausted):
+        budgets.spend(question())
+
+
+def test_refund_gives_back_an_unanswered_question(engine: Engine) -> None:
+    budgets = VerificationBudgets(engine, BudgetPolicy(budget=1))
+    budgets.spend(question())
+    budgets.refund(question())
+    assert budgets.used(question(), "tax_vat_paid_last_year") == 0
+    budgets.spend(question())
+    budgets.refund(question(("tax_in_arrears",)))  # never spent: stays at 0, no error
+    assert budgets.used(question(), "tax_in_arrears") == 0
+
+
+def test_cache_answers_identical_questions_until_it_expires(engine: Engine) -> None:
+    budgets = VerificationBudgets(engine, BudgetPolicy(cache_ttl_s=60))
+    q = question()
+    assert budgets.cached(q, NOW) is None
+    answer = CachedAnswer("true", "single", ("tax",), ("jws-from-tax",))
+    budgets.remember(q, answer, NOW)
+    assert budgets.cached(q, NOW + dt.timedelta(seconds=59)) == answer
+    assert budgets.cached(q, NOW + dt.timedelta(seconds=60)) is None
+    assert budgets.cached(question(digest="b" * 64), NOW) is None
+    assert budgets.cached(question(institution="other-bank"), NOW) is None
+    budgets.remember(q, CachedAnswer("false", "single", ("tax",), ()), NOW)  # replaced
+    assert budgets.cached(q, NOW) == CachedAnswer("false", "single", ("tax",), ())
+
+
+def test_cache_can_be_turned_off(engine: Engine) -> None:
+    budgets = VerificationBudgets(engine, BudgetPolicy(cache_ttl_s=0))
+    budgets.remember(question(), CachedAnswer("true", "single", ("tax",), ()), NOW)
+    assert budgets.cached(question(), NOW) is None
+
+
+def test_concurrent_spending_never_exceeds_the_budget(engine: Engine) -> None:
+    budgets = VerificationBudgets(engine, BudgetPolicy(budget=10))
+
+    def one(_: int) -> bool:
+        try:
+            budgets.spend(question())
+        except ResourceExhausted:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(one, range(40)))
+    assert sum(outcomes) == 10
+    assert budgets.used(question(), "tax_vat_paid_last_year") == 10
+
+
+def test_policy_configuration() -> None:
+    policy = BudgetPolicy.from_config(
+        {"budget": 5, "cache_ttl_s": 10, "field_budgets": {"tax_vat_paid_last_year": 2}}, "p.toml"
+    )
+    assert policy.limit("tax_vat_paid_last_year") == 2 and policy.limit("x") == 5
+    for bad in ({"budget": 0}, {"budget": True}, {"cache_ttl_s": -1}, {"field_budgets": 3}):
+        with pytest.raises(ConfigError):
+            BudgetPolicy.from_config(bad, "p.toml")

@@ -1,0 +1,544 @@
+"""Joint-model scoring end to end through the real daemons (issue 5).
+
+A module-scoped federation (separate processes, mTLS on loopback) imports the demo model
+fitted on its generated data; an enterprise grants the bank a score; the bank scores
+through the gateway.  Checked here: equality with the plaintext model (at the published
+precision end to end; ≤ 1e-9 in the logit in ``test_scoring_attacks``), the signed
+attestation with two JOSE libraries and the HTTP JWKS, drop-out re-runs and refusals,
+bad input, and the provider's own refusal of a non-score token.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+
+from platform_node.models.demo import enterprise_rows, fit_demo_model
+from tests.conftest import run
+from tests.test_authorization_e2e import Enterprise, bank, claims, gateway, usccs
+from veil.scoring.plain import plain_logit
+from veil.scoring.spec import parse_model
+from veil.tls import PeerIdentity, secure_channel
+from veil.tokens import KeySet, SigningKey, issue_request_token, verify_result
+from veil.v1 import provider_scoring_pb2 as ppb
+from veil.v1 import provider_scoring_pb2_grpc, scoring_pb2_grpc
+from veil.v1 import scoring_pb2 as spb
+from veil_cli.federation import INSTITUTION
+from veil_cli.score_demo import (
+    SCORE_LOAN,
+    SCORE_PURPOSE,
+    fetch_jwks,
+    import_model,
+    jwks_url,
+    model_fields,
+)
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def document(federation: Any) -> dict[str, Any]:
+    return fit_demo_model(federation.data)
+
+
+@pytest.fixture(scope="module")
+def model(federation: Any, document: dict[str, Any]) -> spb.ModelInfo:
+    return run(import_model(str(federation.workdir / "admin.toml"), document))
+
+
+@pytest.fixture(scope="module")
+def scorer(federation: Any) -> Enterprise:
+    return Enterprise(federation, usccs(federation, 3)[2])
+
+
+@pytest.fixture(scope="module")
+def score_grant(scorer: Enterprise, document: dict[str, Any]) -> Any:
+    return scorer.grant(
+        tuple(model_fields(document)),
+        uses=["score"],
+        purpose=SCORE_PURPOSE,
+        loan_ref=SCORE_LOAN,
+    )
+
+
+def score(fed: Any, uscc: str, model_id: str, grant_id: str, **kw: Any) -> spb.ScoreResponse:
+    return run(
+        gateway(
+            fed,
+            "Score",
+            spb.ScoreRequest(
+                uscc=uscc,
+                model_id=model_id,
+                version=kw.get("version", 0),
+                grant_id=grant_id,
+                purpose=kw.get("purpose", SCORE_PURPOSE),
+                loan_ref=kw.get("loan_ref", SCORE_LOAN),
+            ),
+            signer=bank(fed),
+            service=scoring_pb2_grpc.ScoringServiceStub,
+        )
+    )
+
+
+def expected(fed: Any, document: dict[str, Any], uscc: str) -> tuple[float, Any]:
+    spec = parse_model(document)
+    rows = enterprise_rows(
+        fed.data, spec.providers, {p: spec.fields_of(p) for p in spec.providers}, uscc
+    )
+    logit = plain_logit(spec, rows)
+    return logit, spec.scale.apply(logit)
+
+
+def code_of(call: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        run(call)
+    return info.value.code(), info.value.details() or ""
+
+
+# --- the happy path ---------------------------------------------------------------------
+
+
+def test_model_card_lists_features_by_provider_and_approval(model: spb.ModelInfo) -> None:
+    card = json.loads(model.card_json)
+    assert model.state == "approved" and model.version >= 1
+    assert len(card["features_by_provider"]) == 7
+    assert card["approved"]["by"].startswith("admin/") and card["training_window"]
+    assert card["metrics"]["auc_in_sample"] > 0.6
+
+
+def test_score_equals_the_plaintext_model_and_is_signed(
+    federation: Any,
+    document: dict[str, Any],
+    model: spb.ModelInfo,
+    scorer: Enterprise,
+    score_grant: Any,
+) -> None:
+    answer = score(federation, scorer.uscc, model.model_id, score_grant.grant_id)
+    _, want = expected(federation, document, scorer.uscc)
+    assert (answer.pd, answer.score, answer.grade) == (want.pd, want.score, want.grade)
+    assert sorted(answer.providers) == sorted(json.loads(model.card_json)["providers"])
+    assert not answer.providers_missing and answer.log_index >= 0
+    jwks = fetch_jwks(jwks_url(federation))
+    claims_ = verify_result(answer.attestation, KeySet.from_jwks(jwks, label="platform"))
+    assert claims_["kind"] == "score" and claims_["sub"] == scorer.uscc
+    assert claims_["institution"] == INSTITUTION and claims_["grant_id"] == score_grant.grant_id
+    assert (claims_["model_id"], claims_["model_version"]) == (model.model_id, model.version)
+    assert claims_["result"] == {"pd": want.pd, "score": want.score, "grade": want.grade}
+    assert claims_["log_index"] == answer.log_index and claims_["iat"] > 0
+
+
+def test_attestation_verifies_with_jwcrypto_and_pyjwt_from_the_http_jwks(
+    federation: Any, model: spb.ModelInfo, scorer: Enterprise, score_grant: Any
+) -> None:
+    from jwcrypto import jwk, jws
+
+    answer = score(federation, scorer.uscc, model.model_id, score_grant.grant_id)
+    jwks = fetch_jwks(jwks_url(federation))
+    header = jwt.get_unverified_header(answer.attestation)
+    assert header["alg"] in ("EdDSA", "ES256") and header["kid"]
+    # jwcrypto: a second, independent JOSE implementation
+    keyset = jwk.JWKSet.from_json(json.dumps(jwks))
+    token = jws.JWS()
+    token.deserialize(answer.attestation)
+    token.verify(keyset.get_key(header["kid"]))
+    body = json.loads(token.payload)
+    assert body["result"]["grade"] == answer.grade and body["log_index"] == answer.log_index
+    # pyjwt with the key from the JWKS
+    key = jwt.PyJWKSet.from_dict(jwks)[header["kid"]]
+    decoded = jwt.decode(answer.attestation, key.key, algorithms=[header["alg"]])
+    assert decoded == body
+    # an altered score fails both
+    head, payload, sig = answer.attestation.split(".")
+    forged_body = dict(body, result=dict(body["result"], grade="AAA", pd=0.000001))
+    import base64
+
+    forged = ".".join(
+        [
+            head,
+            base64.urlsafe_b64encode(json.dumps(forged_body).encode()).rstrip(b"=").decode(),
+            sig,
+        ]
+    )
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(forged, key.key, algorithms=[header["alg"]])
+    bad = jws.JWS()
+    bad.deserialize(forged)
+    with pytest.raises(jws.InvalidJWSSignature):
+        bad.verify(keyset.get_key(header["kid"]))
+
+
+def test_jwks_http_is_the_grpc_jwks_and_refuses_other_paths(federation: Any) -> None:
+    import urllib.error
+    import urllib.request
+
+    from veil.v1 import gateway_pb2, gateway_pb2_grpc
+
+    url = jwks_url(federation)
+    over_grpc = run(
+        gateway(
+            federation,
+            "GetJwks",
+            gateway_pb2.GatewayGetJwksRequest(),
+            service=gateway_pb2_grpc.GatewayServiceStub,
+        )
+    )
+    assert fetch_jwks(url) == json.loads(over_grpc.jwks_json)
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        assert answer.headers["Content-Type"] == "application/jwk-set+json"
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(url.replace("jwks.json", "other"), timeout=5)
+    assert info.value.code == 404
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(urllib.request.Request(url, data=b"x", method="POST"), timeout=5)
+    assert info.value.code == 405
+
+
+def test_several_enterprises_match_the_plaintext_model(
+    federation: Any, document: dict[str, Any], model: spb.ModelInfo
+) -> None:
+    for uscc in usccs(federation, 8)[3:8]:
+        ent = Enterprise(federation, uscc)
+        g = ent.grant(
+            tuple(model_fields(document)),
+            uses=["score"],
+            purpose=SCORE_PURPOSE,
+            loan_ref=SCORE_LOAN,
+        )
+        answer = score(federation, uscc, model.model_id, g.grant_id)
+        _, want = expected(federation, document, uscc)
+        assert (answer.pd, answer.score, answer.grade) == (want.pd, want.score, want.grade), uscc
+
+
+# --- authorization -----------------------------------------------------------------------
+
+
+def test_scoring_needs_a_grant_with_use_score(
+    federation: Any, document: dict[str, Any], model: spb.ModelInfo, scorer: Enterprise
+) -> None:
+    fetch_only = scorer.grant(
+        tuple(model_fields(document)),
+        uses=["fetch"] if False else ["verify"],
+        purpose=SCORE_PURPOSE,
+        loan_ref=SCORE_LOAN,
+    )
+    code, why = code_of(
+        gateway(
+            federation,
+            "Score",
+            spb.ScoreRequest(
+                uscc=scorer.uscc,
+                model_id=model.model_id,
+                grant_id=fetch_only.grant_id,
+                purpose=SCORE_PURPOSE,
+                loan_ref=SCORE_LOAN,
+            ),
+            signer=bank(federation),
+            service=scoring_pb2_grpc.ScoringServiceStub,
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "score" in why
+
+
+def test_grant_not_covering_the_model_fields_is_refused(
+    federation: Any, model: spb.ModelInfo, scorer: Enterprise
+) -> None:
+    narrow = scorer.grant(
+        ("tax_in_arrears",), uses=["score"], purpose=SCORE_PURPOSE, loan_ref=SCORE_LOAN
+    )
+    code, why = code_of(
+        gateway(
+            federation,
+            "Score",
+            spb.ScoreRequest(
+                uscc=scorer.uscc,
+                model_id=model.model_id,
+                grant_id=narrow.grant_id,
+                purpose=SCORE_PURPOSE,
+                loan_ref=SCORE_LOAN,
+            ),
+            signer=bank(federation),
+            service=scoring_pb2_grpc.ScoringServiceStub,
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "does not cover" in why
+
+
+def provider_partial(
+    fed: Any, unit: str, request: ppb.PartialScoreRequest
+) -> tuple[grpc.StatusCode, str]:
+    node = fed.node(unit.replace("_", "-"))
+
+    async def call() -> Any:
+        async with secure_channel(
+            node.address, fed.client_tls("platform"), PeerIdentity("provider", node.name)
+        ) as channel:
+            return await provider_scoring_pb2_grpc.ProviderScoringStub(channel).PartialScore(
+                request, timeout=10
+            )
+
+    return code_of(call())
+
+
+def roster(fed: Any, units: list[str]) -> list[Any]:
+    from veil.v1 import masks_pb2, masks_pb2_grpc
+
+    async def one(unit: str) -> Any:
+        node = fed.node(unit.replace("_", "-"))
+        async with secure_channel(
+            node.address, fed.client_tls("platform"), PeerIdentity("provider", node.name)
+        ) as channel:
+            return await masks_pb2_grpc.MaskKeyServiceStub(channel).GetSignedMaskKey(
+                masks_pb2.GetSignedMaskKeyRequest(), timeout=10
+            )
+
+    return [run(one(u)) for u in units]
+
+
+def test_provider_refuses_a_fetch_token_and_a_lone_participant(
+    federation: Any,
+    document: dict[str, Any],
+    model: spb.ModelInfo,
+    scorer: Enterprise,
+    score_grant: Any,
+) -> None:
+    """Playing a compromised platform: the tax provider checks the use and the roster."""
+    from veil.crypto import PaillierKeys
+
+    spec = parse_model(document)
+    key_id = PaillierKeys.load(federation.workdir / "keys" / "scoring-paillier.key").key_id
+    fields = spec.fields_of("tax")
+    platform_key = SigningKey.load(federation.workdir / "keys" / "platform-token.key")
+
+    def request(use: str, units: list[str]) -> ppb.PartialScoreRequest:
+        rid = uuid.uuid4().hex
+        c = claims(scorer.uscc, score_grant.grant_id, fields, request_id=rid, purpose=SCORE_PURPOSE)
+        c = type(c)(**{**c.__dict__, "use": use, "loan_ref": SCORE_LOAN})
+        return ppb.PartialScoreRequest(
+            request_id=rid,
+            uscc=scorer.uscc,
+            model_id=model.model_id,
+            version=model.version,
+            key_id=key_id,
+            fields=list(fields),
+            request_token=issue_request_token(platform_key, c),
+            grant_jws=score_grant.grant_jws,
+            participants=roster(federation, units),
+        )
+
+    code, why = provider_partial(federation, "tax", request("verify", list(spec.providers)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, why = provider_partial(federation, "tax", request("score", ["tax"]))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "two participants" in why
+    code, why = provider_partial(federation, "tax", request("score", ["tax", "utilities"]))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "does not allow" in why
+
+
+# --- bad input -------------------------------------------------------------------------
+
+
+def test_unknown_model_and_version_are_not_found(
+    federation: Any, model: spb.ModelInfo, scorer: Enterprise, score_grant: Any
+) -> None:
+    for model_id, version, needle in (
+        ("no-such-model", 0, "unknown model"),
+        (model.model_id, 99, "no version 99"),
+    ):
+        code, why = code_of(
+            gateway(
+                federation,
+                "Score",
+                spb.ScoreRequest(
+                    uscc=scorer.uscc,
+                    model_id=model_id,
+                    version=version,
+                    grant_id=score_grant.grant_id,
+                    purpose=SCORE_PURPOSE,
+                    loan_ref=SCORE_LOAN,
+                ),
+                signer=bank(federation),
+                service=scoring_pb2_grpc.ScoringServiceStub,
+            )
+        )
+        assert code == grpc.StatusCode.NOT_FOUND and needle in why
+
+
+def test_model_with_an_unregistered_provider_is_refused(
+    federation: Any, document: dict[str, Any], scorer: Enterprise
+) -> None:
+    other = json.loads(json.dumps(document))
+    other["model_id"] = "with-customs"
+    other["features"].append(
+        {
+            "name": "customs_grade",
+            "provider": "customs",
+            "field": "customs_grade",
+            "encoding": {"type": "one_hot", "categories": ["dishonest"], "weights": [1.0]},
+            "missing": {"weight": 0.0},
+        }
+    )
+    info = run(import_model(str(federation.workdir / "admin.toml"), other))  # approval works…
+    g = scorer.grant(
+        tuple(model_fields(other)), uses=["score"], purpose=SCORE_PURPOSE, loan_ref=SCORE_LOAN
+    )
+    code, why = code_of(
+        gateway(
+            federation,
+            "Score",
+            spb.ScoreRequest(
+                uscc=scorer.uscc,
+                model_id=info.model_id,
+                grant_id=g.grant_id,
+                purpose=SCORE_PURPOSE,
+                loan_ref=SCORE_LOAN,
+            ),
+            signer=bank(federation),
+            service=scoring_pb2_grpc.ScoringServiceStub,
+        )
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "customs" in why  # …scoring does not
+
+
+def test_enterprise_unknown_to_a_provider_is_scored_with_its_missing_values(
+    federation: Any, document: dict[str, Any], model: spb.ModelInfo
+) -> None:
+    """An enterprise without any housing-fund or utility account: those providers
+    contribute their documented missing values, the score equals the plaintext model."""
+    from veil.catalog import load_catalog
+    from veil.store import ProviderStore, load_mapping
+
+    catalog = load_catalog()
+    hf = ProviderStore(
+        f"sqlite:///{federation.data / 'housing_fund.db'}",
+        load_mapping("housing_fund", catalog),
+        catalog,
+    )
+    candidates = [u for u in usccs(federation, 60)[8:] if not hf.has_enterprise(u)]
+    hf.close()
+    assert candidates, "the generated population always has non-participants"
+    uscc = candidates[0]
+    ent = Enterprise(federation, uscc)
+    g = ent.grant(
+        tuple(model_fields(document)), uses=["score"], purpose=SCORE_PURPOSE, loan_ref=SCORE_LOAN
+    )
+    answer = score(federation, uscc, model.model_id, g.grant_id)
+    _, want = expected(federation, document, uscc)
+    assert (answer.pd, answer.grade) == (want.pd, want.grade)
+    assert "housing_fund" in answer.providers and not answer.providers_missing
+
+
+# --- drop-out ----------------------------------------------------------------------------
+
+
+def stop_provider(fed: Any, unit: str) -> None:
+    proc = fed.processes[unit.replace("_", "-")]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+
+
+def start_provider(fed: Any, unit: str) -> None:
+    import os
+
+    node = unit.replace("_", "-")
+    log = (fed.logs / f"{node}.log").open("ab")
+    fed.processes[node] = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "veil_cli",
+            "provider",
+            "serve",
+            "--config",
+            str(fed.configs / f"{node}.toml"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    log.close()
+    run(fed.wait_healthy())
+
+
+def test_drop_out_reruns_without_an_imputable_provider_and_fails_for_a_required_one(
+    federation: Any,
+    document: dict[str, Any],
+    model: spb.ModelInfo,
+    scorer: Enterprise,
+    score_grant: Any,
+) -> None:
+    spec = parse_model(document)
+    stop_provider(federation, "utilities")
+    try:
+        answer = score(federation, scorer.uscc, model.model_id, score_grant.grant_id)
+        rows = enterprise_rows(
+            federation.data,
+            [p for p in spec.providers if p != "utilities"],
+            {p: spec.fields_of(p) for p in spec.providers},
+            scorer.uscc,
+        )
+        want = spec.scale.apply(plain_logit(spec, rows))  # utilities: its missing values
+        assert answer.providers_missing == ["utilities"] and "utilities" not in answer.providers
+        assert (answer.pd, answer.grade) == (want.pd, want.grade)
+        claims_ = jwt.decode(answer.attestation, options={"verify_signature": False})
+        assert claims_["providers_missing"] == ["utilities"]
+    finally:
+        start_provider(federation, "utilities")
+    stop_provider(federation, "tax")  # required by the model card: never imputed
+    try:
+        code, why = code_of(
+            gateway(
+                federation,
+                "Score",
+                spb.ScoreRequest(
+                    uscc=scorer.uscc,
+                    model_id=model.model_id,
+                    grant_id=score_grant.grant_id,
+                    purpose=SCORE_PURPOSE,
+                    loan_ref=SCORE_LOAN,
+                ),
+                signer=bank(federation),
+                service=scoring_pb2_grpc.ScoringServiceStub,
+            )
+        )
+        assert code == grpc.StatusCode.UNAVAILABLE and "'tax'" in why and "does not allow" in why
+    finally:
+        start_provider(federation, "tax")
+    # everyone back: a full score again
+    again = score(federation, scorer.uscc, model.model_id, score_grant.grant_id)
+    assert not again.providers_missing
+
+
+def test_score_is_in_the_transparency_log(
+    federation: Any, model: spb.ModelInfo, scorer: Enterprise, score_grant: Any
+) -> None:
+    from platform_node.scoring import result_digest
+    from veil.audit.entry import decode_entry
+    from veil.v1 import audit_pb2, audit_pb2_grpc
+
+    answer = score(federation, scorer.uscc, model.model_id, score_grant.grant_id)
+
+    async def entry() -> Any:
+        node = federation.node("gateway")
+        async with secure_channel(
+            node.address, federation.client_tls("demo-auditor"), PeerIdentity("gateway", node.name)
+        ) as channel:
+            stub = audit_pb2_grpc.AuditServiceStub(channel)
+            return await stub.GetEntries(
+                audit_pb2.GetEntriesRequest(start=answer.log_index, end=answer.log_index + 1),
+                timeout=10,
+            )
+
+    got = run(entry())
+    logged = decode_entry(got.entries[0].leaf)
+    assert logged.type == "enterprise.score" and logged.enterprise == scorer.uscc
+    assert logged.detail["model"] == model.model_id
+    claims_ = jwt.decode(answer.attestation, options={"verify_signature": False})
+    assert logged.result_sha256 == result_digest(claims_)
