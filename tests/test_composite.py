@@ -1,0 +1,269 @@
+"""Checks across providers under encryption (veil/composite.py), with real Paillier keys
+and real X25519 masks: correctness against the plaintext combination, and what a curious
+platform — which holds the private key — can read from every message it receives."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from veil.claims import Truth, t_all, t_any, t_at_least
+from veil.composite import (
+    SUM_SCALE,
+    Protocol,
+    combined_reader,
+    decide,
+    masked_ciphertexts,
+    plain_contribution,
+)
+from veil.crypto import (
+    MaskKey,
+    PaillierKeys,
+    RandomnessPool,
+    ciphertext_from_bytes,
+    my_mask,
+)
+
+T, F, N = Truth.TRUE, Truth.FALSE, Truth.NO_RECORD
+UNITS = ("housing_fund", "real_estate", "samr", "social_insurance", "tax", "utilities")
+
+
+@pytest.fixture(scope="module")
+def keys() -> PaillierKeys:
+    return PaillierKeys.generate(2048)
+
+
+@pytest.fixture(scope="module")
+def mask_keys() -> dict[str, MaskKey]:
+    return {u: MaskKey.generate() for u in UNITS}
+
+
+@pytest.fixture(scope="module")
+def pool(keys: PaillierKeys) -> RandomnessPool:
+    return RandomnessPool(keys.public, size=16, short_exponent=True)
+
+
+def run_protocol(
+    protocol: Protocol,
+    keys: PaillierKeys,
+    mask_keys: dict[str, MaskKey],
+    pool: RandomnessPool,
+    parts: dict[str, list[Truth]] | None = None,
+    sums: dict[str, tuple[Decimal, int]] | None = None,
+    total: int = 0,
+) -> tuple[str, dict[str, list[bytes]]]:
+    """Every provider's answer, as the platform receives it."""
+    units = sorted(parts or sums or {})
+    publics = {u: mask_keys[u].public_bytes() for u in units}
+    rid = uuid.uuid4().hex
+    n = keys.public.n
+    out = {}
+    for unit in units:
+        if protocol is Protocol.SUM:
+            assert sums is not None
+            partial, missing = sums[unit]
+            values = plain_contribution(protocol, n, partial_sum=partial, missing=missing)
+        else:
+            assert parts is not None
+            values = plain_contribution(protocol, n, truths=parts[unit], total=total)
+        peers = {u: k for u, k in publics.items() if u != unit}
+
+        def mask_for(ctx: str, unit: str = unit, peers: dict[str, bytes] = peers) -> int:
+            return my_mask(mask_keys[unit], unit, peers, request_id=rid, context=ctx, modulus=n)
+
+        out[unit] = masked_ciphertexts(
+            protocol, values, public_key=keys.public, mask_for=mask_for, pool=pool
+        )
+    return rid, out
+
+
+def combine(protocol: Protocol, keys: PaillierKeys, answers: dict[str, list[bytes]], **kw: object):  # type: ignore[no-untyped-def]
+    read = combined_reader(keys, [answers[u] for u in sorted(answers)])
+    return decide(protocol, read, keys.public.n, **kw)  # type: ignore[arg-type]
+
+
+def random_parts(rng: random.Random, units: tuple[str, ...]) -> dict[str, list[Truth]]:
+    return {u: [rng.choice([T, T, T, F, N]) for _ in range(rng.randint(1, 3))] for u in units}
+
+
+def test_all_any_count_equal_the_plaintext_combination(
+    keys: PaillierKeys, mask_keys: dict[str, MaskKey], pool: RandomnessPool
+) -> None:
+    rng = random.Random(4)
+    for trial in range(24):
+        units = UNITS[: 2 + trial % 5]
+        parts = random_parts(rng, units)
+        flat = [t for u in sorted(parts) for t in parts[u]]
+        m = len(flat)
+        for protocol, expected in (
+            (Protocol.ALL, t_all(flat)),
+            (Protocol.ANY, t_any(flat)),
+        ):
+            _, answers = run_protocol(protocol, keys, mask_keys, pool, parts=parts)
+            assert combine(protocol, keys, answers)[0] is expected, (protocol, parts)
+        k = rng.randint(1, m)
+        _, answers = run_protocol(Protocol.COUNT, keys, mask_keys, pool, parts=parts, total=m)
+        result, revealed = combine(Protocol.COUNT, keys, answers, k=k, total=m)
+        assert result is t_at_least(k, flat.count(T), flat.count(N))
+        assert revealed == {"true": str(flat.count(T)), "no_record": str(flat.count(N))}
+
+
+def test_sum_equals_the_plaintext_sum(
+    keys: PaillierKeys, mask_keys: dict[str, MaskKey], pool: RandomnessPool
+) -> None:
+    sums = {
+        "tax": (Decimal("1219576.19"), 0),
+        "housing_fund": (Decimal("39600"), 0),
+        "samr": (Decimal("-4.2100"), 0),
+    }
+    total = sum(v for v, _ in sums.values())
+    _, answers = run_protocol(Protocol.SUM, keys, mask_keys, pool, sums=sums)
+    for op, threshold, expected in (
+        ("ge", total, T),
+        ("ge", total + Decimal("0.0001"), F),
+        ("lt", total, F),
+        ("le", total, T),
+    ):
+        result, revealed = combine(Protocol.SUM, keys, answers, op=op, threshold=threshold)
+        assert result is expected
+        assert Decimal(revealed["sum"]) == total
+    sums["housing_fund"] = (Decimal(0), 1)  # no record: no_record, and the sum is hidden
+    _, answers = run_protocol(Protocol.SUM, keys, mask_keys, pool, sums=sums)
+    assert combine(Protocol.SUM, keys, answers, op="ge", threshold=Decimal(1)) == (N, {})
+    read = combined_reader(keys, [answers[u] for u in sorted(answers)])
+    assert abs(read(0) - int(total * SUM_SCALE)) > 2**64  # uniform junk, not the partial sum
+
+
+def test_every_ciphertext_is_fresh_and_well_formed(
+    keys: PaillierKeys, mask_keys: dict[str, MaskKey], pool: RandomnessPool
+) -> None:
+    parts = {"tax": [T], "utilities": [T]}
+    _, first = run_protocol(Protocol.ALL, keys, mask_keys, pool, parts=parts)
+    _, second = run_protocol(Protocol.ALL, keys, mask_keys, pool, parts=parts)
+    for unit in parts:
+        for a, b in zip(first[unit], second[unit], strict=True):
+            assert a != b and len(a) == keys.public.ciphertext_size
+            ciphertext_from_bytes(keys.public, a)
+
+
+# --- the curious platform ----------------------------------------------------------------
+
+
+def view(keys: PaillierKeys, answers: dict[str, list[bytes]]) -> dict[str, list[int]]:
+    """Everything the platform can compute from what it received: each ciphertext
+    decrypted with its own private key."""
+    return {
+        u: [keys.decrypt(ciphertext_from_bytes(keys.public, c)) for c in cts]
+        for u, cts in answers.items()
+    }
+
+
+def explain_all(
+    seen: dict[str, list[int]], alternative: dict[str, list[Truth]], n: int
+) -> dict[str, tuple[int, int, int, int]]:
+    """Masks and multipliers under which ``alternative`` produces exactly ``seen`` in the
+    ``all`` protocol (the platform's view of a *false* answer), or raise.
+
+    x_i = r_i·D_i + M_i and y_i = r'_i·U_i + r''_i·D_i + M'_i with Σ M_i = Σ M'_i = 0:
+    pick every r freely except one provider's, solve that one from the totals, and
+    set the masks to the differences.  The masks and multipliers found are exactly as
+    likely as the true ones (uniform), so the view is equally likely under either
+    assignment.
+    """
+    units = sorted(seen)
+    d = {u: sum(1 for t in alternative[u] if t is F) for u in units}
+    u_ = {u: sum(1 for t in alternative[u] if t is N) for u in units}
+    pivot = next(u for u in units if d[u])
+    rng = random.Random(1)
+    r = {u: rng.randrange(1, n) for u in units}
+    r2 = {u: rng.randrange(1, n) for u in units}
+    r3 = {u: rng.randrange(1, n) for u in units}
+    total_x = sum(seen[u][0] for u in units) % n
+    total_y = sum(seen[u][1] for u in units) % n
+    others_x = sum(r[u] * d[u] for u in units if u != pivot) % n
+    r[pivot] = (total_x - others_x) * pow(d[pivot], -1, n) % n
+    others_y = sum(r2[u] * u_[u] + r3[u] * d[u] for u in units if u != pivot) % n
+    r3[pivot] = (total_y - others_y - r2[pivot] * u_[pivot]) * pow(d[pivot], -1, n) % n
+    masks = {
+        u: ((seen[u][0] - r[u] * d[u]) % n, (seen[u][1] - r2[u] * u_[u] - r3[u] * d[u]) % n)
+        for u in units
+    }
+    assert sum(m[0] for m in masks.values()) % n == 0
+    assert sum(m[1] for m in masks.values()) % n == 0
+    for u in units:
+        assert (r[u] * d[u] + masks[u][0]) % n == seen[u][0]
+        assert (r2[u] * u_[u] + r3[u] * d[u] + masks[u][1]) % n == seen[u][1]
+    return {u: (r[u], r2[u], r3[u], masks[u][0]) for u in units}
+
+
+def test_curious_platform_view_does_not_determine_any_providers_answer(
+    keys: PaillierKeys, mask_keys: dict[str, MaskKey], pool: RandomnessPool
+) -> None:
+    """'No arrears anywhere' across six providers, answered false because the tax bureau
+    says so.  The platform's whole view is equally consistent with any other assignment
+    in which some provider fails — e.g. only the utilities company, or every provider —
+    so it cannot tell which provider said what."""
+    n = keys.public.n
+    actual = {u: [T] for u in UNITS} | {"tax": [F]}
+    _, answers = run_protocol(Protocol.ALL, keys, mask_keys, pool, parts=actual)
+    assert combine(Protocol.ALL, keys, answers)[0] is F
+    seen = view(keys, answers)
+    # nothing small leaks from any single provider: each value is spread over Z_n
+    for values in seen.values():
+        assert all(2**256 < v < n - 2**256 for v in values)
+    alternatives = [
+        {u: [T] for u in UNITS} | {"utilities": [F]},
+        {u: [F] for u in UNITS},
+        {u: [T] for u in UNITS} | {"samr": [F], "real_estate": [N]},
+    ]
+    for alternative in alternatives:
+        explain_all(seen, alternative, n)
+
+
+def test_view_distribution_is_the_same_for_different_assignments(
+    keys: PaillierKeys, mask_keys: dict[str, MaskKey], pool: RandomnessPool
+) -> None:
+    """A statistical distinguisher (the top bit of the tax bureau's decrypted value, and
+    whether it is zero) has no edge between 'tax fails' and 'utilities fails'."""
+    n = keys.public.n
+    top = {"tax fails": 0, "utilities fails": 0}
+    units = ("tax", "utilities", "samr")
+    trials = 60
+    for name, failing in (("tax fails", "tax"), ("utilities fails", "utilities")):
+        parts = {u: [T] for u in units} | {failing: [F]}
+        for _ in range(trials):
+            _, answers = run_protocol(Protocol.ALL, keys, mask_keys, pool, parts=parts)
+            x = view(keys, {"tax": answers["tax"]})["tax"]
+            assert x[0] != 0 and x[1] != 0
+            top[name] += x[0] > n // 2
+    assert abs(top["tax fails"] - top["utilities fails"]) < trials * 0.35
+
+
+def test_count_reveals_counts_but_not_which_provider(
+    keys: PaillierKeys, mask_keys: dict[str, MaskKey], pool: RandomnessPool
+) -> None:
+    """at_least reveals how many conditions hold: two assignments with the same counts
+    give views the masks explain equally (x_i = c_i + M_i, Σ M_i = 0)."""
+    n = keys.public.n
+    a = {"tax": [T], "utilities": [F], "samr": [T]}
+    b = {"tax": [F], "utilities": [T], "samr": [T]}
+    _, answers = run_protocol(Protocol.COUNT, keys, mask_keys, pool, parts=a, total=3)
+    seen = view(keys, answers)
+    contribution = {u: sum(1 for t in b[u] if t is T) for u in b}
+    masks = {u: (seen[u][0] - contribution[u]) % n for u in b}
+    assert sum(masks.values()) % n == 0  # b explains the view as well as a does
+
+
+@pytest.mark.parametrize("protocol", [Protocol.ALL, Protocol.ANY])
+def test_exhaustive_small_assignments(
+    protocol: Protocol, keys: PaillierKeys, mask_keys: dict[str, MaskKey], pool: RandomnessPool
+) -> None:
+    for combo in itertools.product([T, F, N], repeat=3):
+        parts = {u: [t] for u, t in zip(("samr", "tax", "utilities"), combo, strict=True)}
+        _, answers = run_protocol(protocol, keys, mask_keys, pool, parts=parts)
+        expected = t_all(combo) if protocol is Protocol.ALL else t_any(combo)
+        assert combine(protocol, keys, answers)[0] is expected
