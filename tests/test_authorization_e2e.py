@@ -696,3 +696,72 @@ def test_refusals_are_in_the_provider_ledger(federation: Any, ent: Enterprise) -
     ledger = Ledger.open(f"sqlite:///{federation.data / 'tax-ledger.db'}")
     row = next(e for e in ledger.entries() if e.request_id == rid)
     assert row.outcome == "refused" and row.detail
+
+
+# --- the written form: an authorization letter (授权书) confirmed online ---------------
+
+
+def test_letter_uploaded_by_bank_is_confirmed_by_the_enterprise_grant(
+    federation: Any, ent: Enterprise
+) -> None:
+    import hashlib
+
+    digest = hashlib.sha256(
+        b"%PDF-1.7 signed authorization letter " + ent.uscc.encode()
+    ).hexdigest()
+    letter = run(
+        gateway(
+            federation,
+            "UploadLetter",
+            apb.UploadLetterRequest(
+                uscc=ent.uscc,
+                sha256=digest,
+                title="授权书 (loan application)",
+                signed_on="2026-11-20",
+                purpose=PURPOSE,
+                loan_ref=LOAN,
+                fields=list(TAX_FIELDS),
+            ),
+            signer=bank(federation),
+            service=authorization_pb2_grpc.AuthorizationServiceStub,
+        )
+    )
+    assert letter.state == "pending" and letter.sha256 == digest
+    pending = ent.call("ListLetters", apb.ListLettersRequest())
+    assert any(x.sha256 == digest and x.state == "pending" for x in pending.letters)
+    jws = make_grant_jws(
+        ent.config,
+        institution=INSTITUTION,
+        fields=list(TAX_FIELDS),
+        uses=["fetch"],
+        purpose=PURPOSE,
+        loan_ref=LOAN,
+        days=30,
+        letter_sha256=digest,
+    )
+    info = ent.call("CreateGrant", apb.CreateGrantRequest(grant_jws=jws))
+    assert info.letter_sha256 == digest
+    after = ent.call("ListLetters", apb.ListLettersRequest())
+    confirmed = next(x for x in after.letters if x.sha256 == digest)
+    assert confirmed.state == "confirmed" and confirmed.grant_id == info.grant_id
+
+
+def test_letter_with_malformed_hash_is_invalid_argument(federation: Any, ent: Enterprise) -> None:
+    code, why = code_of(
+        gateway(
+            federation,
+            "UploadLetter",
+            apb.UploadLetterRequest(
+                uscc=ent.uscc,
+                sha256="not-a-hash",
+                title="t",
+                signed_on="2026-11-20",
+                purpose=PURPOSE,
+                loan_ref=LOAN,
+                fields=list(TAX_FIELDS),
+            ),
+            signer=bank(federation),
+            service=authorization_pb2_grpc.AuthorizationServiceStub,
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "sha256" in why
