@@ -14,6 +14,7 @@ from platform_node.authorization import AuthorizationServicer
 from platform_node.callers import CallerCheck
 from platform_node.detail import AuthorizedDetail
 from platform_node.institutions_service import InstitutionRegistryServicer
+from platform_node.key_events import record_key_changes
 from platform_node.log_service import log_service_binding
 from platform_node.providers import ProviderRegistry
 from platform_node.public_store import PublicStore
@@ -90,6 +91,14 @@ async def create_node(config: NodeConfig) -> RunningNode:
         config.store_url, log_settings(config), actor=f"platform/{config.name}"
     )
     authz = build_authorization(config, catalog, registry, store.engine, audit)
+    await record_key_changes(
+        store.engine,
+        audit,
+        {
+            "results_and_request_tokens": list(authz.keys.keyset().kids),
+            "log_checkpoints": [audit.verifier_key.split("+")[1]],
+        },
+    )
     verification = (
         [build_verification(config, catalog, registry, store.engine, audit, authz)]
         if "verification" in config.raw
