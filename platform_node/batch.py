@@ -442,6 +442,7 @@ class BatchRunner:
         self.engine = engine
         self.config = config
         self._ctx: ts.Context | None = None
+        self._weights: dict[tuple[str, int, str], list[ppb.InstallBatchPart]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -570,6 +571,23 @@ class BatchRunner:
         part = model_part(spec, unit)
         public = await asyncio.to_thread(public_context_bytes, ctx)
 
+        def weights() -> list[ppb.InstallBatchPart]:
+            """Encrypted once per model version and provider (they do not change)."""
+            key = (spec.model_id, spec.version or 0, unit)
+            cached = self._weights.get(key)
+            if cached is None:
+                cached = [
+                    ppb.InstallBatchPart(
+                        feature=f.spec.name,
+                        index=i,
+                        ciphertext=ts.ckks_vector(ctx, [w] * SLOTS).serialize(),
+                    )
+                    for f in spec.features_of(unit)
+                    for i, w in enumerate(f.weights())
+                ]
+                self._weights[key] = cached
+            return cached
+
         def messages() -> list[ppb.InstallBatchPart]:
             out = [
                 ppb.InstallBatchPart(
@@ -583,15 +601,7 @@ class BatchRunner:
                     slots=SLOTS,
                 )
             ]
-            for f in spec.features_of(unit):
-                for i, w in enumerate(f.weights()):
-                    ct = ts.ckks_vector(ctx, [w] * SLOTS)
-                    out.append(
-                        ppb.InstallBatchPart(
-                            feature=f.spec.name, index=i, ciphertext=ct.serialize()
-                        )
-                    )
-            return out
+            return out + weights()
 
         parts = await asyncio.to_thread(messages)
 
@@ -672,6 +682,9 @@ class BatchRunner:
                 await asyncio.to_thread(self.store.set_state, job_id, "interrupted")
             raise
         except VeilError as exc:
+            if "is not its current key" in exc.message:  # a rotated mask key: refetch on resume
+                for unit in self.providers.links:
+                    self.masks.forget(unit)
             await asyncio.to_thread(self.store.add_seconds, job_id, time.monotonic() - t0)
             await asyncio.to_thread(
                 self.store.set_state, job_id, "failed", error=exc.message[:2000]

@@ -143,6 +143,13 @@ def result_digest(claims: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
+STALE_MASK_KEY = "is not its current key"
+
+
+class _StaleRoster(Exception):
+    """A provider refused the roster's key for itself (rotated): refresh and re-run."""
+
+
 @dataclass
 class Round:
     answers: dict[str, Ciphertext]
@@ -177,12 +184,20 @@ class OnlineScoring:
         # Weights go to providers, who do not hold the key: DJN short exponents are fine.
         self.pool = RandomnessPool(keys.public, 64, short_exponent=True)
         self._install_locks: dict[tuple[str, int, str], asyncio.Lock] = {}
+        self._installed: set[tuple[str, int, str]] = set()
+        self._stubs: dict[str, provider_scoring_pb2_grpc.ProviderScoringAsyncStub] = {}
 
     def close(self) -> None:
         self.pool.close()
 
     def stub(self, unit: str) -> provider_scoring_pb2_grpc.ProviderScoringAsyncStub:
-        return provider_scoring_pb2_grpc.ProviderScoringStub(self.providers.link(unit).channel)
+        link = self.providers.link(unit)
+        stub = self._stubs.get(unit)
+        if stub is None or getattr(stub, "_veil_channel", None) is not link.channel:
+            stub = provider_scoring_pb2_grpc.ProviderScoringStub(link.channel)
+            stub._veil_channel = link.channel  # type: ignore[attr-defined]
+            self._stubs[unit] = stub
+        return stub
 
     # -- deployment ---------------------------------------------------------------------
 
@@ -226,6 +241,9 @@ class OnlineScoring:
 
     async def _ensure_installed(self, spec: ModelSpec) -> None:
         assert spec.version is not None
+        done = (spec.model_id, spec.version, self.keys.key_id)
+        if done in self._installed:
+            return  # a provider that lost its part answers "not installed": see _partial
         have = await asyncio.to_thread(
             self.models.installed, spec.model_id, spec.version, self.keys.key_id
         )
@@ -233,6 +251,8 @@ class OnlineScoring:
         results = await asyncio.gather(
             *(self.install(spec, u) for u in todo), return_exceptions=True
         )
+        if not any(isinstance(r, BaseException) for r in results):
+            self._installed.add(done)
         for unit, result in zip(todo, results, strict=True):
             if isinstance(result, BaseException):  # the request round names it again
                 log.warning(
@@ -314,6 +334,15 @@ class OnlineScoring:
             )
             calls.append(self._partial(spec, unit, request))
         results = await asyncio.gather(*calls, return_exceptions=True)
+        stale = [
+            u
+            for u, r in zip(units, results, strict=True)
+            if isinstance(r, FailedPrecondition) and STALE_MASK_KEY in r.message
+        ]
+        if stale:  # a rotated mask key: refresh the roster and run the round again
+            for unit in stale:
+                self.masks.forget(unit)
+            raise _StaleRoster(stale)
         out = Round({}, {})
         for unit, result in zip(units, results, strict=True):
             if isinstance(result, Ciphertext):
@@ -366,20 +395,30 @@ class OnlineScoring:
             await self._ensure_installed(spec)
             units = list(spec.providers)
             attempt = 0
+            refreshed = False
             while True:
                 rid = request_id if attempt == 0 else f"{request_id}-r{attempt}"
                 asked = sorted(set(asked) | set(units))
-                rnd = await self._round(
-                    spec,
-                    units,
-                    request_id=rid,
-                    uscc=request.uscc,
-                    institution=caller.subject,
-                    purpose=request.purpose,
-                    loan_ref=request.loan_ref,
-                    grant_id=request.grant_id,
-                    grant_jws=grant.jws,
-                )
+                try:
+                    rnd = await self._round(
+                        spec,
+                        units,
+                        request_id=rid,
+                        uscc=request.uscc,
+                        institution=caller.subject,
+                        purpose=request.purpose,
+                        loan_ref=request.loan_ref,
+                        grant_id=request.grant_id,
+                        grant_jws=grant.jws,
+                    )
+                except _StaleRoster as stale:
+                    if refreshed:
+                        raise FailedPrecondition(
+                            f"provider(s) {', '.join(stale.args[0])} refused a fresh mask key"
+                        ) from None
+                    refreshed = True
+                    attempt += 1
+                    continue
                 if not rnd.unavailable:
                     answered = sorted(rnd.answers)
                     break

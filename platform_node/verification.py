@@ -57,6 +57,7 @@ from platform_node.budgets import BudgetPolicy, CachedAnswer, Question, Verifica
 from platform_node.mask_directory import MaskDirectory
 from platform_node.providers import ProviderRegistry
 from platform_node.registry import GrantRegistry, InstitutionRegistry
+from platform_node.registry.grants import GrantRecord
 from platform_node.service import AuthorizationParts
 from platform_node.verification_fanout import (
     AnswerKeys,
@@ -202,27 +203,15 @@ class Verification:
                 raise FailedPrecondition(
                     "the plaintext baseline is a benchmark setting this platform does not allow"
                 )
-            record = await asyncio.to_thread(
-                self.grants.authorize,
-                grant_id=request.grant_id,
-                uscc=request.uscc,
-                institution=caller.subject,
-                fields=fields,
-                use="verify",
-                purpose=request.purpose,
-                loan_ref=request.loan_ref,
-            )
-            await asyncio.to_thread(self.institutions.consume_quota, caller.subject)
             question = Question(
                 request.grant_id, caller.subject, request.uscc, digest, tuple(fields)
             )
-            cached = await asyncio.to_thread(self.budgets.cached, question)
+            record, cached = await asyncio.to_thread(self._admit, request, question)
+            spent = cached is None
             if cached is not None:
                 outcome = Outcome(Truth(cached.result), cached.providers, cached.attestations)
                 protocol = Protocol(cached.protocol)
             else:
-                await asyncio.to_thread(self.budgets.spend, question)
-                spent = True
                 asked = Asked(
                     request_id=request_id,
                     uscc=request.uscc,
@@ -235,16 +224,6 @@ class Verification:
                 )
                 asked_units = list(the_plan.providers)
                 outcome, protocol = await self._ask(the_plan, asked, request.plaintext_baseline)
-                await asyncio.to_thread(
-                    self.budgets.remember,
-                    question,
-                    CachedAnswer(
-                        outcome.result.value,
-                        protocol.value,
-                        outcome.providers,
-                        outcome.attestations,
-                    ),
-                )
         except VeilError as exc:
             failed: tuple[str, ...] = ()
             if isinstance(exc, ProviderCallFailed):
@@ -264,6 +243,12 @@ class Verification:
                 protocol=the_plan.protocol if the_plan else None,
             )
             raise (exc.cause if isinstance(exc, ProviderCallFailed) else exc) from None
+        remember = None
+        if cached is None:
+            answer = CachedAnswer(
+                outcome.result.value, protocol.value, outcome.providers, outcome.attestations
+            )
+            remember = (question, answer)
         return await self._answer(
             request,
             caller.subject,
@@ -274,7 +259,27 @@ class Verification:
             outcome,
             protocol,
             cached=cached is not None,
+            remember=remember,
         )
+
+    def _admit(
+        self, request: vpb.VerifyRequest, q: Question
+    ) -> tuple[GrantRecord, CachedAnswer | None]:
+        """The grant, the daily quota, then the cache or the budget (one worker thread)."""
+        record = self.grants.authorize(
+            grant_id=request.grant_id,
+            uscc=request.uscc,
+            institution=q.institution,
+            fields=q.fields,
+            use="verify",
+            purpose=request.purpose,
+            loan_ref=request.loan_ref,
+        )
+        self.institutions.consume_quota(q.institution)
+        cached = self.budgets.cached(q)
+        if cached is None:
+            self.budgets.spend(q)
+        return record, cached
 
     async def _ask(self, the_plan: Plan, asked: Asked, baseline: bool) -> tuple[Outcome, Protocol]:
         if the_plan.protocol is Protocol.SINGLE:
@@ -295,6 +300,7 @@ class Verification:
         protocol: Protocol,
         *,
         cached: bool,
+        remember: tuple[Question, CachedAnswer] | None,
     ) -> vpb.VerifyResponse:
         now = dt.datetime.now(dt.UTC)
         body: dict[str, Any] = {
@@ -323,6 +329,7 @@ class Verification:
             protocol=protocol,
             result_sha256=result_digest(body),
             cached=cached,
+            remember=remember,
         )
         signed = sign_result(self.keys.current, {**body, "log_index": log_index})
         return vpb.VerifyResponse(
@@ -354,19 +361,24 @@ class Verification:
         protocol: Protocol | None,
         result_sha256: str = "",
         cached: bool = False,
+        remember: tuple[Question, CachedAnswer] | None = None,
     ) -> int:
-        if request.grant_id and fields:
-            with contextlib.suppress(VeilError):
-                await asyncio.to_thread(
-                    self.grants.record_use,
-                    request.grant_id,
-                    request_id=request_id,
-                    institution=institution,
-                    fields=fields,
-                    use="verify",
-                    outcome=outcome,
-                    providers=answered,
-                )
+        def bookkeeping() -> None:  # one worker thread for the cache and the grant's uses
+            if remember is not None:
+                self.budgets.remember(*remember)
+            if request.grant_id and fields:
+                with contextlib.suppress(VeilError):
+                    self.grants.record_use(
+                        request.grant_id,
+                        request_id=request_id,
+                        institution=institution,
+                        fields=fields,
+                        use="verify",
+                        outcome=outcome,
+                        providers=answered,
+                    )
+
+        await asyncio.to_thread(bookkeeping)
         detail: dict[str, str | int] = {"loan_ref": request.loan_ref} if request.loan_ref else {}
         if fields:
             detail["fields"] = ",".join(fields)

@@ -26,7 +26,17 @@ from platform_node.signing import PlatformKeys
 from platform_node.verification_plan import Plan
 from veil.attestation import verify_answer
 from veil.catalog import Catalog
-from veil.claims import Truth, canonical_json, claim_fields, t_all, t_any, t_at_least
+from veil.claims import (
+    All,
+    AnyOf,
+    Claim,
+    Truth,
+    canonical_json,
+    claim_fields,
+    t_all,
+    t_any,
+    t_at_least,
+)
 from veil.composite import Protocol, ciphertexts_digest, combined_reader, decide
 from veil.crypto import PaillierKeys, public_key_bytes
 from veil.errors import FailedPrecondition, PermissionDenied, Unavailable, VeilError
@@ -308,12 +318,26 @@ class Fanout:
     # --- the benchmark baseline: the same fan-out, answers in the clear ---
 
     async def plaintext(self, plan: Plan, asked: Asked) -> Outcome:
+        """One call per provider, as in the masked protocol, but each answer in the clear:
+        for all/any the provider combines its own conditions (the combination is
+        associative in three-valued logic); at_least needs each condition's answer."""
         if plan.protocol is Protocol.SUM:
             raise FailedPrecondition("the plaintext baseline covers all, any and at_least checks")
         calls = {}
         i = 0
         for unit in plan.providers:
-            for claim in plan.conditions[unit]:
+            conditions = plan.conditions[unit]
+            if plan.protocol is Protocol.COUNT:
+                parts: list[Claim] = list(conditions)
+            elif len(conditions) == 1:
+                parts = [conditions[0]]
+            else:
+                parts = [
+                    All(tuple(conditions))
+                    if plan.protocol is Protocol.ALL
+                    else AnyOf(tuple(conditions))
+                ]
+            for claim in parts:
                 rid = f"{asked.request_id}-{i:02d}"
                 fields = claim_fields(claim, self.catalog)
                 calls[f"{unit}#{i}"] = self.ask(unit, canonical_json(claim), fields, asked, rid)

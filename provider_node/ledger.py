@@ -20,10 +20,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     insert,
     select,
 )
+
+from veil.store.engine import make_engine
 
 metadata = MetaData()
 
@@ -63,7 +64,7 @@ class Ledger:
 
     @classmethod
     def open(cls, url: str) -> Ledger:
-        return cls(create_engine(url))
+        return cls(make_engine(url))  # SQLite: WAL and a busy timeout (veil.store.engine)
 
     def record(
         self,

@@ -121,6 +121,7 @@ class InstalledPart:
     key_id: str
     public_key: PublicKey
     slopes: DotPlan | None  # over Enc(slope_j) of the linear features, in part order
+    slope_cts: dict[str, Ciphertext]  # linear features: Enc(slope)
     tables: dict[str, list[Ciphertext]]  # table features: Enc(t_i)
     missing: dict[str, Ciphertext]  # every feature: Enc(missing contribution)
 
@@ -142,7 +143,7 @@ def build_installed(request: pb.InstallModelRequest, unit: str, catalog: Catalog
         request.features
     ):
         raise InvalidArgument("encrypted weights do not match the part's features")
-    slopes: list[Ciphertext] = []
+    slopes: dict[str, Ciphertext] = {}
     tables: dict[str, list[Ciphertext]] = {}
     missing: dict[str, Ciphertext] = {}
     for f in part.features:
@@ -154,11 +155,11 @@ def build_installed(request: pb.InstallModelRequest, unit: str, catalog: Catalog
         cts = [ciphertext_from_bytes(key, b) for b in raw]  # MalformedCiphertext names why
         missing[f.spec.name] = cts[-1]
         if f.linear:
-            slopes.append(cts[0])
+            slopes[f.spec.name] = cts[0]
         else:
             tables[f.spec.name] = cts[:-1]
-    plan = prepare_dot(slopes, exponent_bits=64) if slopes else None
-    return InstalledPart(part, request.key_id, key, plan, tables, missing)
+    plan = prepare_dot(list(slopes.values()), exponent_bits=64) if slopes else None
+    return InstalledPart(part, request.key_id, key, plan, slopes, tables, missing)
 
 
 def fixed_value(x: float) -> int:
@@ -233,6 +234,10 @@ class PartStore:
             )
         self.cache[(request.model_id, request.version)] = installed
         return installed
+
+    def cached(self, model_id: str, version: int, key_id: str) -> InstalledPart | None:
+        installed = self.cache.get((model_id, version))
+        return installed if installed is not None and installed.key_id == key_id else None
 
     def get(self, model_id: str, version: int, key_id: str) -> InstalledPart:
         installed = self.cache.get((model_id, version))
@@ -327,7 +332,7 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
         except VeilError as exc:
             await self._record(
                 "InstallModel",
-                f"{request.model_id}@{request.version}",
+                f"{request.model_id}@{request.version}"[:64],
                 None,
                 "refused",
                 exc.message,
@@ -336,7 +341,7 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
         self.pool(installed.public_key)  # start precomputing randomizers now
         await self._record(
             "InstallModel",
-            f"{request.model_id}@{request.version}",
+            f"{request.model_id}@{request.version}"[:64],
             None,
             "answered",
             f"model={request.model_id};version={request.version};key={request.key_id};"
@@ -387,9 +392,11 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
             if not rid:
                 raise InvalidArgument("request_id is required")
             validate_uscc(request.uscc)
-            installed = await asyncio.to_thread(
-                self.parts.get, request.model_id, request.version, request.key_id
-            )
+            installed = self.parts.cached(request.model_id, request.version, request.key_id)
+            if installed is None:
+                installed = await asyncio.to_thread(
+                    self.parts.get, request.model_id, request.version, request.key_id
+                )
             part = installed.part
             if tuple(sorted(request.fields)) != part.fields:
                 raise InvalidArgument(

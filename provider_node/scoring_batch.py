@@ -239,9 +239,10 @@ class ProviderBatch:
                 raise InvalidArgument(f"feature {f.spec.name}: a weight does not parse") from None
 
     def _mask(self, job: BatchJob, peers: Mapping[str, bytes], chunk: int) -> F64:
-        """Σ_j ±mask vector of the pair (me, j); + when my node name sorts first."""
+        """Σ_j ±mask vector of the pair (me, j); + when my unit id sorts first.  Names are
+        provider units, as in ``ProviderMaskKeys.mask`` (``peers`` is keyed by unit)."""
         assert self.masks is not None
-        me = self.masks.node
+        me = self.masks.unit
         total = np.zeros(job.slots)
         for peer, public in sorted(peers.items()):
             seed = pairwise_mask(

@@ -58,7 +58,7 @@ from veil.composite import (
     plain_contribution,
 )
 from veil.config import NodeConfig
-from veil.crypto import RandomnessPool, public_key_from_bytes
+from veil.crypto import PublicKey, RandomnessPool, public_key_from_bytes
 from veil.errors import ConfigError, InvalidArgument, PermissionDenied, VeilError
 from veil.server import ServiceBinding, current_peer
 from veil.tokens import KeySet, RequestClaims, SigningKey
@@ -131,7 +131,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
 
     # --- helpers ---
 
-    async def _record(
+    def _ledger(
         self,
         method: str,
         request_id: str,
@@ -142,8 +142,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
     ) -> None:
         peer = current_peer.get()
         datasets = sorted({self.catalog.field(f).dataset_id for f in fields if _known(self, f)})
-        await asyncio.to_thread(
-            self.base.ledger.record,
+        self.base.ledger.record(
             request_id=request_id,
             method=method,
             caller=f"{peer.role}/{peer.name}" if peer else "unauthenticated",
@@ -152,6 +151,11 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             outcome=outcome,
             detail=detail,
         )
+
+    async def _refused(
+        self, method: str, request_id: str, uscc: str, fields: Sequence[str], why: str
+    ) -> None:
+        await asyncio.to_thread(self._ledger, method, request_id, uscc, fields, "refused", why)
 
     def _held(self, fields: Sequence[str]) -> None:
         for field_id in fields:
@@ -176,9 +180,6 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         if claims.use != USE:
             raise PermissionDenied(f"request token is for use {claims.use!r}, not {USE!r}")
         return claims
-
-    async def _rows(self, uscc: str, fields: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        return await asyncio.to_thread(self.base.store.fetch, uscc, list(fields))
 
     def _pool(self, n: int) -> RandomnessPool | None:
         if self.pool_size == 0:
@@ -217,31 +218,32 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
                 request.request_id, request.uscc, fields, request.request_token, request.grant_jws
             )
         except VeilError as exc:
-            await self._record(
-                "VerifyClaim", request.request_id, request.uscc, fields, "refused", exc.message
+            await self._refused(
+                "VerifyClaim", request.request_id, request.uscc, fields, exc.message
             )
             raise
-        rows = await self._rows(request.uscc, fields)
-        truth = evaluate(claim, rows, self.catalog)
-        await self._record(
-            "VerifyClaim",
-            request.request_id,
-            request.uscc,
-            fields,
-            "answered",
-            _detail(claims, digest, f"result={truth.value}"),
-        )
-        attestation = sign_answer(
-            self.answer_key,
-            unit=self.unit,
-            uscc=request.uscc,
-            request_id=request.request_id,
-            claims_sha256=digest,
-            result=truth.value,
-        )
-        return vpb.ProviderVerifyResponse(
-            request_id=request.request_id, result=RESULTS[truth], attestation=attestation
-        )
+        # asyncio.to_thread copies the context: current_peer is known in the worker thread
+
+        def answer() -> vpb.ProviderVerifyResponse:  # one worker thread: read, decide, record
+            rows = self.base.store.fetch(request.uscc, fields)
+            truth = evaluate(claim, rows, self.catalog)
+            detail = _detail(claims, digest, f"result={truth.value}")
+            self._ledger(
+                "VerifyClaim", request.request_id, request.uscc, fields, "answered", detail
+            )
+            attestation = sign_answer(
+                self.answer_key,
+                unit=self.unit,
+                uscc=request.uscc,
+                request_id=request.request_id,
+                claims_sha256=digest,
+                result=truth.value,
+            )
+            return vpb.ProviderVerifyResponse(
+                request_id=request.request_id, result=RESULTS[truth], attestation=attestation
+            )
+
+        return await asyncio.to_thread(answer)
 
     async def Contribute(
         self, request: vpb.ContributeRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -263,11 +265,45 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             )
             peers = self.masks.peers(request.participants)
         except VeilError as exc:
-            await self._record(
-                "Contribute", request.request_id, request.uscc, fields, "refused", exc.message
-            )
+            await self._refused("Contribute", request.request_id, request.uscc, fields, exc.message)
             raise
-        rows = await self._rows(request.uscc, fields)
+        pool = self._pool(public_key.n)
+
+        def answer() -> vpb.ContributeResponse:  # one worker thread: read, mask, encrypt, record
+            ciphertexts = self._contribution(
+                request, protocol, conditions, sum_fields, fields, public_key, peers, pool
+            )
+            digest = ciphertexts_digest(ciphertexts)
+            detail = _detail(claims, request.claims_sha256, f"protocol={protocol.value}")
+            self._ledger("Contribute", request.request_id, request.uscc, fields, "answered", detail)
+            attestation = sign_answer(
+                self.answer_key,
+                unit=self.unit,
+                uscc=request.uscc,
+                request_id=request.request_id,
+                claims_sha256=request.claims_sha256,
+                result="masked",
+                ciphertexts_sha256=digest,
+            )
+            return vpb.ContributeResponse(
+                request_id=request.request_id, ciphertexts=ciphertexts, attestation=attestation
+            )
+
+        return await asyncio.to_thread(answer)
+
+    def _contribution(
+        self,
+        request: vpb.ContributeRequest,
+        protocol: Protocol,
+        conditions: Sequence[Claim],
+        sum_fields: Sequence[str],
+        fields: Sequence[str],
+        public_key: PublicKey,
+        peers: dict[str, bytes],
+        pool: RandomnessPool | None,
+    ) -> list[bytes]:
+        """This provider's masked, freshly encrypted contribution (veil/composite.py)."""
+        rows = self.base.store.fetch(request.uscc, list(fields))
         n = public_key.n
         if protocol is Protocol.SUM:
             terms = [numeric_value(f, rows, self.catalog) for f in sum_fields]
@@ -278,40 +314,16 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             truths = [evaluate(c, rows, self.catalog) for c in conditions]
             values = plain_contribution(protocol, n, truths=truths, total=request.total_conditions)
         masks = self.masks
+        assert masks is not None
 
         def mask_for(ctx: str) -> int:
             return masks.mask(peers, request_id=request.request_id, context=ctx, modulus=n)
 
-        ciphertexts = await asyncio.to_thread(
-            masked_ciphertexts,
-            protocol,
-            values,
-            public_key=public_key,
-            mask_for=mask_for,
-            pool=self._pool(n),
+        ciphertexts = masked_ciphertexts(
+            protocol, values, public_key=public_key, mask_for=mask_for, pool=pool
         )
         assert len(ciphertexts) == CIPHERTEXTS[protocol]
-        digest = ciphertexts_digest(ciphertexts)
-        await self._record(
-            "Contribute",
-            request.request_id,
-            request.uscc,
-            fields,
-            "answered",
-            _detail(claims, request.claims_sha256, f"protocol={protocol.value}"),
-        )
-        attestation = sign_answer(
-            self.answer_key,
-            unit=self.unit,
-            uscc=request.uscc,
-            request_id=request.request_id,
-            claims_sha256=request.claims_sha256,
-            result="masked",
-            ciphertexts_sha256=digest,
-        )
-        return vpb.ContributeResponse(
-            request_id=request.request_id, ciphertexts=ciphertexts, attestation=attestation
-        )
+        return ciphertexts
 
     def _parse_parts(
         self, request: vpb.ContributeRequest, protocol: Protocol

@@ -156,7 +156,7 @@ def test_attestation_verifies_with_jwcrypto_and_pyjwt_from_the_http_jwks(
     decoded = jwt.decode(answer.attestation, key.key, algorithms=[header["alg"]])
     assert decoded == body
     # an altered score fails both
-    head, payload, sig = answer.attestation.split(".")
+    head, _payload, sig = answer.attestation.split(".")
     forged_body = dict(body, result=dict(body["result"], grade="AAA", pd=0.000001))
     import base64
 
@@ -225,7 +225,7 @@ def test_scoring_needs_a_grant_with_use_score(
 ) -> None:
     fetch_only = scorer.grant(
         tuple(model_fields(document)),
-        uses=["fetch"] if False else ["verify"],
+        uses=["verify"],
         purpose=SCORE_PURPOSE,
         loan_ref=SCORE_LOAN,
     )
@@ -542,3 +542,56 @@ def test_score_is_in_the_transparency_log(
     assert logged.detail["model"] == model.model_id
     claims_ = jwt.decode(answer.attestation, options={"verify_signature": False})
     assert logged.result_sha256 == result_digest(claims_)
+
+
+def test_cli_model_and_score_commands(
+    federation: Any,
+    model: spb.ModelInfo,
+    scorer: Enterprise,
+    score_grant: Any,
+    capsys: Any,
+    tmp_path: Any,
+) -> None:
+    from veil_cli.main import main
+
+    admin = str(federation.workdir / "admin.toml")
+    client = str(federation.workdir / "client.toml")
+    assert main(["model", "list", "--config", admin]) == 0
+    assert main(["model", "show", model.model_id, "--json", "--config", admin]) == 0
+    shown = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert shown["model_id"] == model.model_id and shown["format"] == "veil-model/1"
+    code = main(
+        [
+            "score",
+            "enterprise",
+            scorer.uscc,
+            "--model",
+            model.model_id,
+            "--grant",
+            score_grant.grant_id,
+            "--purpose",
+            SCORE_PURPOSE,
+            "--loan-ref",
+            SCORE_LOAN,
+            "--json",
+            "--config",
+            client,
+        ]
+    )
+    assert code == 0
+    answer = json.loads(capsys.readouterr().out)
+    token = tmp_path / "score.jws"
+    token.write_text(answer["attestation"])
+    assert main(["score", "verify", str(token), "--jwks-url", jwks_url(federation)]) == 0
+    verified = json.loads(capsys.readouterr().out)
+    assert verified["result"]["pd"] == answer["pd"] and verified["sub"] == scorer.uscc
+    tampered = tmp_path / "bad.jws"
+    head, body, sig = answer["attestation"].split(".")
+    tampered.write_text(
+        ".".join([head, body, sig[:-4] + ("AAAA" if sig[-4:] != "AAAA" else "BBBB")])
+    )
+    assert main(["score", "verify", str(tampered), "--config", client]) == 1
+    doc = tmp_path / "model.json"
+    assert main(["model", "fit-demo", "--data", str(federation.data), "--out", str(doc)]) == 0
+    assert main(["model", "import", str(doc), "--config", admin]) == 0
+    assert "imported" in capsys.readouterr().out

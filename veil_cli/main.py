@@ -32,6 +32,10 @@ COMMANDS = (
     "enterprise",
     "letter",
     "fetch",
+    "verify",
+    "train",
+    "model",
+    "score",
 )
 
 

@@ -141,7 +141,7 @@ async def follow_batch(admin_config: str, job_id: str, *, show: bool = True) -> 
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, disable=not show, transient=False) as progress:
-        task = progress.add_task(job_id[:8], total=None)
+        task = progress.add_task(job_id[:8], total=0)
         while True:
             job: spb.BatchJob = await call_platform(
                 admin_config,

@@ -72,6 +72,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from veil.catalog import Cardinality, Catalog, FieldType, load_catalog
@@ -306,7 +307,7 @@ class ModelSpec:
     def canonical(self) -> bytes:
         return canonical_json(self.to_json())
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.canonical()).hexdigest()
 

@@ -55,7 +55,9 @@ def quantile_edges(values: F64, max_bins: int, min_count: int) -> list[float]:
         edges = [float(x) for x in distinct[1:]]
     # merge bins that are too small, smallest first
     while edges:
-        counts = np.bincount(np.searchsorted(np.asarray(edges), v, side="right"), minlength=len(edges) + 1)
+        counts = np.bincount(
+            np.searchsorted(np.asarray(edges), v, side="right"), minlength=len(edges) + 1
+        )
         small = int(np.argmin(counts))
         if counts[small] >= min_count:
             break
@@ -118,4 +120,4 @@ def bin_counts(bins: I64, n_bins: int, labels: npt.NDArray[np.int8] | None = Non
         bads = np.zeros(n_bins, dtype=np.int64)
     else:
         bads = np.bincount(bins, weights=labels.astype(np.float64), minlength=n_bins)[:n_bins]
-    return BinStats(tuple(int(c) for c in counts), tuple(int(round(b)) for b in bads))
+    return BinStats(tuple(int(c) for c in counts), tuple(round(float(b)) for b in bads))

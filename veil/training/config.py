@@ -51,10 +51,10 @@ class JobConfig:
     validation_size: float = 0.2
     seed: int = 0
     max_epochs: int = 30
-    batch_size: int = 1024
+    batch_size: int = 512
     optimizer: str = "adam"
-    learning_rate: float = 0.05
-    lr_decay: float = 0.05
+    learning_rate: float = 0.02
+    lr_decay: float = 0.2
     """Learning rate in epoch e (from 0): ``learning_rate / (1 + lr_decay·e)``."""
     l2: float | None = None
     """λ of the objective; ``None`` = ``1/(C·n_fit)`` with C = 1 (scikit-learn's default)."""
@@ -162,7 +162,9 @@ def _typed(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def split_roles(n: int, test_size: float, validation_size: float, seed: int) -> npt.NDArray[np.uint8]:
+def split_roles(
+    n: int, test_size: float, validation_size: float, seed: int
+) -> npt.NDArray[np.uint8]:
     """Role of each of ``n`` aligned rows: train (0), validation (1) or test (2).
 
     Deterministic in ``(n, test_size, validation_size, seed)``: a permutation from
@@ -185,7 +187,9 @@ def split_roles(n: int, test_size: float, validation_size: float, seed: int) -> 
     return roles
 
 
-def epoch_batches(train_rows: int, batch_size: int, seed: int, epoch: int) -> list[npt.NDArray[np.int64]]:
+def epoch_batches(
+    train_rows: int, batch_size: int, seed: int, epoch: int
+) -> list[npt.NDArray[np.int64]]:
     """The mini-batches of one epoch: a fresh permutation per ``(seed, epoch)``.
 
     A short last batch is merged into the one before it, so every batch has at least
@@ -195,4 +199,7 @@ def epoch_batches(train_rows: int, batch_size: int, seed: int, epoch: int) -> li
     rng = np.random.Generator(np.random.PCG64([seed, 1 + epoch]))
     perm = rng.permutation(train_rows).astype(np.int64)
     count = max(1, train_rows // batch_size)
-    return [perm[i * batch_size : (i + 1) * batch_size if i < count - 1 else train_rows] for i in range(count)]
+    return [
+        perm[i * batch_size : (i + 1) * batch_size if i < count - 1 else train_rows]
+        for i in range(count)
+    ]

@@ -29,9 +29,10 @@ encoding.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,11 +42,11 @@ import numpy.typing as npt
 from veil.errors import InvalidArgument
 from veil.training.binning import numeric_bins, quantile_edges
 from veil.training.config import JobConfig
+from veil.training.table import MISSING_TOKENS, Column, as_numbers, subset
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-MISSING_TOKENS = frozenset({"", "na", "nan", "null", "none", "n/a", "#n/a"})
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 OK = "ok"
@@ -57,24 +58,16 @@ def is_missing(text: str) -> bool:
     return text.strip().lower() in MISSING_TOKENS
 
 
-def parse_numeric(raw: Sequence[str]) -> F64 | None:
+def parse_numeric(raw: Column) -> F64 | None:
     """The column as floats (NaN = missing), or ``None`` if any value is not a number."""
-    out = np.empty(len(raw), dtype=np.float64)
-    for i, text in enumerate(raw):
-        if is_missing(text):
-            out[i] = np.nan
-            continue
-        try:
-            v = float(text)
-        except ValueError:
-            return None
-        if not math.isfinite(v):
-            return None
-        out[i] = v
-    return out
+    if isinstance(raw, np.ndarray):
+        return raw
+    return as_numbers(raw)
 
 
-def parse_categorical(raw: Sequence[str]) -> list[str | None]:
+def parse_categorical(raw: Column) -> list[str | None]:
+    if isinstance(raw, np.ndarray):  # a numeric column read as categories
+        return [None if math.isnan(v) else f"{v:g}" for v in raw]
     return [None if is_missing(t) else t.strip() for t in raw]
 
 
@@ -102,7 +95,7 @@ class ColumnEncoder:
     # -- fitting ---------------------------------------------------------------------
 
     @classmethod
-    def fit(cls, name: str, raw_train: Sequence[str], config: JobConfig) -> ColumnEncoder:
+    def fit(cls, name: str, raw_train: Column, config: JobConfig) -> ColumnEncoder:
         numeric = parse_numeric(raw_train)
         min_bin = max(1, math.ceil(config.min_bin_fraction * max(1, len(raw_train))))
         if numeric is not None:
@@ -157,7 +150,7 @@ class ColumnEncoder:
     def dropped(self) -> bool:
         return self.status != OK
 
-    def parse(self, raw: Sequence[str]) -> F64 | list[str | None]:
+    def parse(self, raw: Column) -> F64 | list[str | None]:
         if self.kind == NUMERIC:
             x = parse_numeric(raw)
             if x is None:
@@ -176,7 +169,7 @@ class ColumnEncoder:
             return len(self.edges) + 2
         return len(self.categories) + 2
 
-    def bins(self, raw: Sequence[str]) -> I64:
+    def bins(self, raw: Column) -> I64:
         values = self.parse(raw)
         if self.kind == NUMERIC:
             assert isinstance(values, np.ndarray)
@@ -191,7 +184,7 @@ class ColumnEncoder:
         """Human-readable bin names for the IV table."""
         if self.kind == NUMERIC:
             bounds = ["-inf", *(f"{e:.6g}" for e in self.edges), "+inf"]
-            labels = [f"[{a}, {b})" for a, b in zip(bounds, bounds[1:], strict=False)]
+            labels = [f"[{a}, {b})" for a, b in itertools.pairwise(bounds)]
         else:
             labels = [*self.categories, "(other)"]
         return [*labels, "(missing)"]
@@ -226,7 +219,7 @@ class ColumnEncoder:
             raise InvalidArgument(f"column {self.name!r}: WOE table has the wrong number of bins")
         self.woe = [float(w) if n > 0 else 0.0 for w, n in zip(woe, counts, strict=True)]
 
-    def encode(self, raw: Sequence[str]) -> F64:
+    def encode(self, raw: Column) -> F64:
         """The encoded block ``(len(raw), width)``."""
         n = len(raw)
         if self.dropped:
@@ -300,29 +293,20 @@ class ColumnEncoder:
 
 
 def fit_encoders(
-    columns: dict[str, list[str]], train_rows: I64, config: JobConfig
+    columns: Mapping[str, Column], train_rows: I64, config: JobConfig
 ) -> list[ColumnEncoder]:
     """One encoder per column (in column order), fitted on ``train_rows``."""
-    out = []
-    for name, raw in columns.items():
-        train = [raw[int(i)] for i in train_rows]
-        out.append(ColumnEncoder.fit(name, train, config))
-    return out
+    return [
+        ColumnEncoder.fit(name, subset(raw, train_rows), config) for name, raw in columns.items()
+    ]
 
 
 def design_matrix(
-    encoders: Sequence[ColumnEncoder], columns: dict[str, list[str]], rows: I64 | None = None
+    encoders: Sequence[ColumnEncoder], columns: Mapping[str, Column], n_rows: int
 ) -> F64:
-    """The encoded features of ``rows`` (all rows when ``None``), kept encoders only."""
-    blocks = []
-    for enc in encoders:
-        if enc.dropped:
-            continue
-        raw = columns[enc.name]
-        if rows is not None:
-            raw = [raw[int(i)] for i in rows]
-        blocks.append(enc.encode(raw))
-    n = len(next(iter(columns.values()))) if rows is None and columns else (
-        0 if rows is None else len(rows)
-    )
-    return np.hstack(blocks) if blocks else np.zeros((n, 0))
+    """The encoded features (``n_rows × width``) of every row, kept encoders only."""
+    blocks = [enc.encode(columns[enc.name]) for enc in encoders if not enc.dropped]
+    out = np.hstack(blocks) if blocks else np.zeros((n_rows, 0))
+    if out.shape[0] != n_rows:
+        raise InvalidArgument("columns and rows disagree in length")
+    return out

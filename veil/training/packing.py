@@ -78,7 +78,9 @@ class Packing:
 
 def quantize_features(x: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     if x.size and float(np.max(np.abs(x))) >= FEATURE_LIMIT:
-        raise InvalidArgument(f"encoded features must lie in (-{FEATURE_LIMIT:g}, {FEATURE_LIMIT:g})")
+        raise InvalidArgument(
+            f"encoded features must lie in (-{FEATURE_LIMIT:g}, {FEATURE_LIMIT:g})"
+        )
     return np.rint(x * (1 << FX)).astype(np.int64)
 
 

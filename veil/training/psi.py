@@ -20,6 +20,7 @@ import hashlib
 import os
 import secrets
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -64,7 +65,7 @@ class Blinder:
     def __repr__(self) -> str:
         return "Blinder(<secret>)"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         raise TypeError("a Blinder holds a secret scalar and cannot be pickled")
 
 

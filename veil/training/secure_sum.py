@@ -74,7 +74,13 @@ def mask_vector(
         if name == my_name:
             continue
         seed = pairwise_mask(
-            my_key, my_name, peers[name], name, request_id=request_id, context=context, modulus=1 << 256
+            my_key,
+            my_name,
+            peers[name],
+            name,
+            request_id=request_id,
+            context=context,
+            modulus=1 << 256,
         )
         stream = _prg(seed, n)
         total = total + stream if my_name < name else total - stream

@@ -9,7 +9,10 @@ identifier or a value: "3 duplicate IDs (first at line 17)", not the ID itself.
   duplicate IDs are errors.
 * Labels (label party): ``0`` or ``1`` (``0.0``/``1.0``, ``true``/``false`` accepted);
   anything else is an error naming the line and the value.
-* Feature columns stay strings here; :mod:`veil.training.encoding` decides their type.
+* Feature columns: a column whose every value is a number or missing becomes a float64
+  array (NaN = missing) right after reading, which keeps wide numeric tables compact;
+  any other column stays a list of strings (categorical).  :mod:`veil.training.encoding`
+  accepts both.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from veil.errors import InvalidArgument
 from veil.uscc import is_valid_uscc
 
 MAX_COLUMNS = 2048
+MISSING_TOKENS = frozenset({"", "na", "nan", "null", "none", "n/a", "#n/a"})
+Column = list[str] | npt.NDArray[np.float64]
 _LABEL_VALUES = {
     "0": 0,
     "1": 1,
@@ -42,7 +47,7 @@ class PartyTable:
 
     source: str
     ids: list[str]
-    columns: dict[str, list[str]] = field(default_factory=dict)
+    columns: dict[str, Column] = field(default_factory=dict)
     labels: npt.NDArray[np.int8] | None = None
 
     def __len__(self) -> int:
@@ -54,9 +59,35 @@ class PartyTable:
         return PartyTable(
             source=self.source,
             ids=[self.ids[i] for i in idx],
-            columns={k: [v[i] for i in idx] for k, v in self.columns.items()},
+            columns={k: subset(v, idx) for k, v in self.columns.items()},
             labels=None if self.labels is None else self.labels[np.asarray(idx, dtype=np.int64)],
         )
+
+
+def subset(column: Column, rows: Sequence[int] | npt.NDArray[np.int64]) -> Column:
+    """The values of ``rows`` (in that order) of a column of either kind."""
+    if isinstance(column, np.ndarray):
+        return column[np.asarray(rows, dtype=np.int64)]
+    return [column[int(i)] for i in rows]
+
+
+def as_numbers(raw: Sequence[str]) -> npt.NDArray[np.float64] | None:
+    """The column as float64 (NaN for missing), or ``None`` if a value is not a finite number."""
+    try:
+        out = np.asarray(raw, dtype=np.float64)  # fast path: every value a number literal
+    except ValueError:
+        out = np.empty(len(raw), dtype=np.float64)
+        for i, text in enumerate(raw):
+            if text.strip().lower() in MISSING_TOKENS:
+                out[i] = np.nan
+                continue
+            try:
+                out[i] = float(text)
+            except ValueError:
+                return None
+    if np.any(np.isinf(out)):
+        return None
+    return out
 
 
 def _fail(source: str, problem: str) -> InvalidArgument:
@@ -152,7 +183,11 @@ def read_party_csv(
         bad = sum(1 for i in ids if not is_valid_uscc(i))
         if bad:
             raise _fail(name, f"{bad} IDs are not valid unified social credit codes")
-    table = PartyTable(source=name, ids=ids, columns=cols)
+    typed: dict[str, Column] = {}
+    for h, values in cols.items():
+        numbers = as_numbers(values)
+        typed[h] = values if numbers is None else numbers
+    table = PartyTable(source=name, ids=ids, columns=typed)
     if label_at >= 0:
         arr = np.asarray(labels, dtype=np.int8)
         if arr.min() == arr.max():

@@ -32,6 +32,8 @@ from veil_cli.client import load_client_config
 from veil_cli.commands.data import generate_to_dir
 from veil_cli.federation import INSTITUTION, Federation, stop_detached
 from veil_cli.render import console, kv_table, providers_table, report_table
+from veil_cli.score_demo import scoring_session
+from veil_cli.verify_demo import verification_session
 
 DEFAULT_ENTERPRISES = 5000
 DEFAULT_SEED = 7
@@ -141,7 +143,9 @@ async def run_session(fed: Federation, enterprises: int, seed: int) -> None:
     uscc = pick_enterprise(fed.data)
     await institution_session(fed.workdir / "client.toml", uscc)
     await authorization_session(fed, uscc, await enterprise_name(fed, uscc), INSTITUTION)
+    await verification_session(fed, uscc, await enterprise_name(fed, uscc), INSTITUTION)
     await audit_session(fed, uscc)  # bank, auditor, provider feedback
+    await scoring_session(fed, uscc, await enterprise_name(fed, uscc), INSTITUTION)
 
 
 def run(args: argparse.Namespace) -> int:

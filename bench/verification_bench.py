@@ -1,0 +1,294 @@
+"""Verification benchmark (issue 4) through the gateway, on loopback, with the real daemons.
+
+Run from the repository root::
+
+    python bench/verification_bench.py              # 200 requests per row, 20 s throughput
+    python bench/verification_bench.py --quick      # 60 requests, 8 s
+
+Starts a whole federation (``veil_cli.federation.Federation``: gateway, platform and one
+provider node per unit as separate processes, mutual TLS), enrols four enterprises with
+grants to verify, then measures as a bank sees it (client → gateway → platform →
+providers → back, every answer signed and its client assertion fresh):
+
+* **single** — one provider: "VAT paid last year ≥ t" at the tax bureau;
+* **composite** — six providers, "no arrears anywhere and an annual report and a
+  property": the ``all`` protocol, 2048-bit Paillier under the platform's key, pairwise
+  X25519 masks, fresh randomizers on every ciphertext;
+* **baseline** — the same six-provider fan-out with no encryption: every condition sent
+  in the clear to its provider and answered to the platform (``plaintext_baseline``, a
+  platform setting enabled for this benchmark only).
+
+Latency p50/p99 with one request at a time; throughput with ``--concurrency`` requests in
+flight over one channel; CPU time per check summed over every process (from /proc).
+Thresholds differ per request and the answer cache is off, so every request reaches the
+providers.  Targets (issue 4, 2-core machine): single p50 ≤ 10 ms, composite p50 ≤ 40 ms,
+≥ 100 composite checks/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from veil.v1 import authorization_pb2 as apb
+from veil.v1 import (
+    authorization_pb2_grpc,
+    verification_pb2_grpc,
+)
+from veil.v1 import verification_pb2 as vpb
+from veil_cli.authz_setup import enroll_enterprise, onboard_institution
+from veil_cli.calls import call_gateway
+from veil_cli.client import load_client_config
+from veil_cli.commands.data import generate_to_dir
+from veil_cli.commands.demo import wait_for_aggregation
+from veil_cli.commands.enterprise import make_grant_jws
+from veil_cli.federation import INSTITUTION, Federation
+from veil_cli.verify_setup import prepare_verification
+
+PURPOSE = "loan_origination"
+LOAN = "LOAN-BENCH-1"
+FIELDS = [
+    "tax_in_arrears",
+    "tax_vat_paid_last_year",
+    "si_in_arrears",
+    "hf_consecutive_normal_months",
+    "util_water_in_arrears",
+    "util_elec_in_arrears",
+    "util_gas_in_arrears",
+    "re_certificate_no",
+    "samr_report_year",
+]
+SIX = [
+    {"field": "tax_in_arrears", "op": "eq", "value": False},
+    {"field": "si_in_arrears", "op": "eq", "value": False},
+    {"field": "hf_consecutive_normal_months", "op": "ge", "value": 1, "unit": "month"},
+    {"field": "util_water_in_arrears", "op": "eq", "value": False},
+    {"field": "util_elec_in_arrears", "op": "eq", "value": False},
+    {"field": "util_gas_in_arrears", "op": "eq", "value": False},
+    {"exists": "re_properties"},
+    {
+        "exists": "samr_annual_report",
+        "where": [{"field": "samr_report_year", "op": "eq", "value": 2024}],
+    },
+]
+TARGETS = {"single_p50": 10.0, "composite_p50": 40.0, "composite_rate": 100.0}
+_counter = itertools.count(1)
+
+
+def vat(i: int) -> dict[str, object]:
+    return {"field": "tax_vat_paid_last_year", "op": "ge", "value": str(10_000 * i), "unit": "CNY"}
+
+
+def claim_for(kind: str) -> str:
+    i = next(_counter)
+    if kind == "single":
+        return json.dumps(vat(i))
+    return json.dumps({"all": [*SIX, vat(i)]})
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for name, pid in pids.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out[name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+async def prepare(fed: Federation, enterprises: int) -> list[tuple[str, str]]:
+    fed.prepare()
+    prepare_verification(
+        fed, {"budget": 1_000_000_000, "cache_ttl_s": 0, "plaintext_baseline": True}
+    )
+    generate_to_dir(fed.data, enterprises=enterprises, seed=11, units=fed.providers, progress=False)
+    await fed.launch()
+    await wait_for_aggregation(fed.workdir / "admin.toml")
+    await onboard_institution(fed, INSTITUTION)
+    with (fed.data / "labels.csv").open(newline="") as fh:
+        usccs = [row["uscc"] for _, row in zip(range(4), csv.DictReader(fh), strict=False)]
+    out = []
+    for uscc in usccs:
+        config = str(enroll_enterprise(fed, uscc, f"企业{uscc[-4:]}"))
+        grant = await call_gateway(
+            config,
+            authorization_pb2_grpc.AuthorizationServiceStub,
+            "CreateGrant",
+            apb.CreateGrantRequest(
+                grant_jws=make_grant_jws(
+                    config,
+                    institution=INSTITUTION,
+                    fields=FIELDS,
+                    uses=["verify"],
+                    purpose=PURPOSE,
+                    loan_ref=LOAN,
+                    days=1,
+                )
+            ),
+        )
+        out.append((uscc, grant.grant_id))
+    return out
+
+
+async def run(args: argparse.Namespace, fed: Federation) -> list[dict[str, object]]:
+    subjects = await prepare(fed, args.enterprises)
+    cycle = itertools.cycle(subjects)
+    config = load_client_config(fed.workdir / "client.toml")
+    rows: list[dict[str, object]] = []
+    async with config.gateway_channel() as channel:
+        stub = verification_pb2_grpc.VerificationServiceStub(channel)
+
+        def ask(kind: str) -> Callable[[], Awaitable[vpb.VerifyResponse]]:
+            async def one() -> vpb.VerifyResponse:
+                uscc, grant = next(cycle)
+                answer: vpb.VerifyResponse = await stub.Verify(
+                    vpb.VerifyRequest(
+                        uscc=uscc,
+                        grant_id=grant,
+                        purpose=PURPOSE,
+                        loan_ref=LOAN,
+                        claim_json=claim_for("single" if kind == "single" else "composite"),
+                        plaintext_baseline=kind == "baseline",
+                    ),
+                    timeout=30.0,
+                )
+                return answer
+
+            return one
+
+        # the baseline answers exactly what the encrypted protocol answers
+        uscc, grant = subjects[0]
+        claim = json.dumps({"all": SIX})
+        answers = [
+            await stub.Verify(
+                vpb.VerifyRequest(
+                    uscc=uscc,
+                    grant_id=grant,
+                    purpose=PURPOSE,
+                    loan_ref=LOAN,
+                    claim_json=claim,
+                    plaintext_baseline=baseline,
+                ),
+                timeout=30.0,
+            )
+            for baseline in (False, True)
+        ]
+        assert answers[0].result == answers[1].result, "baseline and protocol disagree"
+        assert answers[1].protocol == vpb.VERIFICATION_PROTOCOL_PLAINTEXT
+
+        for kind in ("single", "composite", "baseline"):
+            call = ask(kind)
+            for _ in range(args.warmup):  # pools, key caches, connections
+                await call()
+            pids = {n: p.pid for n, p in fed.processes.items()}
+            before = cpu_seconds(pids)
+            latencies = []
+            for _ in range(args.requests):
+                t0 = time.perf_counter()
+                await call()
+                latencies.append((time.perf_counter() - t0) * 1000)
+            after = cpu_seconds(pids)
+            cpu_ms = sum(after[n] - before[n] for n in pids) / args.requests * 1000
+            latencies.sort()
+            done = 0
+            stop_at = time.monotonic() + args.seconds
+
+            async def worker(
+                call: Callable[[], Awaitable[vpb.VerifyResponse]] = call, stop_at: float = stop_at
+            ) -> None:
+                nonlocal done
+                while time.monotonic() < stop_at:
+                    await call()
+                    done += 1
+
+            t0 = time.monotonic()
+            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+            rate = done / (time.monotonic() - t0)
+            rows.append(
+                {
+                    "kind": kind,
+                    "p50": statistics.median(latencies),
+                    "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+                    "rate": rate,
+                    "cpu_ms": cpu_ms,
+                }
+            )
+    return rows
+
+
+LABELS = {
+    "single": "single provider (tax: VAT ≥ t)",
+    "composite": "6-provider composite, Paillier 2048 + masks",
+    "baseline": "6-provider fan-out, no encryption",
+}
+
+
+def report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
+    print(
+        f"\nverification through the gateway, {args.requests} requests per latency row, "
+        f"throughput with {args.concurrency} in flight for {args.seconds:g} s, "
+        f"{os.cpu_count()} cores\n"
+    )
+    print(f"{'check':48s} {'p50 ms':>8s} {'p99 ms':>8s} {'checks/s':>9s} {'CPU ms/check':>13s}")
+    by = {str(r["kind"]): r for r in rows}
+    for row in rows:
+        print(
+            f"{LABELS[str(row['kind'])]:48s} {row['p50']:8.1f} {row['p99']:8.1f} "
+            f"{row['rate']:9.1f} {row['cpu_ms']:13.1f}"
+        )
+    comp = {k: float(v) for k, v in by["composite"].items() if k != "kind"}  # type: ignore[arg-type]
+    base = {k: float(v) for k, v in by["baseline"].items() if k != "kind"}  # type: ignore[arg-type]
+    single = float(by["single"]["p50"])  # type: ignore[arg-type]
+    print(
+        f"\ncost of privacy (composite / baseline): p50 ×{comp['p50'] / base['p50']:.2f}, "
+        f"throughput ×{base['rate'] / comp['rate']:.2f} lower, "
+        f"CPU ×{comp['cpu_ms'] / base['cpu_ms']:.2f}"
+    )
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    print(
+        f"targets: single p50 ≤ {TARGETS['single_p50']:g} ms "
+        f"({met(single <= TARGETS['single_p50'])}), "
+        f"composite p50 ≤ {TARGETS['composite_p50']:g} ms "
+        f"({met(comp['p50'] <= TARGETS['composite_p50'])}), "
+        f"≥ {TARGETS['composite_rate']:g} composite/s "
+        f"({met(comp['rate'] >= TARGETS['composite_rate'])})"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--enterprises", type=int, default=400)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.warmup, args.seconds = 60, 10, 8.0
+    with tempfile.TemporaryDirectory(prefix="veil-verify-bench-") as tmp:
+        fed = Federation(Path(tmp))
+        try:
+            rows = asyncio.run(run(args, fed))
+        finally:
+            fed.stop()
+    report(rows, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,872 @@
+"""Data verification (数据核验) end to end through the real daemons (issue 4).
+
+A bank verifies declared facts through the gateway; the platform routes each claim to
+the providers holding its fields; single-provider answers are signed by the provider,
+checks across providers are combined under encryption; every answer is signed by the
+platform.  Answers are compared with the plaintext evaluation on the generated data;
+every bad input of the issue is tried; a curious platform's view of a composite check is
+inspected; the binary-search attack is run against the grid and the budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import hashlib
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from jwcrypto import jwk, jws
+
+from platform_node.budgets import BudgetPolicy, Question, VerificationBudgets
+from platform_node.verification import result_digest
+from tests.conftest import run
+from tests.test_composite import explain_all
+from veil.attestation import verify_answer
+from veil.catalog import load_catalog
+from veil.claims import Truth, claim_from_json, evaluate, t_all
+from veil.client_auth import assertion_interceptors
+from veil.crypto import (
+    PaillierKeys,
+    add_many,
+    ciphertext_from_bytes,
+    public_key_bytes,
+)
+from veil.errors import BadSignature
+from veil.store import ProviderStore, load_mapping, make_engine
+from veil.tls import PeerIdentity, secure_channel
+from veil.tokens import KeySet, RequestClaims, SigningKey, issue_request_token, verify_result
+from veil.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    authorization_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    masks_pb2,
+    masks_pb2_grpc,
+    verification_pb2_grpc,
+)
+from veil.v1 import authorization_pb2 as apb
+from veil.v1 import verification_pb2 as vpb
+from veil_cli.authz_setup import enroll_enterprise
+from veil_cli.calls import call_gateway
+from veil_cli.client import load_client_config
+from veil_cli.commands.enterprise import make_grant_jws
+from veil_cli.federation import INSTITUTION
+
+CATALOG = load_catalog()
+PURPOSE = "loan_origination"
+LOAN = "LOAN-VERIFY-1"
+SIX = ("housing_fund", "real_estate", "samr", "social_insurance", "tax", "utilities")
+FIELDS = (
+    "tax_in_arrears",
+    "tax_abnormal_taxpayer",
+    "tax_vat_paid_last_year",
+    "tax_consecutive_normal_months",
+    "si_in_arrears",
+    "si_pension_headcount_band",
+    "hf_consecutive_normal_months",
+    "hf_total_contribution_last_year",
+    "util_water_in_arrears",
+    "util_elec_in_arrears",
+    "util_gas_in_arrears",
+    "util_elec_avg_12m",
+    "re_certificate_no",
+    "re_area",
+    "samr_report_year",
+    "samr_headcount",
+    "samr_external_guarantee",
+)
+NO_ARREARS_ANYWHERE = {
+    "all": [
+        {"field": "tax_in_arrears", "op": "eq", "value": False},
+        {"field": "si_in_arrears", "op": "eq", "value": False},
+        {"field": "hf_consecutive_normal_months", "op": "ge", "value": 1, "unit": "month"},
+        {"field": "util_water_in_arrears", "op": "eq", "value": False},
+        {"field": "util_elec_in_arrears", "op": "eq", "value": False},
+        {"field": "util_gas_in_arrears", "op": "eq", "value": False},
+        {"exists": "re_properties"},
+        {
+            "exists": "samr_annual_report",
+            "where": [
+                {"field": "samr_report_year", "op": "eq", "value": 2024},
+                {"field": "samr_external_guarantee", "op": "eq", "value": False},
+            ],
+        },
+    ]
+}
+SINGLE_CLAIMS: list[dict[str, Any]] = [
+    {"field": "tax_in_arrears", "op": "eq", "value": False},
+    {"field": "tax_vat_paid_last_year", "op": "ge", "value": "100000", "unit": "CNY"},
+    {"field": "si_pension_headcount_band", "op": "in", "values": ["b2", "b3", "b4"]},
+    {
+        "field": "hf_consecutive_normal_months",
+        "op": "between",
+        "low": 6,
+        "high": 36,
+        "unit": "month",
+    },
+    {
+        "exists": "samr_annual_report",
+        "where": [
+            {"field": "samr_report_year", "op": "eq", "value": 2024},
+            {"field": "samr_headcount", "op": "ge", "value": 10, "unit": "person"},
+        ],
+    },
+    {
+        "field": "util_elec_avg_12m",
+        "op": "within",
+        "value": "30000",
+        "relative": "0.5",
+        "unit": "kWh",
+    },
+]
+COMPOSITE_CLAIMS: list[dict[str, Any]] = [
+    NO_ARREARS_ANYWHERE,
+    {
+        "any": [
+            {"field": "tax_in_arrears", "op": "eq", "value": True},
+            {"field": "si_in_arrears", "op": "eq", "value": True},
+            {"field": "util_elec_in_arrears", "op": "eq", "value": True},
+        ]
+    },
+    {
+        "at_least": 3,
+        "of": [
+            {"field": "tax_consecutive_normal_months", "op": "ge", "value": 12, "unit": "month"},
+            {"field": "si_pension_headcount_band", "op": "ge", "value": "b3"},
+            {"field": "hf_consecutive_normal_months", "op": "ge", "value": 12, "unit": "month"},
+            {"field": "util_elec_avg_12m", "op": "ge", "value": "5000", "unit": "kWh"},
+            {"exists": "re_properties"},
+        ],
+    },
+    {
+        "sum": ["tax_vat_paid_last_year", "hf_total_contribution_last_year"],
+        "op": "ge",
+        "value": "300000",
+        "unit": "CNY",
+    },
+    {"not": NO_ARREARS_ANYWHERE},
+]
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def usccs(fed: Any, n: int) -> list[str]:
+    with (fed.data / "labels.csv").open(newline="") as fh:
+        return [row["uscc"] for _, row in zip(range(n), csv.DictReader(fh), strict=False)]
+
+
+class Bank:
+    """The demo institution, calling the gateway with a fresh client assertion per call
+    over one long-lived channel (its own event loop: a TLS handshake per call would only
+    load the machine)."""
+
+    def __init__(self, fed: Any) -> None:
+        self.fed = fed
+        self.identity = load_client_config(fed.workdir / "client.toml").require_identity()
+        self.loop = asyncio.new_event_loop()
+        node = fed.node("gateway")
+
+        async def open_channel() -> grpc.aio.Channel:
+            return secure_channel(
+                node.address,
+                fed.client_tls(INSTITUTION),
+                PeerIdentity("gateway", node.name),
+                interceptors=assertion_interceptors(self.identity),
+            )
+
+        self.channel = self.loop.run_until_complete(open_channel())
+
+    async def _call(self, method: str, request: Any, service: Any) -> Any:
+        return await getattr(service(self.channel), method)(
+            request, timeout=20.0, wait_for_ready=True
+        )
+
+    def call(self, method: str, request: Any, service: Any) -> Any:
+        return self.loop.run_until_complete(self._call(method, request, service))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.channel.close(None))
+        self.loop.close()
+
+    def verify(self, uscc: str, grant: str, claim: Any, **kw: Any) -> vpb.VerifyResponse:
+        request = vpb.VerifyRequest(
+            uscc=uscc,
+            grant_id=grant,
+            purpose=kw.get("purpose", PURPOSE),
+            loan_ref=kw.get("loan_ref", LOAN),
+            claim_json=claim if isinstance(claim, str) else json.dumps(claim),
+            request_id=kw.get("request_id", ""),
+            plaintext_baseline=kw.get("plaintext_baseline", False),
+        )
+        return self.call("Verify", request, verification_pb2_grpc.VerificationServiceStub)
+
+    def refused(self, uscc: str, grant: str, claim: Any, **kw: Any) -> grpc.aio.AioRpcError:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            self.verify(uscc, grant, claim, **kw)
+        return info.value
+
+    def search(self, request_id: str) -> list[dict[str, Any]]:
+        answer = self.call(
+            "SearchEntries",
+            audit_pb2.SearchEntriesRequest(request_id=request_id),
+            audit_pb2_grpc.AuditServiceStub,
+        )
+        return [json.loads(e.leaf) for e in answer.entries]
+
+
+class Enterprise:
+    def __init__(self, fed: Any, uscc: str) -> None:
+        self.fed = fed
+        self.uscc = uscc
+        self.config = str(enroll_enterprise(fed, uscc, f"企业{uscc[-4:]}"))
+
+    def grant(self, fields: tuple[str, ...] = FIELDS, uses: tuple[str, ...] = ("verify",)) -> str:
+        jws_text = make_grant_jws(
+            self.config,
+            institution=INSTITUTION,
+            fields=list(fields),
+            uses=list(uses),
+            purpose=PURPOSE,
+            loan_ref=LOAN,
+            days=30,
+        )
+        info = run(
+            call_gateway(
+                self.config,
+                authorization_pb2_grpc.AuthorizationServiceStub,
+                "CreateGrant",
+                apb.CreateGrantRequest(grant_jws=jws_text),
+            )
+        )
+        return str(info.grant_id)
+
+    def grant_jws(self, grant_id: str) -> str:
+        grants = run(
+            call_gateway(
+                self.config,
+                authorization_pb2_grpc.AuthorizationServiceStub,
+                "ListGrants",
+                apb.ListGrantsRequest(),
+            )
+        )
+        return next(g.grant_jws for g in grants.grants if g.grant_id == grant_id)
+
+
+def records(fed: Any, uscc: str) -> dict[str, list[dict[str, Any]]]:
+    """The enterprise's rows at every provider, read straight from their stores."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for unit in SIX:
+        mapping = load_mapping(unit, CATALOG)
+        store = ProviderStore(f"sqlite:///{fed.data / (unit + '.db')}", mapping, CATALOG)
+        try:
+            fields = [
+                f.id
+                for f in CATALOG.fields_for_provider(unit)
+                if f.verifiable and f.dataset_id in mapping.tables
+            ]
+            out.update(store.fetch(uscc, fields))
+        finally:
+            store.close()
+    return out
+
+
+def expected(fed: Any, uscc: str, answer: vpb.VerifyResponse) -> Truth:
+    """The plaintext evaluation of the claim as verified (snapped), on the raw records."""
+    return evaluate(claim_from_json(answer.claim_json, CATALOG), records(fed, uscc), CATALOG)
+
+
+TRUTH = {
+    vpb.VERIFICATION_RESULT_TRUE: Truth.TRUE,
+    vpb.VERIFICATION_RESULT_FALSE: Truth.FALSE,
+    vpb.VERIFICATION_RESULT_NO_RECORD: Truth.NO_RECORD,
+}
+
+
+@pytest.fixture(scope="module")
+def bank(federation: Any) -> Iterator[Bank]:
+    client = Bank(federation)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def sample(federation: Any) -> list[tuple[Enterprise, str]]:
+    """Six enterprises, each with a grant to verify FIELDS."""
+    out = []
+    for uscc in usccs(federation, 6):
+        ent = Enterprise(federation, uscc)
+        out.append((ent, ent.grant()))
+    return out
+
+
+# --- correctness against the plaintext evaluation ----------------------------------------
+
+
+def test_single_provider_answers_equal_the_plaintext_evaluation(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    seen = set()
+    for ent, grant in sample:
+        for claim in SINGLE_CLAIMS:
+            answer = bank.verify(ent.uscc, grant, claim)
+            assert answer.protocol == vpb.VERIFICATION_PROTOCOL_SINGLE
+            assert TRUTH[answer.result] is expected(federation, ent.uscc, answer), claim
+            assert len(answer.providers) == 1 and len(answer.provider_attestations) == 1
+            seen.add(TRUTH[answer.result])
+    assert seen == {Truth.TRUE, Truth.FALSE, Truth.NO_RECORD}  # the sample exercises all three
+
+
+def test_composite_answers_equal_the_plaintext_evaluation(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    protocols = set()
+    for ent, grant in sample:
+        for claim in COMPOSITE_CLAIMS:
+            answer = bank.verify(ent.uscc, grant, claim)
+            protocols.add(answer.protocol)
+            assert TRUTH[answer.result] is expected(federation, ent.uscc, answer), claim
+            assert not answer.provider_attestations  # no single provider's answer leaves
+    assert protocols == {
+        vpb.VERIFICATION_PROTOCOL_ALL,
+        vpb.VERIFICATION_PROTOCOL_ANY,
+        vpb.VERIFICATION_PROTOCOL_COUNT,
+        vpb.VERIFICATION_PROTOCOL_SUM,
+    }
+
+
+def test_no_record_at_one_provider_is_no_record_never_false(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    without_hf = [
+        (e, g) for e, g in sample if not records(federation, e.uscc)["housing_fund_contributions"]
+    ]
+    assert without_hf, "the sample should hold an enterprise without housing-fund records"
+    ent, grant = without_hf[0]
+    hf = {"field": "hf_consecutive_normal_months", "op": "ge", "value": 1, "unit": "month"}
+    assert bank.verify(ent.uscc, grant, hf).result == vpb.VERIFICATION_RESULT_NO_RECORD
+    assert bank.verify(ent.uscc, grant, {"not": hf}).result == vpb.VERIFICATION_RESULT_NO_RECORD
+    rows = records(federation, ent.uscc)
+    if rows["tax_arrears"] and rows["tax_arrears"][0]["tax_in_arrears"] is False:
+        both = {"all": [{"field": "tax_in_arrears", "op": "eq", "value": False}, hf]}
+        answer = bank.verify(ent.uscc, grant, both)
+        assert answer.protocol == vpb.VERIFICATION_PROTOCOL_ALL
+        assert answer.result == vpb.VERIFICATION_RESULT_NO_RECORD
+
+
+# --- signed results -------------------------------------------------------------------------
+
+
+def test_signed_result_verifies_with_the_published_jwks(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    ent, grant = sample[0]
+    fresh = {"field": "tax_vat_paid_last_year", "op": "ge", "value": "770000", "unit": "CNY"}
+    answer = bank.verify(ent.uscc, grant, {"all": [*NO_ARREARS_ANYWHERE["all"], fresh]})
+    assert not answer.cached
+    published = bank.call(
+        "GetJwks", gateway_pb2.GatewayGetJwksRequest(), gateway_pb2_grpc.GatewayServiceStub
+    )
+    # any standard JOSE library: jwcrypto
+    token = jws.JWS()
+    token.deserialize(answer.signed_result)
+    keyset = jwk.JWKSet.from_json(published.jwks_json)
+    kid = token.jose_header["kid"]
+    token.verify(keyset.get_key(kid))
+    claims = json.loads(token.payload)
+    assert claims["kind"] == "verification" and claims["sub"] == ent.uscc
+    assert claims["institution"] == INSTITUTION and claims["grant_id"] == grant
+    assert claims["claims_sha256"] == hashlib.sha256(answer.claim_json.encode()).hexdigest()
+    assert claims["claims_sha256"] == answer.claims_sha256
+    assert claims["result"] == TRUTH[answer.result].value
+    assert claims["log_index"] == answer.log_index and claims["time"].endswith("Z")
+    # Veil's own verifier agrees, and a changed result no longer verifies
+    keys = KeySet.from_jwks(json.loads(published.jwks_json))
+    assert verify_result(answer.signed_result, keys)["result"] == claims["result"]
+    head, _, sig = answer.signed_result.split(".")
+    forged = dict(claims, result="true" if claims["result"] != "true" else "false")
+    forged_body = base64.urlsafe_b64encode(json.dumps(forged).encode()).rstrip(b"=").decode()
+    with pytest.raises(BadSignature):
+        verify_result(f"{head}.{forged_body}.{sig}", keys)
+    # the transparency log commits to exactly this result (and holds no answer in clear)
+    (entry,) = bank.search(answer.request_id)
+    assert entry["type"] == "enterprise.verify" and entry["outcome"] == "OK"
+    assert entry["result_sha256"] == result_digest(claims)
+    assert sorted(entry["providers"]) == list(SIX)
+    assert "true" not in json.dumps(entry["detail"]) and "false" not in json.dumps(entry["detail"])
+
+
+def test_provider_answers_verify_with_their_published_keys(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    ent, grant = sample[1]
+    claim = {"field": "tax_vat_paid_last_year", "op": "ge", "value": "880000", "unit": "CNY"}
+    answer = bank.verify(ent.uscc, grant, claim)
+    assert not answer.cached
+    policy = bank.call(
+        "GetVerificationPolicy",
+        vpb.GetVerificationPolicyRequest(),
+        verification_pb2_grpc.VerificationServiceStub,
+    )
+    keys = KeySet.from_jwks(json.loads(policy.provider_keys_json)["tax"])
+    claims = verify_answer(answer.provider_attestations[0], keys, unit="tax")
+    assert claims["sub"] == ent.uscc and claims["jti"] == answer.request_id
+    assert claims["claims_sha256"] == answer.claims_sha256
+    assert claims["result"] == TRUTH[answer.result].value
+    assert policy.grid["CNY"] == "10000" and policy.paillier_bits == 2048
+
+
+def test_policy_is_public(federation: Any) -> None:
+    node = federation.node("gateway")
+
+    async def call() -> vpb.VerificationPolicy:
+        async with secure_channel(
+            node.address, federation.client_tls(INSTITUTION), PeerIdentity("gateway", node.name)
+        ) as channel:
+            stub = verification_pb2_grpc.VerificationServiceStub(channel)
+            return await stub.GetVerificationPolicy(vpb.GetVerificationPolicyRequest(), timeout=5)
+
+    assert run(call()).default_budget == 20
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claim", "needle"),
+    [
+        ({"field": "tax_colour", "op": "eq", "value": "red"}, "unknown catalog field 'tax_colour'"),
+        ({"field": "tax_in_arrears", "op": "eq", "value": "no"}, "boolean"),
+        ({"field": "tax_vat_paid_last_year", "op": "ge", "value": "1"}, "unit 'CNY'"),
+        (
+            {"field": "tax_vat_paid_last_year", "op": "ge", "value": "1", "unit": "CNY_10k"},
+            "CNY_10k",
+        ),
+        ({"field": "tax_in_arrears", "op": "ge", "value": True}, "does not apply"),
+        ({"field": "samr_legal_rep", "op": "eq", "value": "x"}, "does not allow verification"),
+        ({}, "non-empty"),
+        ("", "empty"),
+        ({"all": []}, "non-empty list"),
+        (
+            {
+                "not": {
+                    "not": {
+                        "not": {
+                            "not": {
+                                "not": {
+                                    "not": {"field": "tax_in_arrears", "op": "eq", "value": False}
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+            "deeper than",
+        ),
+        (
+            {
+                "all": [
+                    {"field": "tax_in_arrears", "op": "eq", "value": False},
+                    {
+                        "any": [
+                            {"field": "si_in_arrears", "op": "eq", "value": False},
+                            {"field": "util_gas_in_arrears", "op": "eq", "value": False},
+                        ]
+                    },
+                ]
+            },
+            "each answered by one provider",
+        ),
+        (
+            {
+                "field": "tax_vat_paid_last_year",
+                "op": "between",
+                "low": "1230001",
+                "high": "1230002",
+                "unit": "CNY",
+            },
+            "narrower than the verification grid",
+        ),
+    ],
+)
+def test_bad_claims_are_invalid_argument(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]], claim: Any, needle: str
+) -> None:
+    ent, grant = sample[0]
+    err = bank.refused(ent.uscc, grant, claim)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in (err.details() or "")
+
+
+def test_verification_needs_a_grant_covering_verify_of_those_fields(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    ent, grant = sample[2]
+    fetch_only = ent.grant(("tax_in_arrears",), uses=("fetch",))
+    err = bank.refused(
+        ent.uscc, fetch_only, {"field": "tax_in_arrears", "op": "eq", "value": False}
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "verify" in (err.details() or "")
+    err = bank.refused(
+        ent.uscc,
+        grant,
+        {"field": "tax_cit_paid_last_year", "op": "ge", "value": "1", "unit": "CNY"},
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "tax_cit_paid_last_year" in (err.details() or "")
+    err = bank.refused(ent.uscc, str(uuid.uuid4()), SINGLE_CLAIMS[0])
+    assert err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
+    err = bank.refused(ent.uscc, grant, SINGLE_CLAIMS[0], loan_ref="ANOTHER-LOAN")
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    err = bank.refused(ent.uscc, grant, NO_ARREARS_ANYWHERE, plaintext_baseline=True)
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_provider_timing_out_fails_the_whole_check_naming_it(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    ent, grant = sample[3]
+    claim = {
+        "all": [
+            *NO_ARREARS_ANYWHERE["all"],
+            {"field": "tax_vat_paid_last_year", "op": "ge", "value": "990000", "unit": "CNY"},
+        ]
+    }
+    question = Question(grant, INSTITUTION, ent.uscc, "", ())
+    budgets = VerificationBudgets(
+        make_engine(f"sqlite:///{federation.data / 'platform.db'}"), BudgetPolicy()
+    )
+    used_before = budgets.used(question, "util_gas_in_arrears")
+    pid = federation.processes["utilities"].pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        err = bank.refused(ent.uscc, grant, claim)
+        elapsed = time.monotonic() - t0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert "utilities" in (err.details() or "") and "not answered" in (err.details() or "")
+    assert elapsed < 9.0
+    # nothing was learned, so nothing was spent
+    assert budgets.used(question, "util_gas_in_arrears") == used_before
+    # single-provider questions to it fail the same way; once it is back, all is well
+    answer = bank.verify(ent.uscc, grant, claim)
+    assert TRUTH[answer.result] is expected(federation, ent.uscc, answer)
+
+
+# --- reconstruction defence ----------------------------------------------------------------
+
+
+def test_repeated_question_is_answered_from_the_cache_without_spending(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    from provider_node.ledger import Ledger
+
+    ent, grant = sample[4]
+    claim = {"field": "tax_vat_paid_last_year", "op": "ge", "value": "654321", "unit": "CNY"}
+    first = bank.verify(ent.uscc, grant, claim)
+    ledger = Ledger.open(f"sqlite:///{federation.data / 'tax-ledger.db'}")
+    rows_before = len(ledger.entries(100_000))
+    # the same question, written differently (it snaps to the same grid point)
+    again = bank.verify(ent.uscc, grant, {**claim, "value": "650000.00"})
+    assert again.cached and not first.cached
+    assert again.result == first.result and again.claims_sha256 == first.claims_sha256
+    assert again.log_index != first.log_index and again.signed_result != first.signed_result
+    assert len(ledger.entries(100_000)) == rows_before  # the provider was not asked again
+    assert again.provider_attestations == first.provider_attestations
+
+
+def test_budget_exhaustion_is_resource_exhausted_with_quota_failure(
+    federation: Any, bank: Bank
+) -> None:
+    ent = Enterprise(federation, usccs(federation, 8)[7])
+    grant = ent.grant(("tax_consecutive_normal_months",))
+    field = "tax_consecutive_normal_months"
+    for months in range(20):
+        bank.verify(ent.uscc, grant, {"field": field, "op": "ge", "value": months, "unit": "month"})
+    rid = uuid.uuid4().hex
+    err = bank.refused(
+        ent.uscc, grant, {"field": field, "op": "ge", "value": 99, "unit": "month"}, request_id=rid
+    )
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    failures = []
+    for detail in status.details:
+        quota = error_details_pb2.QuotaFailure()
+        if detail.Unpack(quota):
+            failures.extend(quota.violations)
+    assert [v.subject for v in failures] == [
+        f"institution:{INSTITUTION}/enterprise:{ent.uscc}/field:{field}"
+    ]
+    # the refusal is recorded in the transparency log
+    (entry,) = bank.search(rid)
+    assert entry["outcome"] == "RESOURCE_EXHAUSTED" and entry["providers"] == []
+    # identical questions are still answered, from the cache
+    assert bank.verify(
+        ent.uscc, grant, {"field": field, "op": "ge", "value": 3, "unit": "month"}
+    ).cached
+
+
+def test_binary_search_cannot_pin_a_value_closer_than_the_grid(federation: Any, bank: Bank) -> None:
+    """The attack: binary search on last year's VAT with 'VAT ≥ t?' questions.  It ends
+    with an interval of one grid cell (10,000 CNY) holding the value; every finer
+    question snaps back onto the cell's edges, is answered from the cache, and says
+    nothing new."""
+    for uscc in usccs(federation, 40)[10:]:
+        vat = records(federation, uscc)["tax_payments"]
+        if vat and vat[0]["tax_vat_paid_last_year"] and vat[0]["tax_vat_paid_last_year"] > 50_000:
+            hidden = Decimal(str(vat[0]["tax_vat_paid_last_year"]))
+            break
+    else:  # pragma: no cover - the generated data always has such an enterprise
+        pytest.fail("no enterprise with VAT paid")
+    ent = Enterprise(federation, uscc)
+    grant = ent.grant(("tax_vat_paid_last_year",))
+    field = "tax_vat_paid_last_year"
+
+    known_lo, known_hi = Decimal(0), Decimal(10**12)  # what the answers really imply
+
+    def at_least(t: Decimal) -> tuple[bool, bool]:
+        nonlocal known_lo, known_hi
+        answer = bank.verify(
+            ent.uscc, grant, {"field": field, "op": "ge", "value": str(t), "unit": "CNY"}
+        )
+        asked = Decimal(json.loads(answer.claim_json)["value"])  # the snapped threshold
+        yes = answer.result == vpb.VERIFICATION_RESULT_TRUE
+        if yes:
+            known_lo = max(known_lo, asked)
+        else:
+            known_hi = min(known_hi, asked)
+        return yes, answer.cached
+
+    lo, hi = Decimal(0), Decimal(2**27)  # the attacker's belief: lo ≤ VAT < hi
+    fresh = 0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        yes, cached = at_least(mid)
+        fresh += not cached
+        if yes:  # the attacker believes the question was exactly 'VAT ≥ mid'
+            lo = mid
+        else:
+            hi = mid
+    grid = Decimal(10_000)
+    cell = (hidden // grid) * grid
+    # sixty questions, but only the first ~14 were new: the rest snapped onto grid points
+    # already asked and came from the cache, free and uninformative
+    assert fresh <= 20
+    # everything the answers imply: the value's grid cell, and nothing finer
+    assert (known_lo, known_hi) == (cell, cell + grid)
+    assert known_lo <= hidden < known_hi and known_hi - known_lo == grid
+    # the attacker's own narrow belief is wrong more often than not: answers were to the
+    # snapped questions, not to the ones it asked
+    for offset in (Decimal(1), Decimal(2_500), Decimal(4_999), Decimal(5_001), Decimal(9_999)):
+        yes, cached = at_least(cell + offset)
+        assert cached, "a question inside the cell is one already answered"
+        assert yes == (offset < 5_000)  # it was answered at the nearest edge of the cell
+    assert (known_lo, known_hi) == (cell, cell + grid)
+
+
+# --- the curious (and the compromised) platform ------------------------------------------------
+
+
+class Platform:
+    """Plays the platform against the providers directly: its TLS certificate, its
+    request-token key and its Paillier key (what a curious platform holds)."""
+
+    def __init__(self, fed: Any, ent: Enterprise, grant: str) -> None:
+        self.fed = fed
+        self.ent = ent
+        self.grant = grant
+        self.grant_jws = ent.grant_jws(grant)
+        self.token_key = SigningKey.load(fed.workdir / "keys" / "platform-token.key")
+        self.paillier = PaillierKeys.load(fed.workdir / "keys" / "platform-paillier.key")
+
+    async def _provider(self, unit: str, stub_class: Any, method: str, request: Any) -> Any:
+        node = self.fed.node(unit.replace("_", "-"))
+        async with secure_channel(
+            node.address, self.fed.client_tls("platform"), PeerIdentity("provider", node.name)
+        ) as channel:
+            return await getattr(stub_class(channel), method)(request, timeout=10.0)
+
+    def roster(self, units: tuple[str, ...]) -> list[masks_pb2.SignedMaskKey]:
+        return [
+            run(
+                self._provider(
+                    u,
+                    masks_pb2_grpc.MaskKeyServiceStub,
+                    "GetSignedMaskKey",
+                    masks_pb2.GetSignedMaskKeyRequest(),
+                )
+            )
+            for u in units
+        ]
+
+    def token(self, unit: str, fields: list[str], rid: str, use: str = "verify") -> str:
+        now = int(time.time())
+        return issue_request_token(
+            self.token_key,
+            RequestClaims(
+                provider=unit,
+                uscc=self.ent.uscc,
+                institution=INSTITUTION,
+                fields=tuple(sorted(fields)),
+                use=use,
+                purpose=PURPOSE,
+                loan_ref=LOAN,
+                grant_id=self.grant,
+                request_id=rid,
+                issued_at=now,
+                expires=now + 60,
+            ),
+        )
+
+    def contribute(
+        self,
+        unit: str,
+        conditions: list[dict[str, Any]],
+        fields: list[str],
+        roster: list[masks_pb2.SignedMaskKey],
+        rid: str,
+        **kw: Any,
+    ) -> Any:
+        request = vpb.ContributeRequest(
+            request_id=rid,
+            uscc=self.ent.uscc,
+            request_token=kw.get("token") or self.token(unit, fields, rid, kw.get("use", "verify")),
+            grant_jws=kw.get("grant_jws", self.grant_jws),
+            protocol=vpb.VERIFICATION_PROTOCOL_ALL,
+            conditions_json=[json.dumps(c) for c in conditions],
+            total_conditions=len(conditions),
+            paillier_n=public_key_bytes(self.paillier.public),
+            participants=roster,
+            claims_sha256="0" * 64,
+        )
+        return run(
+            self._provider(
+                unit, verification_pb2_grpc.ProviderVerificationStub, "Contribute", request
+            )
+        )
+
+
+ONE_EACH = {
+    "tax": ({"field": "tax_in_arrears", "op": "eq", "value": False}, ["tax_in_arrears"]),
+    "social_insurance": ({"field": "si_in_arrears", "op": "eq", "value": False}, ["si_in_arrears"]),
+    "housing_fund": (
+        {"field": "hf_consecutive_normal_months", "op": "ge", "value": 1, "unit": "month"},
+        ["hf_consecutive_normal_months"],
+    ),
+    "utilities": (
+        {"field": "util_elec_in_arrears", "op": "eq", "value": False},
+        ["util_elec_in_arrears"],
+    ),
+    "real_estate": ({"exists": "re_properties"}, ["re_certificate_no"]),
+    "samr": (
+        {
+            "exists": "samr_annual_report",
+            "where": [{"field": "samr_report_year", "op": "eq", "value": 2024}],
+        },
+        ["samr_report_year"],
+    ),
+}
+
+
+def test_curious_platform_view_of_a_composite_does_not_determine_any_answer(
+    federation: Any, sample: list[tuple[Enterprise, str]]
+) -> None:
+    """Every message the platform receives in a six-provider 'all' check, decrypted with
+    its own private key, is explained equally well by any other assignment of answers to
+    providers that gives the same result: it cannot tell who said what."""
+    # an enterprise for which the check is false (the interesting case: true is all-true)
+    for ent, grant in sample:  # noqa: B007 - the loop picks the pair
+        rows = records(federation, ent.uscc)
+        truths = {
+            u: evaluate(claim_from_json(json.dumps(c), CATALOG), rows, CATALOG)
+            for u, (c, _) in ONE_EACH.items()
+        }
+        if Truth.FALSE in truths.values() or Truth.NO_RECORD in truths.values():
+            break
+    platform = Platform(federation, ent, grant)
+    roster = platform.roster(SIX)
+    rid = uuid.uuid4().hex
+    answers = {
+        unit: platform.contribute(unit, [ONE_EACH[unit][0]], ONE_EACH[unit][1], roster, rid)
+        for unit in SIX
+    }
+    n = platform.paillier.public.n
+    pk = platform.paillier.public
+    cts = {u: [ciphertext_from_bytes(pk, c) for c in a.ciphertexts] for u, a in answers.items()}
+    seen = {u: [platform.paillier.decrypt(c) for c in cs] for u, cs in cts.items()}
+    for values in seen.values():  # each provider's message alone: a uniform number mod n
+        assert all(2**256 < v < n - 2**256 for v in values)
+    combined = [platform.paillier.decrypt(add_many([cts[u][i] for u in SIX])) for i in (0, 1)]
+    result = Truth.FALSE if combined[0] else (Truth.NO_RECORD if combined[1] else Truth.TRUE)
+    assert result is t_all(truths.values())
+    if result is Truth.FALSE:
+        # pretend a different provider (and only it) failed, or all of them did
+        liar = next(u for u in SIX if truths[u] is not Truth.FALSE)
+        for alternative in (
+            {u: [Truth.TRUE] for u in SIX} | {liar: [Truth.FALSE]},
+            {u: [Truth.FALSE] for u in SIX},
+        ):
+            explain_all(seen, alternative, n)
+
+
+def test_compromised_platform_cannot_strip_masks_or_skip_the_grant(
+    federation: Any, sample: list[tuple[Enterprise, str]]
+) -> None:
+    from veil.crypto import MaskKey, sign_mask_key
+
+    ent, grant = sample[5]
+    platform = Platform(federation, ent, grant)
+    roster = platform.roster(("tax", "utilities"))
+    cond, fields = ONE_EACH["tax"]
+
+    def refused(**kw: Any) -> grpc.aio.AioRpcError:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            platform.contribute(
+                "tax", [cond], fields, kw.pop("roster", roster), uuid.uuid4().hex, **kw
+            )
+        return info.value
+
+    # a mask key of the platform's own making, signed with the platform's TLS key
+    own = MaskKey.generate()
+    signed = sign_mask_key(
+        own, federation.certs / "platform.key", (federation.certs / "platform.pem").read_bytes()
+    )
+    forged = masks_pb2.SignedMaskKey(
+        node="utilities",
+        unit="utilities",
+        public_key=signed.public_key,
+        signature=signed.signature,
+        certificate_pem=signed.cert_pem,
+    )
+    err = refused(roster=[roster[0], forged])
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "mask key" in (err.details() or "")
+    # another provider's genuine key relabelled as a third provider's
+    relabelled = masks_pb2.SignedMaskKey()
+    relabelled.CopyFrom(roster[1])
+    relabelled.unit = "samr"
+    err = refused(roster=[roster[0], relabelled])
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    err = refused(roster=[roster[0]])  # alone, the mask would be zero
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    err = refused(use="fetch")
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "verify" in (err.details() or "")
+    err = refused(grant_jws="")
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    # and with everything valid it answers
+    assert platform.contribute("tax", [cond], fields, roster, uuid.uuid4().hex).ciphertexts
