@@ -63,7 +63,7 @@ def generate(shape: Shape, out: Path, seed: int = 7) -> tuple[Path, list[PartySp
     out.mkdir(parents=True, exist_ok=True)
     labels = out / "labels.csv"
     specs = [PartySpec(f"p{i}", out / f"p{i}.csv") for i in range(len(shape.providers))]
-    if labels.exists() and all(s.csv.exists() for s in specs):
+    if labels.exists() and all(out.joinpath(f"{s.name}.csv").exists() for s in specs):
         return labels, specs
     rng = np.random.default_rng(seed)
     ids = np.arange(1_000_000, 1_000_000 + shape.rows)
@@ -92,7 +92,7 @@ def generate(shape: Shape, out: Path, seed: int = 7) -> tuple[Path, list[PartySp
     )
     for spec, block in zip(specs, blocks[1:], strict=True):
         write(
-            spec.csv,
+            out / f"{spec.name}.csv",
             ["ID", *(f"{spec.name}_x{j}" for j in range(block.shape[1]))],
             [ids, block],
             ["%d", *(["%.4f"] * block.shape[1])],
@@ -100,32 +100,39 @@ def generate(shape: Shape, out: Path, seed: int = 7) -> tuple[Path, list[PartySp
     return labels, specs
 
 
-def central_auc(labels: Path, specs: list[PartySpec], config: JobConfig) -> tuple[float, float]:
-    """scikit-learn on the same encoded features and split; (test AUC, fit seconds)."""
+def central_auc(
+    labels: Path, specs: list[PartySpec], config: JobConfig
+) -> tuple[float, float, float]:
+    """scikit-learn on the same encoded features and split: test AUC fitted on the same
+    training rows, test AUC fitted on training + validation rows, fit seconds."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
     tables = [read_party_csv(labels, id_column="ID", label_column="y")] + [
-        read_party_csv(s.csv, id_column="ID") for s in specs
+        read_party_csv(s.csv or Path(f"{s.name}.csv"), id_column="ID") for s in specs
     ]
     ids = sorted(set.intersection(*(set(t.ids) for t in tables)))
-    roles = split_roles(len(ids), config.test_size, config.validation_size, config.seed)
-    blocks = []
-    y = np.zeros(0)
+    aligned = []
     for t in tables:
         at = {i: k for k, i in enumerate(t.ids)}
-        a = t.take([at[i] for i in ids])
+        aligned.append(t.take([at[i] for i in ids]))
+    outcomes = aligned[0].labels
+    assert outcomes is not None
+    y = outcomes.astype(float)
+    roles = split_roles(outcomes, config.test_size, config.validation_size, config.seed)
+    blocks = []
+    for a in aligned:
         encs = fit_encoders(a.columns, np.nonzero(roles == 0)[0], config)
         blocks.append(design_matrix(encs, a.columns, len(ids)))
-        if a.labels is not None:
-            y = a.labels.astype(float)
     x = np.hstack(blocks)
-    fit = roles != 2
-    started = time.perf_counter()
-    model = LogisticRegression(C=1.0, max_iter=2000).fit(x[fit], y[fit])
-    seconds = time.perf_counter() - started
     test = roles == 2
-    return float(roc_auc_score(y[test], model.decision_function(x[test]))), seconds
+    aucs, seconds = [], 0.0
+    for fit in (roles == 0, roles != 2):
+        started = time.perf_counter()
+        model = LogisticRegression(C=1.0, max_iter=2000).fit(x[fit], y[fit])
+        seconds = time.perf_counter() - started
+        aucs.append(float(roc_auc_score(y[test], model.decision_function(x[test]))))
+    return aucs[0], aucs[1], seconds
 
 
 def run_shape(shape: Shape, data: Path, epochs: int, binning: bool) -> dict[str, Any]:
@@ -136,7 +143,6 @@ def run_shape(shape: Shape, data: Path, epochs: int, binning: bool) -> dict[str,
         binning=binning,
         allow_single_feature_party=len(specs) == 1,
     )
-    events: list[tuple[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="veil-train-bench-") as tmp:
         run = TrainingRun(Path(tmp), specs, "ID")
         started = time.perf_counter()
@@ -146,14 +152,14 @@ def run_shape(shape: Shape, data: Path, epochs: int, binning: bool) -> dict[str,
                 labels,
                 "y",
                 config,
-                progress=lambda e, d: (events.append((e, d)), _echo(e, d)),
+                progress=_echo,
             )
         )
         wall = time.perf_counter() - started
     history = result.history
     per_epoch = [h.seconds for h in history]
     best = result.best_epoch
-    sk_auc, sk_seconds = central_auc(labels, specs, config)
+    sk_auc, sk_all, sk_seconds = central_auc(labels, specs, config)
     t = result.timings
     return {
         "shape": shape.name,
@@ -178,6 +184,7 @@ def run_shape(shape: Shape, data: Path, epochs: int, binning: bool) -> dict[str,
         "total_s": round(wall, 2),
         "test_auc": round(result.metrics["test"]["auc"], 4),
         "sklearn_test_auc": round(sk_auc, 4),
+        "sklearn_train_val_test_auc": round(sk_all, 4),
         "auc_gap": round(sk_auc - result.metrics["test"]["auc"], 4),
         "sklearn_fit_s": round(sk_seconds, 2),
     }
@@ -186,8 +193,8 @@ def run_shape(shape: Shape, data: Path, epochs: int, binning: bool) -> dict[str,
 def _echo(event: str, data: dict[str, Any]) -> None:
     if event == "epoch":
         print(
-            f"  epoch {data['epoch']}: {data['seconds']:.2f}s val loss {data['validation_loss']:.4f}"
-            f" val AUC {data['validation_auc']:.4f}",
+            f"  epoch {data['epoch']}: {data['seconds']:.2f}s "
+            f"val loss {data['validation_loss']:.4f} val AUC {data['validation_auc']:.4f}",
             file=sys.stderr,
             flush=True,
         )
@@ -215,8 +222,10 @@ def main() -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
     cols = [
         ("shape", "shape"),
         ("rows", "rows"),
@@ -232,6 +241,7 @@ def main() -> int:
         ("to_convergence_s", "to conv. s"),
         ("test_auc", "AUC"),
         ("sklearn_test_auc", "sklearn AUC"),
+        ("sklearn_train_val_test_auc", "sklearn (train+val) AUC"),
     ]
     print(" | ".join(h for _, h in cols))
     for r in rows:

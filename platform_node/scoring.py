@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -75,7 +76,7 @@ from veil.scoring.part import SUM, encrypted_numbers, model_part
 from veil.scoring.spec import ModelSpec, canonical_json
 from veil.server import ServiceBinding
 from veil.tokens import RequestClaims, sign_result
-from veil.uscc import validate_uscc
+from veil.uscc import is_valid_uscc, validate_uscc
 from veil.v1 import provider_scoring_pb2 as ppb
 from veil.v1 import provider_scoring_pb2_grpc, scoring_pb2_grpc
 from veil.v1 import scoring_pb2 as pb
@@ -301,7 +302,14 @@ class OnlineScoring:
         grant_jws: str,
     ) -> Round:
         assert spec.version is not None
-        signed = await self.masks.roster(units)
+        keys = await asyncio.gather(*(self.masks.get(u) for u in units), return_exceptions=True)
+        lost = {u: k for u, k in zip(units, keys, strict=True) if isinstance(k, BaseException)}
+        for error in lost.values():
+            if not isinstance(error, Unavailable):
+                raise error
+        if lost:  # a provider whose mask key cannot be fetched is a drop-out like any other
+            return Round({}, {u: e for u, e in lost.items() if isinstance(e, Unavailable)})
+        signed = [k for k in keys if not isinstance(k, BaseException)]
         now = int(time.time())
         calls = []
         for unit in units:
@@ -536,61 +544,61 @@ class OnlineScoring:
         imputed: list[str],
     ) -> int:
         fields = list(record.spec.fields) if record is not None else []
-        if request.grant_id:
-            with contextlib.suppress(VeilError):
-                await asyncio.to_thread(
-                    self.grants.record_use,
-                    request.grant_id,
-                    request_id=request_id,
-                    institution=institution,
-                    fields=fields,
-                    use=USE,
-                    outcome=outcome,
-                    providers=answered,
-                )
+
+        async def use() -> None:
+            """The grant's own record of uses, written alongside the log append."""
+            if request.grant_id:
+                with contextlib.suppress(VeilError):
+                    await asyncio.to_thread(
+                        self.grants.record_use,
+                        request.grant_id,
+                        request_id=request_id,
+                        institution=institution,
+                        fields=fields,
+                        use=USE,
+                        outcome=outcome,
+                        providers=answered,
+                    )
+
         detail: dict[str, str | int] = {"loan_ref": request.loan_ref} if request.loan_ref else {}
         if record is not None:
             detail.update(model=record.model_id, version=record.version)
         elif request.model_id:
-            with contextlib.suppress(Exception):
-                detail["model"] = request.model_id
+            detail["model"] = request.model_id  # dropped below unless identifier-shaped
         if imputed:
             detail["imputed"] = ",".join(imputed)
-        return await self.audit.record(
-            AuditEvent(
-                type=EventType.SCORE,
-                actor=f"institution/{institution}",
-                request_id=request_id,
-                enterprise=request.uscc if _valid_uscc(request.uscc) else "",
-                grant=request.grant_id if _ident(request.grant_id) else "",
-                purpose=request.purpose if _ident(request.purpose) else "",
-                providers=answered,
-                providers_failed=[f for f in failed if f not in answered],
-                result_sha256=digest,
-                outcome=outcome,
-                detail={k: v for k, v in detail.items() if _detail_ok(v)},
-            )
+        event = AuditEvent(
+            type=EventType.SCORE,
+            actor=f"institution/{institution}",
+            request_id=request_id,
+            enterprise=request.uscc if _valid_uscc(request.uscc) else "",
+            grant=request.grant_id if _ident(request.grant_id) else "",
+            purpose=request.purpose if _ident(request.purpose) else "",
+            providers=answered,
+            providers_failed=[f for f in failed if f not in answered],
+            result_sha256=digest,
+            outcome=outcome,
+            detail={k: v for k, v in detail.items() if _detail_ok(v)},
         )
+        _, index = await asyncio.gather(use(), self.audit.record(event))
+        return int(index)
+
+
+_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
+_DETAIL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/,-]{0,1023}")
 
 
 def _valid_uscc(text: str) -> bool:
-    from veil.uscc import is_valid_uscc
-
     return is_valid_uscc(text)
 
 
 def _ident(text: str) -> bool:
-    import re
-
-    return bool(text) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}", text) is not None
+    """Identifier-shaped (what a log entry accepts); anything else is left out of it."""
+    return _IDENT.fullmatch(text) is not None
 
 
 def _detail_ok(value: str | int) -> bool:
-    import re
-
-    if isinstance(value, int):
-        return True
-    return bool(value) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:@/,-]{0,1023}", value) is not None
+    return isinstance(value, int) or _DETAIL.fullmatch(value) is not None
 
 
 # --- the services and their wiring into the platform daemon ------------------------------

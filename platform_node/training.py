@@ -558,17 +558,20 @@ class LabelParty:
                 + ", ".join(f"{k} {r.rows}" for k, r in self.remotes.items())
                 + ")"
             )
+        label_rows = np.asarray([label_row[ident] for ident, _ in matched], dtype=np.int64)
+        self.aligned = self.table.take(label_rows)
+        assert self.aligned.labels is not None
         self.roles = split_roles(
-            n, self.config.test_size, self.config.validation_size, self.config.seed
+            self.aligned.labels,
+            self.config.test_size,
+            self.config.validation_size,
+            self.config.seed,
         )
         self.counts.update(
             train=int((self.roles == ROLE_TRAIN).sum()),
             validation=int((self.roles == ROLE_VALIDATION).sum()),
             test=int((self.roles == ROLE_TEST).sum()),
         )
-        label_rows = np.asarray([label_row[ident] for ident, _ in matched], dtype=np.int64)
-        self.aligned = self.table.take(label_rows)
-        assert self.aligned.labels is not None
         labels = self.aligned.labels.astype(np.float64)
         for role in (ROLE_TRAIN, ROLE_VALIDATION, ROLE_TEST):
             self.y[role] = labels[self.roles == role]

@@ -44,6 +44,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -85,6 +86,9 @@ log = logging.getLogger("veil.platform.verification")
 
 MAX_REQUEST_ID = 64
 MIN_REQUEST_ID = 16
+REQUEST_ID_RE = re.compile(
+    rf"[A-Za-z0-9][A-Za-z0-9._:@-]{{{MIN_REQUEST_ID - 1},{MAX_REQUEST_ID - 1}}}"
+)
 RESULTS = {
     Truth.TRUE: vpb.VERIFICATION_RESULT_TRUE,
     Truth.FALSE: vpb.VERIFICATION_RESULT_FALSE,
@@ -183,9 +187,10 @@ class Verification:
         question: Question | None = None
         spent = False
         try:
-            if not MIN_REQUEST_ID <= len(request_id) <= MAX_REQUEST_ID:
+            if not REQUEST_ID_RE.fullmatch(request_id):
                 raise InvalidArgument(
-                    f"request_id must be {MIN_REQUEST_ID} to {MAX_REQUEST_ID} characters"
+                    f"request_id must be {MIN_REQUEST_ID} to {MAX_REQUEST_ID} characters "
+                    "from A-Z a-z 0-9 . _ : @ -"
                 )
             validate_uscc(request.uscc)
             claim = snap(
@@ -392,7 +397,7 @@ class Verification:
             AuditEvent(
                 type=EventType.VERIFICATION,
                 actor=f"institution/{institution}",
-                request_id=request_id,
+                request_id=request_id if _identifier(request_id) else "",
                 enterprise=request.uscc if _valid_uscc(request.uscc) else "",
                 grant=request.grant_id if _identifier(request.grant_id) else "",
                 purpose=request.purpose if _identifier(request.purpose) else "",
@@ -429,8 +434,6 @@ def _valid_uscc(value: str) -> bool:
 
 
 def _identifier(value: str, max_len: int = 128) -> bool:
-    import re
-
     return (
         bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:@/,-]*", value or "")) and len(value) <= max_len
     )

@@ -11,6 +11,7 @@ never decoded (its masks would not cancel) and never reported as a partial yes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -37,7 +38,7 @@ from veil.claims import (
     t_any,
     t_at_least,
 )
-from veil.composite import Protocol, ciphertexts_digest, combined_reader, decide
+from veil.composite import CIPHERTEXTS, Protocol, ciphertexts_digest, combined_reader, decide
 from veil.crypto import PaillierKeys, public_key_bytes
 from veil.errors import FailedPrecondition, PermissionDenied, Unavailable, VeilError
 from veil.tokens import KeySet, RequestClaims
@@ -129,12 +130,11 @@ class AnswerKeys:
                 continue  # not serving verification (or down): not published now
         return out
 
-    async def check(self, unit: str, token: str, asked: Asked) -> dict[str, Any]:
+    async def check(self, unit: str, token: str, asked: Asked, request_id: str) -> dict[str, Any]:
+        """The provider's signed answer, checked: its key, this request, this enterprise."""
         kid = _kid(token)
         claims = verify_answer(token, await self.for_unit(unit, kid), unit=unit)
-        if claims.get("jti") != asked.request_id and not str(claims.get("jti", "")).startswith(
-            asked.request_id + "-"
-        ):
+        if claims.get("jti") != request_id:
             raise PermissionDenied(f"provider {unit!r} signed an answer to another request")
         if claims.get("sub") != asked.uscc:
             raise PermissionDenied(f"provider {unit!r} signed an answer about another enterprise")
@@ -247,8 +247,8 @@ class Fanout:
         truth = TRUTHS.get(answer.result)
         if truth is None or answer.request_id != rid:
             raise FailedPrecondition(f"provider {unit!r} gave a malformed answer")
-        signed = await self.answer_keys.check(unit, answer.attestation, asked)
-        if signed.get("result") != truth.value or signed.get("jti") != rid:
+        signed = await self.answer_keys.check(unit, answer.attestation, asked, rid)
+        if signed.get("result") != truth.value:
             raise PermissionDenied(f"provider {unit!r}'s signature does not match its answer")
         return truth, answer.attestation
 
@@ -288,11 +288,11 @@ class Fanout:
                 for unit in exc.failed:
                     self.masks.forget(unit)
             raise
-        expected = {Protocol.COUNT: 1}.get(plan.protocol, 2)
+        expected = CIPHERTEXTS[plan.protocol]
         for unit, answer in answers.items():
             if len(answer.ciphertexts) != expected:
                 raise FailedPrecondition(f"provider {unit!r} sent a malformed contribution")
-            signed = await self.answer_keys.check(unit, answer.attestation, asked)
+            signed = await self.answer_keys.check(unit, answer.attestation, asked, asked.request_id)
             if signed.get("ciphertexts_sha256") != ciphertexts_digest(list(answer.ciphertexts)):
                 raise PermissionDenied(
                     f"provider {unit!r}'s signature does not cover its contribution"
@@ -338,7 +338,8 @@ class Fanout:
                     else AnyOf(tuple(conditions))
                 ]
             for claim in parts:
-                rid = f"{asked.request_id}-{i:02d}"
+                # a request id per call (providers refuse a replayed one), of the same length
+                rid = hashlib.sha256(f"{asked.request_id}|{i}".encode()).hexdigest()[:32]
                 fields = claim_fields(claim, self.catalog)
                 calls[f"{unit}#{i}"] = self.ask(unit, canonical_json(claim), fields, asked, rid)
                 i += 1

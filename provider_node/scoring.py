@@ -423,7 +423,6 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
             f"loan_ref={claims.loan_ref};grant={grant.grant_id};{detail};"
             f"participants={','.join(sorted(s.unit for s in request.participants))}"
         )
-        await self._record("PartialScore", rid, request.uscc, "answered", detail, part.fields)
         masks = self.masks
         assert masks is not None
         modulus = installed.public_key.n
@@ -434,7 +433,13 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
             mask = masks.mask(peers, request_id=rid, context=MASK_CONTEXT, modulus=modulus)
             return ciphertext_bytes(protect(unprotected_partial(installed, rows), mask, pool))
 
-        return pb.PartialScoreResponse(request_id=rid, ciphertext=await asyncio.to_thread(compute))
+        # The ledger row is committed before the answer leaves (not necessarily before the
+        # computation): both run at once.
+        _, ciphertext = await asyncio.gather(
+            self._record("PartialScore", rid, request.uscc, "answered", detail, part.fields),
+            asyncio.to_thread(compute),
+        )
+        return pb.PartialScoreResponse(request_id=rid, ciphertext=ciphertext)
 
     async def InstallBatch(self, request_iterator: Any, context: Any) -> pb.InstallBatchResponse:
         if self.batch is None:

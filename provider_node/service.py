@@ -254,6 +254,11 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
                 request_token=request.request_token,
                 grant_jws=request.grant_jws,
             )
+            if claims.use != "fetch":
+                raise PermissionDenied(
+                    f"the request token is for use {claims.use!r}; values are fetched only "
+                    "under a token (and grant) for 'fetch'"
+                )
             if claims.recipient is None:
                 raise PermissionDenied(
                     "the request token names no recipient key: detail values leave this "

@@ -475,7 +475,7 @@ def claims(uscc: str, grant_id: str | None, fields: tuple[str, ...], **kw: Any) 
         uscc=uscc,
         institution=kw.get("institution", INSTITUTION),
         fields=fields,
-        use="fetch",
+        use=kw.get("use", "fetch"),
         purpose=kw.get("purpose", PURPOSE),
         loan_ref=LOAN,
         grant_id=grant_id,
@@ -663,6 +663,20 @@ def test_token_for_another_provider_or_forged_or_altered_gets_nothing(
         request_id=rid,
     )
     assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_provider_refuses_to_fetch_under_a_score_token(federation: Any, ent: Enterprise) -> None:
+    """A grant for scoring (and fetching) still yields values only to a 'fetch' token."""
+    info = ent.grant(TAX_FIELDS, uses=["fetch", "score"])
+    rid = uuid.uuid4().hex
+    token = issue_request_token(
+        platform_key(federation),
+        claims(ent.uscc, info.grant_id, TAX_FIELDS, request_id=rid, use="score"),
+    )
+    code, why = provider_fetch(
+        federation, ent, info.grant_jws, TAX_FIELDS, token=token, request_id=rid
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "fetch" in why
 
 
 def test_fetch_without_recipient_key_is_refused(

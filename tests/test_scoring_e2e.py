@@ -14,6 +14,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -511,9 +512,17 @@ def test_drop_out_reruns_without_an_imputable_provider_and_fails_for_a_required_
         assert code == grpc.StatusCode.UNAVAILABLE and "'tax'" in why and "does not allow" in why
     finally:
         start_provider(federation, "tax")
-    # everyone back: a full score again
-    again = score(federation, scorer.uscc, model.model_id, score_grant.grant_id)
-    assert not again.providers_missing
+    # everyone back: a full score again, once the platform's channels have reconnected
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            again = score(federation, scorer.uscc, model.model_id, score_grant.grant_id)
+            if not again.providers_missing:
+                break
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() < deadline, "providers did not come back"
+        time.sleep(0.5)
 
 
 def test_score_is_in_the_transparency_log(

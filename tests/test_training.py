@@ -24,7 +24,7 @@ from veil.crypto import (
 )
 from veil.errors import FailedPrecondition, InvalidArgument
 from veil.training import psi
-from veil.training.binning import bin_counts, quantile_edges, woe_iv
+from veil.training.binning import quantile_edges, woe_iv
 from veil.training.config import JobConfig, epoch_batches, min_batch_size, split_roles
 from veil.training.encoding import ColumnEncoder, design_matrix, fit_encoders
 from veil.training.metrics import auc, curves, ks, log_loss
@@ -114,7 +114,9 @@ def test_encoders_standardise_one_hot_and_drop_useless_columns() -> None:
 
 
 def test_woe_encoding_uses_the_bin_table() -> None:
-    enc = ColumnEncoder.fit("v", [str(v) for v in range(100)], JobConfig(encoding="woe", max_bins=4))
+    enc = ColumnEncoder.fit(
+        "v", [str(v) for v in range(100)], JobConfig(encoding="woe", max_bins=4)
+    )
     table = [float(i) for i in range(enc.n_bins)]
     enc.set_woe(table, [25, 25, 25, 25, 0])
     assert enc.encode(["0", "99", ""]).ravel().tolist() == [0.0, 3.0, 0.0]  # empty bin → 0
@@ -202,9 +204,11 @@ def test_group_secret_opens_only_for_its_recipient() -> None:
 
 
 def test_split_and_batches_are_deterministic() -> None:
-    r1, r2 = split_roles(1000, 0.3, 0.2, 4), split_roles(1000, 0.3, 0.2, 4)
+    y = (np.arange(1000) % 10 == 0).astype(np.int8)  # 10 % defaults
+    r1, r2 = split_roles(y, 0.3, 0.2, 4), split_roles(y, 0.3, 0.2, 4)
     assert np.array_equal(r1, r2)
     assert [int((r1 == k).sum()) for k in (0, 1, 2)] == [560, 140, 300]
+    assert [int(y[r1 == k].sum()) for k in (0, 1, 2)] == [56, 14, 30]  # stratified
     batches = epoch_batches(1000, 300, 4, 0)
     assert [len(b) for b in batches] == [300, 300, 400]  # the short tail is merged
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))

@@ -86,7 +86,10 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "b": write_csv(
             d / "b.csv",
             ["ID", "b1", "b2", "b3", "const", "empty"],
-            [[ids[i], f"{x[i, 3]:.4f}", f"{x[i, 4]:.4f}", f"{x[i, 5]:.4f}", "7", ""] for i in range(n)]
+            [
+                [ids[i], f"{x[i, 3]:.4f}", f"{x[i, 4]:.4f}", f"{x[i, 5]:.4f}", "7", ""]
+                for i in range(n)
+            ]
             + [["X999999", "1", "2", "3", "7", ""]],
         ),
     }
@@ -94,25 +97,35 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def central_auc(
     tables: Mapping[str, PartyTable], label_party: str, config: JobConfig
-) -> tuple[float, list[str], np.ndarray]:
-    """scikit-learn, trained centrally on the same encoded features and split."""
+) -> tuple[float, list[str], np.ndarray, float]:
+    """scikit-learn, trained centrally on the same encoded features and split.
+
+    Returns its test AUC when fitted on the same training rows as the federated gradient,
+    the test IDs and labels, and its test AUC when fitted on training *and* validation
+    rows (everything but test: more data than the federated model, which holds the
+    validation rows out for early stopping).
+    """
     ids = sorted(set.intersection(*(set(t.ids) for t in tables.values())))
-    roles = split_roles(len(ids), config.test_size, config.validation_size, config.seed)
-    blocks, y = [], np.zeros(0)
+    aligned = {}
     for name, t in tables.items():
         at = {i: k for k, i in enumerate(t.ids)}
-        a = t.take([at[i] for i in ids])
+        aligned[name] = t.take([at[i] for i in ids])
+    labels = aligned[label_party].labels
+    assert labels is not None
+    y = labels.astype(float)
+    roles = split_roles(labels, config.test_size, config.validation_size, config.seed)
+    blocks = []
+    for a in aligned.values():
         encs = fit_encoders(a.columns, np.nonzero(roles == 0)[0], config)
         blocks.append(design_matrix(encs, a.columns, len(ids)))
-        if name == label_party:
-            assert a.labels is not None
-            y = a.labels.astype(float)
     x = np.hstack(blocks)
-    fit = roles != ROLE_TEST
-    model = LogisticRegression(C=1.0, max_iter=5000).fit(x[fit], y[fit])
     test = roles == ROLE_TEST
+    aucs = []
+    for fit in (roles == 0, roles != ROLE_TEST):
+        model = LogisticRegression(C=1.0, max_iter=5000).fit(x[fit], y[fit])
+        aucs.append(float(roc_auc_score(y[test], model.decision_function(x[test]))))
     test_ids = [i for i, r in zip(ids, roles, strict=True) if r == ROLE_TEST]
-    return float(roc_auc_score(y[test], model.decision_function(x[test]))), test_ids, y[test]
+    return aucs[0], test_ids, y[test], aucs[1]
 
 
 def veil(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -169,11 +182,12 @@ def test_veil_train_cli_end_to_end(synthetic: dict[str, Path], tmp_path: Path) -
         "a": read_party_csv(synthetic["a"], id_column="ID"),
         "b": read_party_csv(synthetic["b"], id_column="ID"),
     }
-    sk_auc, test_ids, y_test = central_auc(tables, "platform", config)
+    sk_auc, test_ids, y_test, sk_all = central_auc(tables, "platform", config)
     logits = score_document(doc, tables, test_ids)
     assert roc_auc_score(y_test, logits) == pytest.approx(summary["test_auc"], abs=1e-6)
     # ... and matches scikit-learn trained centrally on the same features and split
     assert abs(summary["test_auc"] - sk_auc) <= 0.01, (summary["test_auc"], sk_auc)
+    assert abs(summary["test_auc"] - sk_all) <= 0.01, (summary["test_auc"], sk_all)
 
 
 def test_bad_input_fails_cleanly(synthetic: dict[str, Path], tmp_path: Path) -> None:
@@ -213,7 +227,9 @@ def _train(
     resume: bool = False,
     kill_after_epoch: int | None = None,
 ) -> Any:
-    run = TrainingRun(workdir, [PartySpec("a", synthetic["a"]), PartySpec("b", synthetic["b"])], "ID")
+    run = TrainingRun(
+        workdir, [PartySpec("a", synthetic["a"]), PartySpec("b", synthetic["b"])], "ID"
+    )
 
     def progress(event: str, data: dict[str, Any]) -> None:
         if event == "epoch" and data["epoch"] == kill_after_epoch:
@@ -229,7 +245,9 @@ def test_disconnect_fails_naming_the_party_and_resumes(
 ) -> None:
     config = JobConfig(max_epochs=4, patience=10, batch_size=512, binning=False)
     reference = _train(tmp_path / "reference", synthetic, config)
-    with pytest.raises(Unavailable, match=r"feature party 'b' disconnected during Forward \(epoch 2"):
+    with pytest.raises(
+        Unavailable, match=r"feature party 'b' disconnected during Forward \(epoch 2"
+    ):
         _train(tmp_path / "job", synthetic, config, kill_after_epoch=1)
     resumed = _train(tmp_path / "job", synthetic, config, resume=True)
     assert resumed.resumed_from == 1 and resumed.epochs == 4
@@ -243,7 +261,9 @@ def test_disconnect_fails_naming_the_party_and_resumes(
 
 
 def test_only_the_platform_may_call_a_party(synthetic: dict[str, Path], tmp_path: Path) -> None:
-    run = TrainingRun(tmp_path, [PartySpec("a", synthetic["a"]), PartySpec("b", synthetic["b"])], "ID")
+    run = TrainingRun(
+        tmp_path, [PartySpec("a", synthetic["a"]), PartySpec("b", synthetic["b"])], "ID"
+    )
     run.prepare()
     bank = init_dev_pki(run.certs, [("institution", "bank")])["bank"]
     run.start()
@@ -254,7 +274,7 @@ def test_only_the_platform_may_call_a_party(synthetic: dict[str, Path], tmp_path
             async with secure_channel(run.address("a"), tls, PeerIdentity("provider", "a")) as ch:
                 stub = training_pb2_grpc.TrainingServiceStub(ch)
                 try:
-                    await stub.Backward(pb.BackwardRequest(), timeout=5)  # type: ignore[misc]
+                    await stub.Backward(pb.BackwardRequest(), timeout=5)
                 except grpc.aio.AioRpcError as err:
                     return err.code()
             return grpc.StatusCode.OK
@@ -277,7 +297,9 @@ def test_parity_breast_cancer_split_across_two_parties(tmp_path: Path) -> None:
     x, y = data.data, data.target
     ids = [f"P{i:04d}" for i in range(len(y))]
     names = [n.replace(" ", "_") for n in data.feature_names]
-    labels = write_csv(tmp_path / "labels.csv", ["ID", "y"], [[ids[i], int(y[i])] for i in range(len(y))])
+    labels = write_csv(
+        tmp_path / "labels.csv", ["ID", "y"], [[ids[i], int(y[i])] for i in range(len(y))]
+    )
     a = write_csv(
         tmp_path / "a.csv", ["ID", *names[:15]], [[ids[i], *x[i, :15]] for i in range(len(y))]
     )
@@ -292,9 +314,14 @@ def test_parity_breast_cancer_split_across_two_parties(tmp_path: Path) -> None:
         "a": read_party_csv(a, id_column="ID"),
         "b": read_party_csv(b, id_column="ID"),
     }
-    sk_auc, _, _ = central_auc(tables, "platform", config)
+    sk_auc, _, _, sk_all = central_auc(tables, "platform", config)
     assert result.features == {"platform": 0, "a": 15, "b": 15}
-    assert abs(result.metrics["test"]["auc"] - sk_auc) <= 0.01, (result.metrics["test"], sk_auc)
+    test_auc = result.metrics["test"]["auc"]
+    assert abs(test_auc - sk_auc) <= 0.01 and abs(test_auc - sk_all) <= 0.01, (
+        test_auc,
+        sk_auc,
+        sk_all,
+    )
 
 
 POPULATION_UNITS = ("samr", "social_insurance", "tax", "utilities")
@@ -357,10 +384,13 @@ def test_parity_on_the_generated_population_and_scoring_format(tmp_path: Path) -
     result = asyncio.run(train_files(run, files["labels"], "default", config))
     tables = {"platform": read_party_csv(files["labels"], id_column="uscc", label_column="default")}
     tables |= {u: read_party_csv(files[u], id_column="uscc") for u in POPULATION_UNITS}
-    sk_auc, test_ids, _ = central_auc(tables, "platform", config)
+    sk_auc, test_ids, _, sk_all = central_auc(tables, "platform", config)
     test_auc = result.metrics["test"]["auc"]
     assert test_auc > 0.75
-    assert abs(test_auc - sk_auc) <= 0.01, (test_auc, sk_auc)
+    # Same training rows: parity.  (scikit-learn on training + validation rows sees 25 %
+    # more data; with ~55 defaults in the test split that moves the AUC by about 0.01 on
+    # its own, so it is reported, not asserted, here.)
+    assert abs(test_auc - sk_auc) <= 0.01, (test_auc, sk_auc, sk_all)
     # the model in the scoring registry's format evaluates like the trained model
     for part in result.parts.values():
         part["party"] = part["party"].replace("-", "_")
@@ -378,7 +408,9 @@ def test_parity_on_the_generated_population_and_scoring_format(tmp_path: Path) -
 
 def test_woe_encoding_with_iv_selection(synthetic: dict[str, Path], tmp_path: Path) -> None:
     config = JobConfig(encoding="woe", iv_threshold=0.05, max_epochs=15, batch_size=256)
-    run = TrainingRun(tmp_path, [PartySpec("a", synthetic["a"]), PartySpec("b", synthetic["b"])], "ID")
+    run = TrainingRun(
+        tmp_path, [PartySpec("a", synthetic["a"]), PartySpec("b", synthetic["b"])], "ID"
+    )
     result = asyncio.run(train_files(run, synthetic["labels"], "y", config))
     by_party: dict[str, int] = {}
     for row in result.iv_table:
@@ -398,7 +430,7 @@ def test_woe_encoding_with_iv_selection(synthetic: dict[str, Path], tmp_path: Pa
         "a": read_party_csv(synthetic["a"], id_column="ID"),
         "b": read_party_csv(synthetic["b"], id_column="ID"),
     }
-    _, test_ids, y_test = central_auc(tables, "platform", replace(config, encoding="standard"))
+    _, test_ids, y_test, _ = central_auc(tables, "platform", replace(config, encoding="standard"))
     z = score_document(doc, tables, test_ids)
     assert roc_auc_score(y_test, z) == pytest.approx(result.metrics["test"]["auc"], abs=1e-6)
     assert result.metrics["test"]["auc"] > 0.8

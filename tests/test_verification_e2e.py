@@ -511,6 +511,16 @@ def test_bad_claims_are_invalid_argument(
     assert needle in (err.details() or "")
 
 
+def test_malformed_request_ids_are_refused(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    ent, grant = sample[0]
+    for rid in ("too-short", "has spaces in it, quite long", "x" * 65):
+        err = bank.refused(ent.uscc, grant, SINGLE_CLAIMS[0], request_id=rid)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "request_id" in (err.details() or "")
+
+
 def test_verification_needs_a_grant_covering_verify_of_those_fields(
     federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
 ) -> None:
@@ -813,7 +823,7 @@ def test_curious_platform_view_of_a_composite_does_not_determine_any_answer(
     for values in seen.values():  # each provider's message alone: a uniform number mod n
         assert all(2**256 < v < n - 2**256 for v in values)
     combined = [platform.paillier.decrypt(add_many([cts[u][i] for u in SIX])) for i in (0, 1)]
-    result = Truth.FALSE if combined[0] else (Truth.NO_RECORD if combined[1] else Truth.TRUE)
+    result = Truth.TRUE if not combined[0] else (Truth.FALSE if combined[1] else Truth.NO_RECORD)
     assert result is t_all(truths.values())
     if result is Truth.FALSE:
         # pretend a different provider (and only it) failed, or all of them did

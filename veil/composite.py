@@ -13,21 +13,24 @@ times a fresh ``r^n`` from a randomness pool, so no two are linkable or testable
 What the ``c_i`` are, per protocol (``r``, ``r'``, ``r''`` fresh uniform in [1, n) each
 time; ``D_i``/``U_i`` counts of the provider's *decisive* / *no-record* conditions):
 
-``all``   decisive = false.  ``c = (r·D_i, r'·U_i + r''·D_i)``.  ``Σ r·D_i`` is 0 iff no
-          condition anywhere is false, otherwise uniform on Z_n (one non-zero ``r·D_i``
-          is uniform, D_i < n being invertible); the second sum is 0 iff nothing is false
-          and nothing lacks a record, and uniform as soon as something is false.  The
-          platform reads: first ≠ 0 → false; else second ≠ 0 → no record; else true — the
-          answer and nothing else (except with probability 2/n).
-``any``   the same with decisive = true: first ≠ 0 → true; else second ≠ 0 → no record;
-          else false.
+``all``   decisive = false.  ``c = (r·D_i + r'·U_i, r''·D_i)``.  The first sum is 0 iff
+          no condition anywhere is false or lacks a record, otherwise uniform on Z_n (one
+          non-zero ``r·D_i`` or ``r'·U_i`` is uniform, D_i, U_i < n being invertible); the
+          second is 0 iff nothing is false.  The platform reads: first = 0 → true (one
+          decryption: the common case of an honest declaration); else second ≠ 0 →
+          false, else no record — the answer and nothing else (except with probability
+          2/n).  When the answer is false the first sum is uniform whatever U is.
+``any``   the same with decisive = true: first = 0 → false; else second ≠ 0 → true;
+          else no record.
 ``count`` ``at_least k`` of m conditions: ``c = T_i + (m+1)·U_i`` (true / no-record
           counts); the platform reads T = Σ mod (m+1) and U = Σ div (m+1).  **It learns
           both counts**, not which conditions they are.
-``sum``   ``Σ fields op t``: ``c = (⌊10⁴·s_i⌉ + r'·U_i, r·U_i)`` with s_i the provider's
-          partial sum (exact to 10⁻⁴ of the unit, signed values as centred residues).
-          Second ≠ 0 → no record (and the first is then uniform); else the platform
-          decodes Σ s_i and compares.  **It learns the sum**, not the terms.
+``sum``   ``Σ fields op t``: ``c = ⌊10⁴·s_i⌉ + r·U_i`` with s_i the provider's partial sum
+          (exact to 10⁻⁴ of the unit, signed values as centred residues) and U_i its
+          summed fields without a record.  If no term lacks a record, the combined value
+          is the exact sum (|Σ| < 2^80); if one does, it is uniform on Z_n and falls
+          outside ±:data:`SUM_BOUND` except with probability < 2^-1700: no record.
+          **It learns the sum**, not the terms.
 
 Collusion: the platform together with every provider but one can remove that provider's
 masks (they share its pairwise seeds) and read its ``c_i``.  See LEAKAGE.md.
@@ -68,6 +71,9 @@ __all__ = [
 
 SUM_SCALE = 10**4
 """Sums travel as integers in units of 10⁻⁴ (stores keep 4 decimal places)."""
+SUM_BOUND = 2**256
+"""A genuine combined sum is far inside ±2^256 (16 terms below 10^18 · 10^4); a value
+outside it is the uniform residue of a sum with a missing term."""
 
 
 class Protocol(StrEnum):
@@ -79,7 +85,7 @@ class Protocol(StrEnum):
     PLAINTEXT = "plaintext"  # benchmark baseline: answers in the clear to the platform
 
 
-CIPHERTEXTS = {Protocol.ALL: 2, Protocol.ANY: 2, Protocol.COUNT: 1, Protocol.SUM: 2}
+CIPHERTEXTS = {Protocol.ALL: 2, Protocol.ANY: 2, Protocol.COUNT: 1, Protocol.SUM: 1}
 
 
 def _nonzero_random(n: int) -> int:
@@ -105,8 +111,8 @@ def plain_contribution(
         d = sum(1 for t in truths if t is decisive)
         u = sum(1 for t in truths if t is Truth.NO_RECORD)
         return [
+            (_nonzero_random(n) * d + _nonzero_random(n) * u) % n,
             _nonzero_random(n) * d % n,
-            (_nonzero_random(n) * u + _nonzero_random(n) * d) % n,
         ]
     if protocol is Protocol.COUNT:
         if total < len(truths):
@@ -116,10 +122,7 @@ def plain_contribution(
         return [(t + (total + 1) * u) % n]
     if protocol is Protocol.SUM:
         value = 0 if partial_sum is None else round(partial_sum * SUM_SCALE)
-        return [
-            (value + _nonzero_random(n) * missing) % n,
-            _nonzero_random(n) * missing % n,
-        ]
+        return [(value + _nonzero_random(n) * missing) % n]
     raise InvalidArgument(f"protocol {protocol} has no masked contribution")
 
 
@@ -141,7 +144,7 @@ def decide(
     """The answer from the decrypted sums, and what the platform learned beyond it
     (``{"true": "2", "no_record": "0"}`` for count, ``{"sum": "…"}`` for sum).
 
-    ``sums(i)`` decrypts the i-th combined ciphertext; the second one of all/any/sum is
+    ``sums(i)`` decrypts the i-th combined ciphertext; the second one of all/any is
     decrypted only when the first does not decide (a plain sequence works too).
     """
     if not callable(sums):
@@ -151,9 +154,9 @@ def decide(
         decisive, other = (
             (Truth.FALSE, Truth.TRUE) if protocol is Protocol.ALL else (Truth.TRUE, Truth.FALSE)
         )
-        if sums(0) % n:
-            return decisive, {}
-        return (Truth.NO_RECORD if sums(1) % n else other), {}
+        if sums(0) % n == 0:
+            return other, {}
+        return (decisive if sums(1) % n else Truth.NO_RECORD), {}
     if protocol is Protocol.COUNT:
         value = sums(0) % n
         true, unknown = value % (total + 1), value // (total + 1)
@@ -162,10 +165,11 @@ def decide(
         revealed = {"true": str(true), "no_record": str(unknown)}
         return t_at_least(k, true, unknown), revealed
     if protocol is Protocol.SUM:
-        if sums(1) % n:
+        combined = _centred(sums(0), n)
+        if abs(combined) >= SUM_BOUND:
             return Truth.NO_RECORD, {}
         assert threshold is not None
-        total_sum = Decimal(_centred(sums(0), n)) / SUM_SCALE
+        total_sum = Decimal(combined) / SUM_SCALE
         return compare(total_sum, op, threshold), {"sum": format(total_sum.normalize(), "f")}
     raise InvalidArgument(f"protocol {protocol} is not combined under encryption")
 

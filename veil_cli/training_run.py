@@ -45,7 +45,7 @@ from veil.training.table import read_party_csv
 log = logging.getLogger(__name__)
 
 LABEL_NODE = "platform"
-STARTUP_TIMEOUT_S = 60.0
+STARTUP_TIMEOUT_S = 900.0  # reading a wide CSV can take minutes; an exit is seen at once
 STOP_TIMEOUT_S = 15.0
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_ERROR = "veil-training-party: "
@@ -59,8 +59,13 @@ def node_name(party: str) -> str:
 
 @dataclass
 class PartySpec:
+    """A feature party: its CSV, or (federation training) its node configuration, whose
+    store it reads, and its feature definitions."""
+
     name: str
-    csv: Path
+    csv: Path | None = None
+    store_config: Path | None = None
+    features: Path | None = None
 
     @property
     def node(self) -> str:
@@ -74,12 +79,13 @@ class TrainingRun:
     id_column: str
     uscc: bool = False
     workers: int = 2
+    certs_dir: Path | None = None
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def certs(self) -> Path:
-        return self.workdir / "certs"
+        return self.certs_dir or self.workdir / "certs"
 
     @property
     def logs(self) -> Path:
@@ -132,8 +138,9 @@ class TrainingRun:
                 "party",
                 "--name",
                 p.node,
-                "--csv",
-                str(p.csv),
+                *(["--csv", str(p.csv)] if p.csv is not None else []),
+                *(["--store-config", str(p.store_config)] if p.store_config is not None else []),
+                *(["--features", str(p.features)] if p.features is not None else []),
                 "--id-column",
                 self.id_column,
                 "--listen",
@@ -269,18 +276,22 @@ def _serve_party(args: argparse.Namespace) -> int:
     from provider_node.training import FeatureParty, training_binding
 
     tls = TLSConfig(ca=Path(args.ca), cert=Path(args.cert), key=Path(args.key))
-    csv_path = Path(args.csv)
-
     cache: list[Any] = []
 
-    def load() -> Any:
-        """This process serves one job's file: read (and check) it once, at start."""
-        if not cache:
-            cache.append(
-                read_party_csv(
-                    csv_path, id_column=args.id_column, uscc=args.uscc, source=f"party {args.name}"
-                )
+    def read() -> Any:
+        source = f"party {args.name}"
+        if args.csv:
+            return read_party_csv(
+                Path(args.csv), id_column=args.id_column, uscc=args.uscc, source=source
             )
+        if not args.store_config or not args.features:
+            raise InvalidArgument("a party needs --csv, or --store-config with --features")
+        return _store_table(Path(args.store_config), Path(args.features), source)
+
+    def load() -> Any:
+        """This process serves one job's data: read (and check) it once, at start."""
+        if not cache:
+            cache.append(read())
         return cache[0]
 
     try:
@@ -300,12 +311,39 @@ def _serve_party(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_table(config_path: Path, features: Path, source: str) -> Any:
+    """The party's table from its own provider store (its node configuration)."""
+    import json
+
+    from provider_node.settings import provider_settings
+    from veil.catalog import load_catalog
+    from veil.config import load_node_config
+    from veil.store import ProviderStore, load_mapping
+    from veil.training.store_source import store_table
+
+    config = load_node_config(config_path)
+    settings = provider_settings(config)
+    catalog = load_catalog()
+    mapping = load_mapping(settings.mapping.removeprefix("builtin:"), catalog)
+    try:
+        definitions = json.loads(features.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"{source}: cannot read feature definitions ({exc})") from None
+    store = ProviderStore(config.store_url, mapping, catalog)
+    try:
+        return store_table(store, definitions, catalog, source=source)
+    finally:
+        store.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m veil_cli.training_run")
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("party", help="serve one feature party of a training job (internal)")
     p.add_argument("--name", required=True)
-    p.add_argument("--csv", required=True)
+    p.add_argument("--csv")
+    p.add_argument("--store-config", help="the provider node's TOML (federation training)")
+    p.add_argument("--features", help="feature definitions JSON (with --store-config)")
     p.add_argument("--id-column", required=True)
     p.add_argument("--listen", required=True)
     p.add_argument("--ca", required=True)

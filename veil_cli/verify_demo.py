@@ -54,6 +54,7 @@ def _application(fed: Any, uscc: str) -> dict[str, Any]:
     for unit, fields in (
         ("tax", ["tax_vat_paid_last_year"]),
         ("housing_fund", ["hf_total_contribution_last_year"]),
+        ("utilities", ["util_gas_account_no"]),
         ("real_estate", ["re_certificate_no", "re_area"]),
         ("samr", ["samr_report_year", "samr_total_revenue"]),
     ):
@@ -75,7 +76,12 @@ def _applicant(fed: Any, fallback: str) -> str:
     with (fed.data / "labels.csv").open(newline="") as fh:
         for _, row in zip(range(300), csv.DictReader(fh), strict=False):
             app = _application(fed, row["uscc"])
-            wanted = ("re_certificate_no", "hf_total_contribution_last_year", "samr_total_revenue")
+            wanted = (
+                "re_certificate_no",
+                "hf_total_contribution_last_year",
+                "samr_total_revenue",
+                "util_gas_account_no",
+            )
             if all(k in app for k in wanted) and app.get("tax_vat_paid_last_year"):
                 return str(row["uscc"])
     return fallback

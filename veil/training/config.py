@@ -163,25 +163,34 @@ def _typed(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def split_roles(
-    n: int, test_size: float, validation_size: float, seed: int
+    labels: npt.NDArray[np.integer[Any]] | npt.NDArray[np.floating[Any]],
+    test_size: float,
+    validation_size: float,
+    seed: int,
 ) -> npt.NDArray[np.uint8]:
-    """Role of each of ``n`` aligned rows: train (0), validation (1) or test (2).
+    """Role of each aligned row: train (0), validation (1) or test (2), stratified by label.
 
-    Deterministic in ``(n, test_size, validation_size, seed)``: a permutation from
-    ``numpy.random.Generator(PCG64(seed))``; the first ``round(n·test_size)`` permuted
-    rows are test, then ``round((n − n_test)·validation_size)`` validation, the rest train.
-    Rows are in the job's order (sorted by ID), so anyone holding the same IDs and seed
-    (the parity test) reproduces the split.
+    Deterministic in ``(labels, test_size, validation_size, seed)``: within each class, a
+    permutation from ``numpy.random.Generator(PCG64([seed, class]))``; its first
+    ``round(n_c·test_size)`` rows are test, the next ``round((n_c − test)·validation_size)``
+    validation, the rest train.  Stratifying keeps the default rate of every split at the
+    population's, which matters at the low default rates of credit data.  Rows are in the
+    job's order (sorted by ID), so anyone holding the same IDs, labels and seed (the parity
+    tests) reproduces the split.
     """
+    y = np.asarray(labels).astype(np.int64)
+    n = len(y)
     if n < 10:
         raise InvalidArgument(f"only {n} aligned rows: need at least 10 to split")
-    rng = np.random.Generator(np.random.PCG64(seed))
-    perm = rng.permutation(n)
-    n_test = max(1, round(n * test_size))
-    n_val = max(1, round((n - n_test) * validation_size))
     roles = np.zeros(n, dtype=np.uint8)
-    roles[perm[:n_test]] = ROLE_TEST
-    roles[perm[n_test : n_test + n_val]] = ROLE_VALIDATION
+    for cls in (0, 1):
+        idx = np.nonzero(y == cls)[0]
+        rng = np.random.Generator(np.random.PCG64([seed, cls]))
+        perm = idx[rng.permutation(len(idx))]
+        n_test = round(len(idx) * test_size)
+        n_val = round((len(idx) - n_test) * validation_size)
+        roles[perm[:n_test]] = ROLE_TEST
+        roles[perm[n_test : n_test + n_val]] = ROLE_VALIDATION
     if int((roles == ROLE_TRAIN).sum()) < 2:
         raise InvalidArgument("the split leaves fewer than 2 training rows")
     return roles

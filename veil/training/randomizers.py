@@ -9,8 +9,9 @@ indistinguishability assumption — the analysis ``veil.crypto.pool`` documents 
 ``short_exponent`` mode.  That mode also multiplies in a random subset of full
 randomizers, which defends against the *key holder* only (it can work modulo ``p`` and
 ``q``); here the key holder is the encrypting party itself, so the subset buys nothing and
-costs ~30 multiplications per value.  ``H^a`` comes from a fixed-base table whose window is chosen for the expected number of
-values (12 bits — 22 multiplications mod ``n²`` per value — for hundreds of thousands).
+costs ~30 multiplications per value.  ``H^a`` comes from a fixed-base table whose window
+is chosen for the expected number of values (13 bits — 20 multiplications mod ``n²`` per
+value — for hundreds of thousands).
 
 Never use these for a ciphertext sent *to* the key holder: those get full randomizers
 (``veil.crypto.RandomnessPool`` in its default mode), and the training code does.

@@ -14,6 +14,12 @@ writes the scoring registry's ``veil-model/1`` next to it (``model.veil-model.js
 A report (Markdown and PNG plots) goes to ``--report DIR`` (default: next to ``--out``).
 A failed job keeps its work directory; rerun the same command with
 ``--resume --work-dir DIR`` to continue from the last completed epoch.
+
+    veil train --federation DIR --model-name ID [--approve] [--units samr,tax,...]
+
+trains on a running local federation's provider stores (one party process per provider,
+with that provider's certificate, reading its own store) and imports the ``veil-model/1``
+result into the platform's registry (docs/training.md, "Training on a live federation").
 """
 
 from __future__ import annotations
@@ -143,12 +149,142 @@ def load_definitions(specs: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+FEDERATION_UNITS = ("samr", "social_insurance", "tax", "utilities")
+"""Default units for ``--federation``: registries that hold (nearly) every enterprise, so
+the intersection stays large; courts, real estate, … hold only some enterprises."""
+
+
+def demo_definitions() -> dict[str, dict[str, dict[str, Any]]]:
+    """The demo credit model's features (``platform_node.models.demo``) by provider unit."""
+    from platform_node.models.demo import TEMPLATE
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for t in TEMPLATE:
+        d: dict[str, Any] = {"name": t.name, "provider": t.provider, "field": t.field}
+        if t.aggregate:
+            d["aggregate"] = t.aggregate
+        if t.divide_by:
+            d["divide_by"] = t.divide_by
+        transform = {
+            **({"log": True} if t.log else {}),
+            **({"clip": list(t.clip)} if t.clip else {}),
+        }
+        if transform:
+            d["transform"] = transform
+        d["categorical"] = t.encoding == "one_hot"
+        out.setdefault(t.provider, {})[t.name] = d
+    return out
+
+
+def run_federation(args: argparse.Namespace) -> int:
+    """Train on a running local federation's provider stores; import into its registry."""
+    from veil.training.store_source import model_definition
+    from veil_cli.score_demo import import_model
+
+    fed = Path(args.federation)
+    fed = fed.parent if fed.is_file() else fed
+    admin = fed / "admin.toml"
+    if not admin.exists() or not (fed / "config").is_dir():
+        raise InvalidArgument(
+            f"--federation {args.federation}: not a federation directory (admin.toml, config/)"
+        )
+    if not args.model_name:
+        raise InvalidArgument("--federation needs --model-name (the registry's model id)")
+    if args.features:
+        definitions: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, defs in load_definitions(args.features).items():
+            definitions[name] = defs
+    else:
+        definitions = demo_definitions()
+    units = (
+        args.units.split(",") if args.units else [u for u in FEDERATION_UNITS if u in definitions]
+    )
+    missing = [
+        u
+        for u in units
+        if u not in definitions or not (fed / "config" / f"{node_name(u)}.toml").exists()
+    ]
+    if missing:
+        raise InvalidArgument(f"--units: no provider node or feature definitions for {missing}")
+    config = _config(args)
+    workdir = Path(args.work_dir) if args.work_dir else fed / "training"
+    features_dir = workdir / "features"
+    features_dir.mkdir(parents=True, exist_ok=True)
+    parties = []
+    for unit in units:
+        path = features_dir / f"{unit}.json"
+        path.write_text(json.dumps(definitions[unit], indent=1, sort_keys=True))
+        parties.append(
+            PartySpec(unit, store_config=fed / "config" / f"{node_name(unit)}.toml", features=path)
+        )
+    labels = Path(args.labels) if args.labels else fed / "data" / "labels.csv"
+    run_ = TrainingRun(
+        workdir,
+        parties,
+        args.id_column or "uscc",
+        uscc=True,
+        workers=args.workers,
+        certs_dir=fed / "certs",
+    )
+    result = _train(run_, labels, args.label_column or "default", config, args)
+    _rename(result, {**{p.node: p.name for p in parties}, LABEL_NODE: LABEL_NODE})
+    doc = document(result)
+    veil_model = to_veil_model(
+        doc,
+        {u: {c: model_definition(d) for c, d in definitions[u].items()} for u in units},
+        model_id=args.model_name,
+    )
+    out = Path(args.out) if args.out else workdir / f"{args.model_name}.json"
+    out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    vm_path = out.with_name(out.stem + ".veil-model.json")
+    vm_path.write_text(json.dumps(veil_model, indent=1, sort_keys=True) + "\n")
+    info = asyncio.run(import_model(str(admin), veil_model, approve=args.approve))
+    summary = result.summary()
+    summary.update(
+        model=str(out),
+        veil_model=str(vm_path),
+        registry={"model_id": info.model_id, "version": info.version, "state": info.state},
+        report=str(
+            write_report(
+                doc,
+                result.curves,
+                Path(args.report) if args.report else out.with_name(out.stem + "-report"),
+            )
+        ),
+        work_dir=str(workdir),
+    )
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def _train(
+    run_: TrainingRun, labels: Path, label_column: str, config: JobConfig, args: argparse.Namespace
+) -> Any:
+    try:
+        return asyncio.run(
+            train_files(
+                run_,
+                labels,
+                label_column,
+                config,
+                resume=args.resume,
+                progress=lambda e, d: _progress(e, d, config.max_epochs),
+            )
+        )
+    except VeilError as exc:
+        if "disconnected" in exc.message or "resume" in exc.message:
+            exc.message += (
+                f"\nveil: the job can be resumed: rerun with --resume --work-dir {run_.workdir}"
+            )
+        raise
+    except KeyboardInterrupt:
+        print(f"veil: interrupted; resume with --resume --work-dir {run_.workdir}", file=sys.stderr)
+        raise
+
+
 def run(args: argparse.Namespace) -> int:
     if args.federation:
-        raise InvalidArgument(
-            "--federation (training on a live federation's stores) is not implemented yet; "
-            "export each provider's features to CSV and use --party NAME=file.csv"
-        )
+        return run_federation(args)
     if not args.labels or not args.party or not args.id_column or not args.label_column:
         raise InvalidArgument(
             "give --labels, --party (at least two), --id-column and --label-column"
@@ -164,28 +300,7 @@ def run(args: argparse.Namespace) -> int:
     temporary = not args.work_dir
     workdir = Path(args.work_dir or tempfile.mkdtemp(prefix="veil-train-"))
     run_ = TrainingRun(workdir, parties, args.id_column, uscc=args.uscc, workers=args.workers)
-    try:
-        result = asyncio.run(
-            train_files(
-                run_,
-                Path(args.labels),
-                args.label_column,
-                config,
-                resume=args.resume,
-                progress=lambda e, d: _progress(e, d, config.max_epochs),
-            )
-        )
-    except VeilError as exc:
-        hint = (
-            ""
-            if "disconnected" not in exc.message and "resume" not in exc.message
-            else (f"\nveil: the job can be resumed: rerun with --resume --work-dir {workdir}")
-        )
-        exc.message += hint
-        raise
-    except KeyboardInterrupt:
-        print(f"veil: interrupted; resume with --resume --work-dir {workdir}", file=sys.stderr)
-        raise
+    result = _train(run_, Path(args.labels), args.label_column, config, args)
     _rename(result, {**names, LABEL_NODE: LABEL_NODE})
     doc = document(result)
     summary = result.summary()
@@ -260,6 +375,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="DANGER: with one feature party the platform learns its per-row partial scores",
     )
-    p.add_argument("--federation", help="(not implemented) train on a live federation's stores")
-    p.add_argument("--model-name", help="(with --federation) registry model id")
+    p.add_argument(
+        "--federation",
+        metavar="DIR",
+        help="train on a running local federation's provider stores (its directory or "
+        "admin.toml) and import the model into its registry",
+    )
+    p.add_argument("--model-name", help="(with --federation) the registry's model id")
+    p.add_argument(
+        "--units",
+        help="(with --federation) provider units, comma-separated "
+        f"(default {','.join(FEDERATION_UNITS)})",
+    )
+    p.add_argument("--approve", action="store_true", help="(with --federation) approve on import")
     p.set_defaults(run=run)
