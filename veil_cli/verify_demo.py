@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -46,45 +47,52 @@ def step(title: str) -> None:
     console.rule(f"[bold cyan]{title}")
 
 
-def _application(fed: Any, uscc: str) -> dict[str, Any]:
-    """What the enterprise wrote on its loan application.  (The demo takes it from the
+APPLICATION_FIELDS = {
+    "tax": ["tax_vat_paid_last_year"],
+    "housing_fund": ["hf_total_contribution_last_year"],
+    "utilities": ["util_gas_account_no"],
+    "real_estate": ["re_certificate_no", "re_area"],
+    "samr": ["samr_report_year", "samr_total_revenue"],
+}
+
+
+def _applications(fed: Any, usccs: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """What each enterprise wrote on its loan application.  (The demo takes it from the
     synthetic records, so most declarations are true; one is inflated on purpose.)"""
     catalog = load_catalog()
-    out: dict[str, Any] = {}
-    for unit, fields in (
-        ("tax", ["tax_vat_paid_last_year"]),
-        ("housing_fund", ["hf_total_contribution_last_year"]),
-        ("utilities", ["util_gas_account_no"]),
-        ("real_estate", ["re_certificate_no", "re_area"]),
-        ("samr", ["samr_report_year", "samr_total_revenue"]),
-    ):
-        store = ProviderStore(
+    stores = {
+        unit: ProviderStore(
             f"sqlite:///{fed.data / (unit + '.db')}", load_mapping(unit, catalog), catalog
         )
-        try:
-            for rows in store.fetch(uscc, fields).values():
-                if rows:
-                    out.update({k: v for k, v in rows[-1].items() if v is not None})
-        finally:
+        for unit in APPLICATION_FIELDS
+    }
+    try:
+        for uscc in usccs:
+            out: dict[str, Any] = {}
+            for unit, fields in APPLICATION_FIELDS.items():
+                for rows in stores[unit].fetch(uscc, fields).values():
+                    if rows:
+                        out.update({k: v for k, v in rows[-1].items() if v is not None})
+            yield uscc, out
+    finally:
+        for store in stores.values():
             store.close()
-    return out
 
 
-def _applicant(fed: Any, fallback: str) -> str:
+def _applicant(fed: Any, fallback: str) -> tuple[str, dict[str, Any]]:
     """An enterprise with records at all six providers, so that the checks show answers
     rather than mostly 'no record' (the first enterprise may well have no property)."""
     with (fed.data / "labels.csv").open(newline="") as fh:
-        for _, row in zip(range(300), csv.DictReader(fh), strict=False):
-            app = _application(fed, row["uscc"])
-            wanted = (
-                "re_certificate_no",
-                "hf_total_contribution_last_year",
-                "samr_total_revenue",
-                "util_gas_account_no",
-            )
-            if all(k in app for k in wanted) and app.get("tax_vat_paid_last_year"):
-                return str(row["uscc"])
-    return fallback
+        usccs = [row["uscc"] for _, row in zip(range(300), csv.DictReader(fh), strict=False)]
+    first: tuple[str, dict[str, Any]] | None = None
+    for uscc, app in _applications(fed, [fallback, *usccs]):
+        first = first or (uscc, app)
+        if all(k in app for f in APPLICATION_FIELDS.values() for k in f) and app.get(
+            "tax_vat_paid_last_year"
+        ):
+            return uscc, app
+    assert first is not None
+    return first
 
 
 def _declarations(app: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -193,7 +201,8 @@ def _declarations(app: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 async def verification_session(fed: Any, uscc: str, name: str, institution: str) -> None:
     client = str(fed.workdir / "client.toml")
-    if (applicant := _applicant(fed, uscc)) != uscc:
+    applicant, application = _applicant(fed, uscc)
+    if applicant != uscc:
         uscc, name = applicant, f"申请企业{applicant[-4:]}"
 
     step(f"Verification 1. Enterprise {uscc} grants the bank verification (数据核验) only")
@@ -222,7 +231,7 @@ async def verification_session(fed: Any, uscc: str, name: str, institution: str)
         table.add_column(column)
     signed_example: tuple[vpb.VerifyResponse, dict[str, Any]] | None = None
     snapped = ""
-    for label, claim in _declarations(_application(fed, uscc)):
+    for label, claim in _declarations(application):
         request = vpb.VerifyRequest(
             uscc=uscc,
             grant_id=grant.grant_id,

@@ -23,7 +23,12 @@ def is_sqlite(engine: Engine | Connection) -> bool:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite connections use WAL, foreign keys and a busy timeout."""
+    """Create an engine; SQLite connections use WAL, foreign keys and a busy timeout.
+
+    SQLite commits are fully synchronous (``synchronous=FULL``): ledgers, registries and
+    grants are evidence, and a commit acknowledged to a caller must survive a power cut,
+    not only a process crash.  Bulk loads relax this explicitly (:func:`bulk_load`).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         connect_args = dict(kwargs.pop("connect_args", {}))
@@ -38,7 +43,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                 cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=5000")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 
         return engine
@@ -63,4 +68,4 @@ def bulk_load(conn: Connection) -> Iterator[Connection]:
     try:
         yield conn
     finally:
-        driver.execute("PRAGMA synchronous=NORMAL")
+        driver.execute("PRAGMA synchronous=FULL")
