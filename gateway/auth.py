@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 
 from veil.caller import Caller, current_caller
-from veil.errors import PermissionDenied, Unauthenticated, UnknownKey, VeilError, from_rpc_error
+from veil.errors import PermissionDenied, Unauthenticated, UnknownKey, from_rpc_error
 from veil.server import current_peer, wrap_handler
 from veil.tokens import KeySet, VerifyingKey, peek_client_assertion, verify_client_assertion
 from veil.v1 import platform_pb2, platform_pb2_grpc
@@ -149,15 +149,13 @@ class ClientAssertionInterceptor(grpc.aio.ServerInterceptor):
 
     @contextlib.asynccontextmanager
     async def _guard(self, method: str, context: Any) -> AsyncIterator[None]:
-        try:
-            token = bearer_token(context.invocation_metadata())
-            if token is None:
-                raise Unauthenticated(f"{method} needs a client assertion (authorization: Bearer)")
-            caller = await self.authenticate(token)
-            bind_to_certificate(caller)
-        except VeilError as exc:
-            log.warning("refused %s from %s: %s", method, context.peer(), exc.message)
-            raise
+        # A refusal raised here is logged (WARNING, with the peer) and mapped to its
+        # status by the server's ErrorMappingInterceptor.
+        token = bearer_token(context.invocation_metadata())
+        if token is None:
+            raise Unauthenticated(f"{method} needs a client assertion (authorization: Bearer)")
+        caller = await self.authenticate(token)
+        bind_to_certificate(caller)
         reset = current_caller.set(caller)
         try:
             yield

@@ -29,17 +29,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 import tenseal as ts
 from sqlalchemy import (
     Column,
@@ -74,12 +77,14 @@ from veil.scoring.ckks import (
     MASK_BOUND,
     PRECISION,
     SLOTS,
+    check_result,
     load_secret_context,
     new_secret_context,
     public_context_bytes,
     save_secret_context,
 )
 from veil.scoring.part import model_part
+from veil.scoring.scale import ScoreScale
 from veil.scoring.spec import ModelSpec
 from veil.server import require_peer
 from veil.v1 import provider_scoring_pb2 as ppb
@@ -91,7 +96,7 @@ log = logging.getLogger("veil.platform.batch")
 REGISTRATION_DATASET = "samr_basic"
 INDUSTRY_FIELD = "samr_industry_code"
 CALL_TIMEOUT_S = 120.0
-CHUNKS_IN_FLIGHT = 2
+CHUNKS_IN_FLIGHT = 4
 MAX_PAGE = 10_000
 JOB_STATES = ("running", "done", "failed", "interrupted")
 
@@ -173,6 +178,26 @@ def _prefixes(values: Sequence[str], what: str, pattern: str) -> list[str]:
         if not re.fullmatch(pattern, v):
             raise InvalidArgument(f"{what} {v[:16]!r} is not a valid prefix")
     return out
+
+
+def scale_many(
+    scale: ScoreScale, logits: npt.NDArray[np.float64]
+) -> tuple[list[float], list[float], list[str]]:
+    """:meth:`ScoreScale.apply` over a chunk's logits with numpy: PD rounded half-even
+    to the published decimals, the score clipped and rounded, the grade the first whose
+    ``max_pd`` is ≥ the published PD (``searchsorted``).  ~0.3 µs an enterprise instead
+    of ~3 µs; differences from the scalar path are in the last bit of σ, far below the
+    stated CKKS precision."""
+    if not bool(np.all(np.isfinite(logits))):
+        raise InvalidArgument("a batch logit is not finite")
+    with np.errstate(over="ignore"):
+        pd = np.round(1.0 / (1.0 + np.exp(-logits)), scale.pd_decimals)
+    points = np.clip(scale.offset - scale.factor * logits, scale.min_points, scale.max_points)
+    score = np.round(points, scale.score_decimals)
+    bounds = np.array([b for _, b in scale.grades])
+    names = [g for g, _ in scale.grades]
+    grade = [names[i] for i in np.searchsorted(bounds, pd, side="left").tolist()]
+    return pd.tolist(), score.tolist(), grade
 
 
 def region_of(uscc: str) -> str:
@@ -304,15 +329,33 @@ class BatchStore:
 
     def finish_chunk(self, job_id: str, chunk: int, rows: list[dict[str, Any]]) -> None:
         """The chunk's results and its done mark: all or nothing."""
+        self.finish_chunks(job_id, [(chunk, rows)])
+
+    def finish_chunks(self, job_id: str, done: Sequence[tuple[int, list[dict[str, Any]]]]) -> None:
+        """Several chunks' results and done marks in one transaction (one commit, one
+        fsync: on a busy disk a commit costs 10–500 ms, which would otherwise cap the
+        job at a few chunks a second).  All or nothing, so a crash loses at most the
+        chunks not yet committed, and each chunk is either fully stored and marked done
+        or neither.  Rows go to the driver's ``executemany`` as plain tuples."""
+        insert_sql = insert(results).compile(dialect=self.engine.dialect)
+        names = list(insert_sql.positiontup or []) if insert_sql.positional else []
         with self.engine.begin() as conn:
-            marked = conn.execute(
-                update(chunks)
-                .where(and_(chunks.c.job_id == job_id, chunks.c.chunk == chunk, chunks.c.done == 0))
-                .values(done=1, done_at=_now())
-            ).rowcount
-            if marked != 1:
-                return  # already done by an earlier run
-            conn.execute(insert(results), rows)
+            for chunk, rows in done:
+                marked = conn.execute(
+                    update(chunks)
+                    .where(
+                        and_(chunks.c.job_id == job_id, chunks.c.chunk == chunk, chunks.c.done == 0)
+                    )
+                    .values(done=1, done_at=_now())
+                ).rowcount
+                if marked != 1 or not rows:
+                    continue  # already done by an earlier run
+                if names:
+                    conn.exec_driver_sql(
+                        str(insert_sql), [tuple(r[k] for k in names) for r in rows]
+                    )
+                else:
+                    conn.exec_driver_sql(str(insert_sql), rows)
 
     def results(
         self,
@@ -444,6 +487,10 @@ class BatchRunner:
         self._ctx: ts.Context | None = None
         self._weights: dict[tuple[str, int, str], list[ppb.InstallBatchPart]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # one thread for the CKKS work (deserialize, add, decrypt, scale): TenSEAL holds
+        # the GIL, and several such threads would starve the event loop (new connections
+        # time out in their TLS handshake while a big job runs)
+        self._ckks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-ckks")
 
     @property
     def context(self) -> ts.Context:
@@ -461,6 +508,7 @@ class BatchRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._ckks.shutdown(wait=False, cancel_futures=True)
 
     def resume_running(self) -> None:
         """After a (re)start: continue every job a crash left running."""
@@ -479,16 +527,12 @@ class BatchRunner:
     async def _universe(self, selection: Selection) -> list[str]:
         def registered() -> list[str]:
             with self.engine.connect() as conn:
-                return sorted(
-                    {
-                        r.uscc
-                        for r in conn.execute(
-                            select(public_records.c.uscc).where(
-                                public_records.c.dataset_id == REGISTRATION_DATASET
-                            )
-                        )
-                    }
-                )
+                found = conn.execute(
+                    select(public_records.c.uscc).where(
+                        public_records.c.dataset_id == REGISTRATION_DATASET
+                    )
+                ).scalars()
+                return sorted(set(found))
 
         usccs = await asyncio.to_thread(registered)
         if not usccs:
@@ -501,20 +545,51 @@ class BatchRunner:
         if selection.industries:
             unit = "samr"
             link = self.providers.link(unit)
+            rid = uuid.uuid4().hex
             try:
                 answer = await self.stub(unit).SelectEnterprises(
                     ppb.SelectEnterprisesRequest(
-                        request_id=uuid.uuid4().hex,
-                        field=INDUSTRY_FIELD,
-                        prefixes=selection.industries,
+                        request_id=rid, field=INDUSTRY_FIELD, prefixes=selection.industries
                     ),
                     timeout=CALL_TIMEOUT_S,
                 )
             except grpc.aio.AioRpcError as err:
-                raise provider_error(link.name, err, CALL_TIMEOUT_S) from None
+                error = provider_error(link.name, err, CALL_TIMEOUT_S)
+                await self._log_selection(rid, unit, selection, [], error)
+                raise error from None
+            await self._log_selection(rid, unit, selection, list(answer.usccs), None)
             chosen = set(answer.usccs)
             usccs = [u for u in usccs if u in chosen]
         return usccs
+
+    async def _log_selection(
+        self,
+        request_id: str,
+        unit: str,
+        selection: Selection,
+        usccs: list[str],
+        error: VeilError | None,
+    ) -> None:
+        """Log the selection by industry: a use of ``unit``'s data (it scans its
+        industry field), recorded with a hash of the USCCs it returned."""
+        digest = hashlib.sha256("\n".join(sorted(usccs)).encode()).hexdigest()
+        await self.audit.record(
+            AuditEvent(
+                type=EventType.BATCH,
+                actor=self.audit.actor_of(),
+                request_id=request_id,
+                providers=[] if error else [unit],
+                providers_failed=[unit] if error else [],
+                result_sha256="" if error else digest,
+                outcome=error.code.name if error else "OK",
+                detail={
+                    "action": "selected",
+                    "field": INDUSTRY_FIELD,
+                    "industries": ",".join(selection.industries),
+                    "matched": len(usccs),
+                },
+            )
+        )
 
     async def start(self, request: pb.StartBatchRequest, by: str) -> str:
         record = await asyncio.to_thread(self.models.scorable, request.model_id, request.version)
@@ -617,7 +692,7 @@ class BatchRunner:
 
     async def _chunk(
         self, job_id: str, spec: ModelSpec, chunk: int, usccs: list[str], roster: list[Any]
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         async def one(unit: str) -> bytes:
             link = self.providers.link(unit)
             try:
@@ -643,19 +718,17 @@ class BatchRunner:
                     raise InvalidArgument(
                         f"provider {unit!r} returned a malformed CKKS ciphertext; rejected"
                     ) from None
+                check_result(ct, unit)
                 total = ct if total is None else total + ct
             assert total is not None
             logits = np.asarray(total.decrypt()[: len(usccs)]) + spec.base_logit
-            rows = []
-            for uscc, logit in zip(usccs, logits, strict=True):
-                r = spec.scale.apply(float(logit))
-                rows.append(
-                    {"job_id": job_id, "uscc": uscc, "pd": r.pd, "score": r.score, "grade": r.grade}
-                )
-            return rows
+            pd, score, grade = scale_many(spec.scale, logits)
+            return [
+                {"job_id": job_id, "uscc": u, "pd": p, "score": s, "grade": g}
+                for u, p, s, g in zip(usccs, pd, score, grade, strict=True)
+            ]
 
-        rows = await asyncio.to_thread(combine)
-        await asyncio.to_thread(self.store.finish_chunk, job_id, chunk, rows)
+        return await asyncio.get_running_loop().run_in_executor(self._ckks, combine)
 
     async def _run(self, job_id: str) -> None:
         t0 = time.monotonic()
@@ -669,13 +742,36 @@ class BatchRunner:
             queue: asyncio.Queue[tuple[int, list[str]]] = asyncio.Queue()
             for item in pending:
                 queue.put_nowait(item)
+            # finished chunks wait here for the writer, which commits whatever has
+            # accumulated in one transaction (group commit); workers go on meanwhile
+            finished: asyncio.Queue[tuple[int, list[dict[str, Any]]] | None] = asyncio.Queue()
 
             async def worker() -> None:
                 while not queue.empty():
                     chunk, usccs = queue.get_nowait()
-                    await self._chunk(job_id, spec, chunk, usccs, roster)
+                    rows = await self._chunk(job_id, spec, chunk, usccs, roster)
+                    finished.put_nowait((chunk, rows))
 
-            await asyncio.gather(*(worker() for _ in range(CHUNKS_IN_FLIGHT)))
+            async def writer() -> None:
+                while (item := await finished.get()) is not None:
+                    batch = [item]
+                    while not finished.empty():
+                        more = finished.get_nowait()
+                        if more is None:
+                            await asyncio.to_thread(self.store.finish_chunks, job_id, batch)
+                            return
+                        batch.append(more)
+                    await asyncio.to_thread(self.store.finish_chunks, job_id, batch)
+
+            writing = asyncio.create_task(writer())
+            tasks = [asyncio.create_task(worker()) for _ in range(CHUNKS_IN_FLIGHT)]
+            try:
+                await asyncio.gather(*tasks)  # the first failure ends the job...
+            finally:
+                for task in tasks:
+                    task.cancel()  # ...and its siblings
+                finished.put_nowait(None)  # the writer commits what is finished, then ends
+                await writing
         except asyncio.CancelledError:
             await asyncio.to_thread(self.store.add_seconds, job_id, time.monotonic() - t0)
             with contextlib.suppress(Exception):
@@ -703,18 +799,30 @@ class BatchRunner:
             )
             return
         await asyncio.to_thread(self.store.add_seconds, job_id, time.monotonic() - t0)
+        await self._log_end(job_id, "OK")  # logged (with the results' hash) before they show
         await asyncio.to_thread(self.store.set_state, job_id, "done", finished_at=_now())
-        await self._log_end(job_id, "OK")
+
+    def results_digest(self, job_id: str) -> str:
+        """SHA-256 of a job's results, as logged when it finishes: one line
+        ``uscc,pd,score,grade`` per enterprise in USCC order, floats as their shortest
+        round-trip decimal (Python ``repr``), each line ending in a newline."""
+        rows, _ = self.store.results(job_id, 0, 2**62)
+        h = hashlib.sha256()
+        for r in rows:
+            h.update(f"{r.uscc},{float(r.pd)!r},{float(r.score)!r},{r.grade}\n".encode())
+        return h.hexdigest()
 
     async def _log_end(self, job_id: str, outcome: str) -> None:
         row = await asyncio.to_thread(self.store.job, job_id)
         _done, scored = await asyncio.to_thread(self.store.progress, job_id)
+        digest = await asyncio.to_thread(self.results_digest, job_id) if outcome == "OK" else ""
         with contextlib.suppress(VeilError):
             await self.audit.record(
                 AuditEvent(
                     type=EventType.BATCH,
                     actor=self.audit.actor,
                     request_id=job_id,
+                    result_sha256=digest,
                     outcome=outcome,
                     detail={
                         "model": row.model_id,

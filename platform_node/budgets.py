@@ -19,6 +19,10 @@ questions rebuild it (binary search).  Two measures bound what an institution ca
 Spending happens before the providers are asked; if they cannot answer (a provider is
 down) the spend is refunded, since nothing was learned.  Tables live in the platform's
 store (SQLite or PostgreSQL) and are created on first use.
+
+:meth:`VerificationBudgets.admit` does a request's whole admission — the institution's
+daily quota, the cache look-up and the spend — in one write transaction: one commit (one
+``fsync`` with SQLite's ``synchronous=FULL``) per question instead of two.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
     insert,
     select,
@@ -48,6 +53,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from platform_node.registry import quota
+from platform_node.registry.schema import write_tx
 from veil.errors import ConfigError, ResourceExhausted
 
 __all__ = ["BudgetPolicy", "CachedAnswer", "VerificationBudgets"]
@@ -78,6 +85,29 @@ answer_cache = Table(
     Column("attestations", Text, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
+
+
+# The hot statements, built once with bind parameters: SQLAlchemy then reuses their
+# compiled form and cache key instead of rebuilding both on every question.
+_WHO = (
+    budget_usage.c.grant_id == bindparam("b_grant"),
+    budget_usage.c.institution == bindparam("b_institution"),
+    budget_usage.c.uscc == bindparam("b_uscc"),
+)
+_SPEND = (
+    update(budget_usage)
+    .where(
+        *_WHO,
+        budget_usage.c.field.in_(bindparam("b_fields", expanding=True)),
+        budget_usage.c.used < bindparam("b_limit"),
+    )
+    .values(used=budget_usage.c.used + 1)
+)
+_SPEND_RETURNING = _SPEND.returning(budget_usage.c.field)
+_ENSURE = {
+    "sqlite": sqlite.insert(budget_usage).values(used=0).on_conflict_do_nothing(),
+    "postgresql": postgresql.insert(budget_usage).values(used=0).on_conflict_do_nothing(),
+}
 
 
 @dataclass(frozen=True)
@@ -142,13 +172,43 @@ class VerificationBudgets:
         self.policy = policy
         metadata.create_all(engine)
 
+    # --- admission ---
+
+    def admit(self, q: Question, now: dt.datetime | None = None) -> CachedAnswer | None:
+        """Consume one unit of the institution's daily quota, then answer from the cache
+        or spend the budget: one transaction on the fast path.
+
+        Same outcome as ``InstitutionRegistry.consume_quota`` followed by :meth:`cached`
+        and :meth:`spend`: a quota refusal consumes nothing; a budget refusal still
+        consumes the quota (the question was asked), so the quota is then taken in a
+        transaction of its own and the budget's ``ResourceExhausted`` raised.
+        """
+        at = _now(now)
+        quota_ok = False
+        try:
+            with write_tx(self.engine) as conn:
+                quota.consume(conn, q.institution, at, 1)  # raises first: nothing taken
+                quota_ok = True
+                found = self._cached(conn, q, at)
+                if found is None:
+                    self._spend(conn, q)
+                return found
+        except ResourceExhausted:
+            if quota_ok:  # the budget refused: the rollback gave the quota back
+                with write_tx(self.engine) as conn:
+                    quota.consume(conn, q.institution, at, 1)
+            raise
+
     # --- cache ---
 
     def cached(self, q: Question, now: dt.datetime | None = None) -> CachedAnswer | None:
         """The remembered answer to exactly this question, if still fresh."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(answer_cache).where(*self._cache_key(q))).first()
-        if row is None or _aware(row.expires_at) <= _now(now):
+            return self._cached(conn, q, _now(now))
+
+    def _cached(self, conn: Connection, q: Question, now: dt.datetime) -> CachedAnswer | None:
+        row = conn.execute(select(answer_cache).where(*self._cache_key(q))).first()
+        if row is None or _aware(row.expires_at) <= now:
             return None
         return CachedAnswer(
             result=row.result,
@@ -197,20 +257,35 @@ class VerificationBudgets:
         Raises :class:`~veil.errors.ResourceExhausted` with a ``QuotaFailure`` listing
         each field whose budget is used up (the transaction is rolled back).
         """
-        exhausted: list[tuple[str, int]] = []
         with self.engine.begin() as conn:
-            for field_id in sorted(set(q.fields)):
-                limit = self.policy.limit(field_id)
-                self._ensure(conn, q, field_id)
-                done = conn.execute(
-                    update(budget_usage)
-                    .where(*self._key(q, field_id), budget_usage.c.used < limit)
-                    .values(used=budget_usage.c.used + 1)
+            self._spend(conn, q)
+
+    def _spend(self, conn: Connection, q: Question) -> None:
+        """One guarded ``UPDATE … RETURNING field`` per distinct limit (usually one for
+        the whole question) instead of two statements per field."""
+        fields = sorted(set(q.fields))
+        self._ensure(conn, q, fields)
+        who = {"b_grant": q.grant_id, "b_institution": q.institution, "b_uscc": q.uscc}
+        by_limit: dict[int, list[str]] = {}
+        for field_id in fields:
+            by_limit.setdefault(self.policy.limit(field_id), []).append(field_id)
+        exhausted: list[tuple[str, int]] = []
+        for limit, group in by_limit.items():
+            if conn.dialect.update_returning:
+                spent = set(
+                    conn.execute(
+                        _SPEND_RETURNING, {**who, "b_fields": group, "b_limit": limit}
+                    ).scalars()
                 )
-                if done.rowcount != 1:
-                    exhausted.append((field_id, limit))
-            if exhausted:  # raising rolls the whole transaction back
-                raise self._exhausted(q, exhausted)
+            else:  # pragma: no cover - backends without UPDATE … RETURNING
+                spent = {
+                    f
+                    for f in group
+                    if conn.execute(_SPEND, {**who, "b_fields": [f], "b_limit": limit}).rowcount
+                }
+            exhausted += [(f, limit) for f in group if f not in spent]
+        if exhausted:  # raising rolls the whole transaction back
+            raise self._exhausted(q, sorted(exhausted))
 
     def refund(self, q: Question) -> None:
         """Give back what :meth:`spend` took (the question was not answered)."""
@@ -239,25 +314,22 @@ class VerificationBudgets:
         ]
 
     @staticmethod
-    def _ensure(conn: Connection, q: Question, field_id: str) -> None:
-        values = {
-            "grant_id": q.grant_id,
-            "institution": q.institution,
-            "uscc": q.uscc,
-            "field": field_id,
-            "used": 0,
-        }
+    def _ensure(conn: Connection, q: Question, fields: Sequence[str]) -> None:
+        """Make sure a usage row exists for each field (one executemany)."""
+        rows = [
+            {"grant_id": q.grant_id, "institution": q.institution, "uscc": q.uscc, "field": f}
+            for f in fields
+        ]
         name = conn.dialect.name
-        if name == "postgresql":
-            conn.execute(postgresql.insert(budget_usage).values(**values).on_conflict_do_nothing())
-        elif name == "sqlite":
-            conn.execute(sqlite.insert(budget_usage).values(**values).on_conflict_do_nothing())
+        if name in _ENSURE:
+            conn.execute(_ENSURE[name], rows)
         else:  # pragma: no cover - other backends
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(budget_usage).values(**values))
-            except IntegrityError:
-                pass
+            for row in rows:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(budget_usage).values(used=0, **row))
+                except IntegrityError:
+                    pass
 
     def _exhausted(self, q: Question, fields: Sequence[tuple[str, int]]) -> ResourceExhausted:
         violations = [

@@ -27,14 +27,34 @@ class CallerCheck:
     async def require(
         self, context: Any, kinds: Collection[str], *, purpose: str | None = None
     ) -> Caller:
+        """:meth:`identify` then :meth:`admit`: the caller, if it may make this call."""
+        caller = self.identify(context, kinds)
+        await self.admit(caller, purpose=purpose)
+        return caller
+
+    def identify(self, context: Any, kinds: Collection[str]) -> Caller:
+        """Who the gateway says is calling (peer must be a gateway; kind must fit).
+
+        Nothing here is a decision about the caller yet; a handler that records refusals
+        identifies first, so that :meth:`admit`'s refusals can be recorded under the
+        caller's name.
+        """
         require_peer(context, roles={"gateway"})
         caller = caller_from_metadata(context.invocation_metadata())
         if caller is None:
             raise Unauthenticated("no authenticated caller was forwarded by the gateway")
         if caller.kind not in kinds:
             raise PermissionDenied(f"this call is for {' or '.join(sorted(kinds))} callers")
-        expires = dt.datetime.fromtimestamp(caller.expires, dt.UTC)
-        await asyncio.to_thread(self.replay.claim, caller.namespace, caller.jti, expires)
-        if caller.kind == "institution":
-            await asyncio.to_thread(self.institutions.require_active, caller.subject, purpose)
         return caller
+
+    async def admit(self, caller: Caller, *, purpose: str | None = None) -> None:
+        """Consume the assertion's ``jti`` (replay) and, for an institution, require it
+        to be active now and allowed ``purpose`` (when given)."""
+        expires = dt.datetime.fromtimestamp(caller.expires, dt.UTC)
+
+        def check() -> None:  # one worker-thread hop for both
+            self.replay.claim(caller.namespace, caller.jti, expires)
+            if caller.kind == "institution":
+                self.institutions.require_active(caller.subject, purpose)
+
+        await asyncio.to_thread(check)

@@ -99,16 +99,22 @@ async def create_node(config: NodeConfig) -> RunningNode:
             "log_checkpoints": [audit.verifier_key.split("+")[1]],
         },
     )
-    verification = (
-        [build_verification(config, catalog, registry, store.engine, audit, authz)]
-        if "verification" in config.raw
-        else []
-    )
+    verification: list[ServiceBinding] = []
+    if "verification" in config.raw:  # composite contributions are encrypted to its key
+        verify_binding, verification_kid = build_verification(
+            config, catalog, registry, store.engine, audit, authz
+        )
+        verification.append(verify_binding)
+        await record_key_changes(store.engine, audit, {"verification_paillier": [verification_kid]})
     scoring = (  # models, online scoring, batch evaluation (platform_node/scoring.py)
         build_scoring(config, registry, store.engine, audit, authz)
         if "scoring" in config.raw
         else None
     )
+    if scoring is not None:  # the Paillier key providers' partial scores are encrypted to
+        await record_key_changes(
+            store.engine, audit, {"scoring_paillier": [scoring.online.keys.key_id]}
+        )
     servicer = PlatformServicer(catalog, registry, store, audit=audit, authz=authz)
     binding = ServiceBinding(
         name=platform_pb2.DESCRIPTOR.services_by_name["PlatformService"].full_name,

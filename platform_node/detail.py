@@ -75,13 +75,16 @@ class AuthorizedDetail:
     async def fetch(
         self, request: platform_pb2.FetchAuthorizedRequest, context: object
     ) -> platform_pb2.FetchAuthorizedResponse:
-        caller = await self.callers.require(context, {"institution"}, purpose=request.purpose)
+        caller = self.callers.identify(context, {"institution"})
         request_id = request.request_id or uuid.uuid4().hex
         fields = list(request.fields)
         by_provider: dict[str, list[str]] = {}
         answered: list[str] = []
         asked: list[str] = []  # providers actually called (refusals before that ask nobody)
         try:
+            # Inside the try: a replayed assertion, a suspended institution or a purpose
+            # it was not admitted for is refused *and recorded*, like every other refusal.
+            await self.callers.admit(caller, purpose=request.purpose)
             validate_uscc(request.uscc)
             recipient = recipient_text(request.recipient_public_key)
             by_provider = group_by_provider(self.catalog, fields)

@@ -83,6 +83,25 @@ class InstitutionRegistryServicer(institution_pb2_grpc.InstitutionRegistryServic
             list(request.purposes),
             request.daily_quota,
             admin.uri,
+            reason=request.reason or "registered",
+        )
+        return await self._answer(request.id)
+
+    async def UpdateInstitution(
+        self, request: institution_pb2.UpdateInstitutionRequest, context: grpc.aio.ServicerContext
+    ) -> institution_pb2.Institution:
+        admin = require_peer(context, roles={"admin"})
+        if not request.reason:
+            raise InvalidArgument("reason is required: every change is recorded with its reason")
+        await asyncio.to_thread(
+            lambda: self.registry.update(
+                request.id,
+                decided_by=admin.uri,
+                name=request.name or None,
+                purposes=list(request.purposes) or None,
+                daily_quota=request.daily_quota if request.HasField("daily_quota") else None,
+                reason=request.reason,
+            )
         )
         return await self._answer(request.id)
 

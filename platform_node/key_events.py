@@ -1,7 +1,8 @@
 """Key rotation is an event: the platform logs when its signing keys change.
 
-At start the platform compares the key ids it now publishes (request-token / result keys
-and the log's checkpoint key) with those it published last time, kept in its own store,
+At start the platform compares the key ids it now publishes (request-token / result keys,
+the log's checkpoint key and the Paillier keys providers encrypt partial scores and
+verification contributions to) with those it published last time, kept in its own store,
 and appends a ``key.rotated`` entry to the transparency log when they differ — so an
 auditor sees every key the platform ever signed with, and when it appeared.
 """

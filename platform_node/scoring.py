@@ -21,7 +21,9 @@ sum is useless; the platform then re-runs the request with the remaining provide
 request id, new masks) when the model card allows imputing the missing one, adding its
 *missing* contributions in the clear and listing it under ``providers_missing``; else
 UNAVAILABLE naming it.  A provider that answers with a malformed or out-of-range
-ciphertext is never imputed: the request fails naming it.  Never a silently wrong score.
+ciphertext is never imputed: the request fails naming it; a product that decrypts outside
+the possible range (masks that did not cancel) is refused (:func:`combine_logit`).  Never a
+silently wrong score.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -49,7 +51,7 @@ from platform_node.mask_directory import MaskDirectory
 from platform_node.models.admin import ModelAdminServicer, model_info
 from platform_node.models.registry import ModelRecord, ModelRegistry
 from platform_node.providers import ProviderRegistry, provider_error
-from platform_node.registry import GrantRegistry, InstitutionRegistry
+from platform_node.registry import GrantRecord, GrantRegistry, InstitutionRegistry
 from platform_node.signing import PlatformKeys
 from veil.audit.entry import AuditEvent, EventType
 from veil.config import NodeConfig
@@ -72,6 +74,7 @@ from veil.errors import (
     Unavailable,
     VeilError,
 )
+from veil.request_ids import MAX_REQUEST_ID_LEN, rerun_id
 from veil.scoring.part import SUM, encrypted_numbers, model_part
 from veil.scoring.spec import ModelSpec, canonical_json
 from veil.server import ServiceBinding
@@ -87,7 +90,6 @@ USE = "score"
 REQUEST_TOKEN_LIFETIME_S = 60
 INSTALL_TIMEOUT_S = 60.0
 DEFAULT_PAILLIER_BITS = 2048
-MAX_REQUEST_ID_LEN = 64
 
 
 class ProviderMisbehaved(Unavailable):
@@ -142,6 +144,45 @@ def result_digest(claims: dict[str, Any]) -> str:
     without ``iss``, ``iat`` and ``log_index`` (which the log entry cannot contain)."""
     body = {k: v for k, v in claims.items() if k not in ("iss", "iat", "log_index")}
     return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+TOTAL_BOUND_BITS = 1024
+"""A genuine masked sum decrypts to ``Σ s_i`` with ``|Σ s_i| < 2^1024`` by a wide margin
+(each contribution is a weight ≤ 10^6 times a feature value — a catalog number below
+10^18 — at 2^100 fixed point, at most 512 features: below 2^200); masks that do not
+cancel leave a residue uniform mod n, outside that bound except with probability
+2^(1025 − |n|) (< 2^-1000 at 2048 bits)."""
+
+
+class MasksDidNotCancel(Unavailable):
+    """The product of the providers' answers does not decrypt to a possible total."""
+
+
+def combine_logit(
+    keys: PaillierKeys,
+    spec: ModelSpec,
+    answers: Mapping[str, Ciphertext],
+    imputed: Sequence[str] = (),
+) -> float:
+    """The logit from the providers' answers: decrypt only their product, add the
+    platform's own terms (intercept, linear offsets, imputed providers' missing values).
+
+    A total outside ±2^:data:`TOTAL_BOUND_BITS` means the masks did not cancel (an answer
+    computed for another roster or request, or a provider sending garbage that is still
+    a valid ciphertext): UNAVAILABLE naming the providers summed, never a number.
+    """
+    total = keys.decrypt_centred(add_many(list(answers.values())))
+    if abs(total) >= 1 << TOTAL_BOUND_BITS:
+        units = ", ".join(sorted(answers))
+        raise MasksDidNotCancel(
+            f"the partial scores of {units} do not combine to a valid total (their masks "
+            "did not cancel: one of them answered for another roster or request); no score",
+            details={"providers": ",".join(sorted(answers)), "reason": "masks_did_not_cancel"},
+        )
+    logit = Fraction(total, SUM.scale) + Fraction(spec.base_logit)
+    for unit in imputed:
+        logit += Fraction(spec.missing_contribution(unit))
+    return float(logit)
 
 
 STALE_MASK_KEY = "is not its current key"
@@ -362,14 +403,9 @@ class OnlineScoring:
         return out
 
     def combine(
-        self, spec: ModelSpec, answers: Sequence[Ciphertext], imputed: Sequence[str]
+        self, spec: ModelSpec, answers: Mapping[str, Ciphertext], imputed: Sequence[str]
     ) -> float:
-        """Decrypt the product of the answers only, and add the platform's own terms."""
-        total = self.keys.decrypt_centred(add_many(answers))
-        logit = Fraction(total, SUM.scale) + Fraction(spec.base_logit)
-        for unit in imputed:
-            logit += Fraction(spec.missing_contribution(unit))
-        return float(logit)
+        return combine_logit(self.keys, spec, answers, imputed)
 
     # -- the request -----------------------------------------------------------------------
 
@@ -382,30 +418,33 @@ class OnlineScoring:
         asked: list[str] = []
         answered: list[str] = []
         imputed: list[str] = []
+        attempt = 0  # rounds run so far, minus one (a drop-out or a stale mask key re-runs)
         try:
             validate_uscc(request.uscc)
-            record = await asyncio.to_thread(
-                self.models.scorable, request.model_id, request.version
-            )
-            spec = record.spec
-            self._check_registered(spec)
-            grant = await asyncio.to_thread(
-                self.grants.authorize,
-                grant_id=request.grant_id,
-                uscc=request.uscc,
-                institution=caller.subject,
-                fields=list(spec.fields),
-                use=USE,
-                purpose=request.purpose,
-                loan_ref=request.loan_ref,
-            )
-            await asyncio.to_thread(self.institutions.consume_quota, caller.subject)
+
+            def admit() -> tuple[ModelRecord, GrantRecord]:  # one worker-thread hop
+                nonlocal record  # known to the failure log even if a later check refuses
+                record = found = self.models.scorable(request.model_id, request.version)
+                self._check_registered(found.spec)
+                granted = self.grants.authorize(
+                    grant_id=request.grant_id,
+                    uscc=request.uscc,
+                    institution=caller.subject,
+                    fields=list(found.spec.fields),
+                    use=USE,
+                    purpose=request.purpose,
+                    loan_ref=request.loan_ref,
+                )
+                self.institutions.consume_quota(caller.subject)
+                return found, granted
+
+            scored, grant = await asyncio.to_thread(admit)
+            spec = scored.spec
             await self._ensure_installed(spec)
             units = list(spec.providers)
-            attempt = 0
             refreshed = False
             while True:
-                rid = request_id if attempt == 0 else f"{request_id}-r{attempt}"
+                rid = rerun_id(request_id, attempt)
                 asked = sorted(set(asked) | set(units))
                 try:
                     rnd = await self._round(
@@ -454,12 +493,12 @@ class OnlineScoring:
                 units = remaining
                 attempt += 1
             logit = await asyncio.to_thread(
-                self.combine, spec, [rnd.answers[u] for u in answered], imputed
+                self.combine, spec, {u: rnd.answers[u] for u in answered}, imputed
             )
             result = spec.scale.apply(logit)
         except VeilError as exc:
             await self._log_failure(
-                request, caller.subject, request_id, record, asked, answered, exc
+                request, caller.subject, request_id, record, asked, answered, exc, attempt + 1
             )
             raise
         claims: dict[str, Any] = {
@@ -492,6 +531,7 @@ class OnlineScoring:
             "OK",
             digest,
             imputed,
+            attempt + 1,
         )
         claims["log_index"] = log_index
         attestation = sign_result(self.signing.current, claims)
@@ -518,6 +558,7 @@ class OnlineScoring:
         asked: list[str],
         answered: list[str],
         exc: VeilError,
+        rounds: int,
     ) -> None:
         await self._log(
             request,
@@ -529,6 +570,7 @@ class OnlineScoring:
             exc.code.name,
             "",
             [],
+            rounds,
         )
 
     async def _log(
@@ -542,7 +584,10 @@ class OnlineScoring:
         outcome: str,
         digest: str,
         imputed: list[str],
+        rounds: int,
     ) -> int:
+        """Append the request's one log entry; ``rounds`` > 1 tells providers that the
+        ids of :func:`veil.request_ids.round_ids` in their ledgers are this request."""
         fields = list(record.spec.fields) if record is not None else []
 
         async def use() -> None:
@@ -567,6 +612,8 @@ class OnlineScoring:
             detail["model"] = request.model_id  # dropped below unless identifier-shaped
         if imputed:
             detail["imputed"] = ",".join(imputed)
+        if rounds > 1:
+            detail["rounds"] = rounds
         event = AuditEvent(
             type=EventType.SCORE,
             actor=f"institution/{institution}",

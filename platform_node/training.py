@@ -62,7 +62,13 @@ from veil.errors import (
 from veil.server import connect
 from veil.tls import PeerIdentity
 from veil.training import psi
-from veil.training.binning import bin_counts, iv_strength, woe_iv
+from veil.training.binning import (
+    bin_counts,
+    iv_strength,
+    min_bin_rows,
+    shareable_woe,
+    woe_iv,
+)
 from veil.training.checkpoint import CheckpointStore, write_json_atomic
 from veil.training.config import (
     ROLE_NAMES,
@@ -71,6 +77,7 @@ from veil.training.config import (
     ROLE_VALIDATION,
     JobConfig,
     epoch_batches,
+    job_batch_size,
     min_batch_size,
     split_roles,
 )
@@ -311,12 +318,14 @@ class LabelParty:
     # -- calling feature parties -----------------------------------------------------
 
     def _where(self) -> str:
+        """The step in progress, for errors; epochs and batches count from 1, as the
+        progress lines do (checkpoints and the JSON summary count epochs from 0)."""
         return self.current_step
 
     def _wrap(self, party: str, err: grpc.RpcError) -> VeilError:
         code = err.code() if hasattr(err, "code") else None
         resumable = (
-            f"; resume from epoch {self.committed_epoch} with --resume"
+            f"; it can resume after epoch {self.committed_epoch + 1} (--resume)"
             if self.committed_epoch >= 0
             else ""
         )
@@ -720,6 +729,15 @@ class LabelParty:
             selected=entry["status"] == "ok" and iv >= self.config.iv_threshold,
         )
 
+    def _shareable_woe(self, entry: dict[str, Any]) -> list[float]:
+        """A column's WOE for encoding: clipped, and 0 in every bin below the minimum bin
+        size (a small bin's WOE would tell the feature party its rows' labels)."""
+        n_train = int((self.roles == ROLE_TRAIN).sum())
+        woe = np.clip(entry["woe"], -self.config.clip, self.config.clip).tolist()
+        return shareable_woe(
+            woe, entry["counts"], min_bin_rows(self.config.min_bin_fraction, n_train)
+        )
+
     # 9
     async def select_features(self) -> None:
         self._steps("SelectFeatures")
@@ -730,10 +748,7 @@ class LabelParty:
             if not enc.dropped and not entry["selected"]:
                 enc.status = "not_selected"
             elif not enc.dropped and self.config.encoding == "woe":
-                enc.set_woe(
-                    np.clip(entry["woe"], -self.config.clip, self.config.clip).tolist(),
-                    entry["counts"],
-                )
+                enc.set_woe(self._shareable_woe(entry), entry["counts"])
 
         def request(r: _Remote) -> pb.SelectFeaturesRequest:
             keep = [
@@ -744,7 +759,10 @@ class LabelParty:
             r.selected = keep
             woe = {}
             if self.config.encoding == "woe":
-                woe = {c: pb.WoeTable(woe=self._iv_entry(r.endpoint.name, c)["woe"]) for c in keep}
+                woe = {
+                    c: pb.WoeTable(woe=self._shareable_woe(self._iv_entry(r.endpoint.name, c)))
+                    for c in keep
+                }
             return pb.SelectFeaturesRequest(keep=keep, woe=woe, resume_epoch=self.resume_epoch)
 
         answers = await self._all(
@@ -760,7 +778,7 @@ class LabelParty:
         d = x_all.shape[1]
         n_train = int((self.roles == ROLE_TRAIN).sum())
         widest = max([d, *(r.width for r in self.remotes.values())])
-        self.batch_size = max(self.config.batch_size, min_batch_size(widest))
+        self.batch_size = job_batch_size(self.config.batch_size, n_train, widest)
         if n_train < min_batch_size(widest):
             raise FailedPrecondition(
                 f"{n_train} training rows are too few for {widest} encoded features"
@@ -836,7 +854,7 @@ class LabelParty:
         for batch, rows in enumerate(
             epoch_batches(len(y), self.batch_size, self.config.seed, epoch)
         ):
-            self._steps(f"Forward (epoch {epoch}, batch {batch})")
+            self._steps(f"Forward (epoch {epoch + 1}, batch {batch + 1})")
             forward = pb.ForwardRequest(epoch=epoch, batch=batch, rows=_u32(rows))
             masked = await self._all(partial(_unary, "Forward", forward))
             provider_sum = combine_scores({n: m.values for n, m in masked.items()}, len(rows))
@@ -846,7 +864,7 @@ class LabelParty:
             grad_own = np.r_[x[rows].T @ residual, residual.sum()] / len(rows)
             params = self.optimizer.step(np.r_[self.w, self.b], grad_own, epoch)
             self.w, self.b = params[:-1], float(params[-1])
-            self._steps(f"Backward (epoch {epoch}, batch {batch})")
+            self._steps(f"Backward (epoch {epoch + 1}, batch {batch + 1})")
             rq = quantize_residuals(residual)
             gradients = await self._encrypted_gradients(rows, rq)
             await self._all(partial(_backward, epoch, batch, gradients))
@@ -876,7 +894,7 @@ class LabelParty:
 
     # 13
     async def validate(self, epoch: int) -> tuple[float, float]:
-        self._steps(f"Validate (epoch {epoch})")
+        self._steps(f"Validate (epoch {epoch + 1})")
         masked = await self._all(
             lambda r: r.stub.Validate(pb.ValidateRequest(epoch=epoch), timeout=STEP_TIMEOUT_S)
         )
@@ -890,7 +908,7 @@ class LabelParty:
 
     # 14
     async def checkpoint(self, epoch: int, improved: bool) -> None:
-        self._steps(f"Checkpoint (epoch {epoch})")
+        self._steps(f"Checkpoint (epoch {epoch + 1})")
         await self._all(
             lambda r: r.stub.Checkpoint(
                 pb.CheckpointRequest(epoch=epoch, best=improved), timeout=STEP_TIMEOUT_S

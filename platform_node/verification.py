@@ -241,7 +241,6 @@ class Verification:
                 caller.subject,
                 request_id,
                 fields,
-                digest,
                 outcome=exc.code.name,
                 answered=[u for u in asked_units if u not in failed],
                 failed=list(failed),
@@ -270,7 +269,8 @@ class Verification:
     def _admit(
         self, request: vpb.VerifyRequest, q: Question
     ) -> tuple[GrantRecord, CachedAnswer | None]:
-        """The grant, the daily quota, then the cache or the budget (one worker thread)."""
+        """The grant, then the daily quota and the cache or the budget (one worker thread,
+        one write transaction: :meth:`VerificationBudgets.admit`)."""
         record = self.grants.authorize(
             grant_id=request.grant_id,
             uscc=request.uscc,
@@ -280,11 +280,7 @@ class Verification:
             purpose=request.purpose,
             loan_ref=request.loan_ref,
         )
-        self.institutions.consume_quota(q.institution)
-        cached = self.budgets.cached(q)
-        if cached is None:
-            self.budgets.spend(q)
-        return record, cached
+        return record, self.budgets.admit(q)
 
     async def _ask(self, the_plan: Plan, asked: Asked, baseline: bool) -> tuple[Outcome, Protocol]:
         if the_plan.protocol is Protocol.SINGLE:
@@ -327,7 +323,6 @@ class Verification:
             institution,
             request_id,
             fields,
-            digest,
             outcome="OK",
             answered=[] if cached else list(outcome.providers),
             failed=[],
@@ -358,7 +353,6 @@ class Verification:
         institution: str,
         request_id: str,
         fields: list[str],
-        digest: str,
         *,
         outcome: str,
         answered: list[str],
@@ -387,8 +381,6 @@ class Verification:
         detail: dict[str, str | int] = {"loan_ref": request.loan_ref} if request.loan_ref else {}
         if fields:
             detail["fields"] = ",".join(fields)
-        if digest:
-            detail["claim_sha256"] = digest
         if protocol is not None:
             detail["protocol"] = protocol.value
         if cached:
@@ -462,8 +454,9 @@ def build_verification(
     engine: Any,
     audit: AuditLog,
     authz: AuthorizationParts,
-) -> ServiceBinding:
-    """The platform's VerificationService (``[verification]`` in its configuration)."""
+) -> tuple[ServiceBinding, str]:
+    """The platform's VerificationService (``[verification]`` in its configuration),
+    with the id of the Paillier key providers encrypt their contributions to."""
     settings = VerificationSettings.from_config(config)
     paillier = load_paillier(settings)
     ca_pem = config.tls.ca.read_bytes() if config.tls.ca is not None else None
@@ -486,9 +479,10 @@ def build_verification(
             fanout=fanout,
         )
     )
-    return ServiceBinding(
+    binding = ServiceBinding(
         name=vpb.DESCRIPTOR.services_by_name["VerificationService"].full_name,
         register=lambda server: verification_pb2_grpc.add_VerificationServiceServicer_to_server(
             servicer, server
         ),
     )
+    return binding, paillier.key_id

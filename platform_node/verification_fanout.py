@@ -38,7 +38,14 @@ from veil.claims import (
     t_any,
     t_at_least,
 )
-from veil.composite import CIPHERTEXTS, Protocol, ciphertexts_digest, combined_reader, decide
+from veil.composite import (
+    CIPHERTEXTS,
+    MalformedContribution,
+    Protocol,
+    ciphertexts_digest,
+    combined_reader,
+    decide,
+)
 from veil.crypto import PaillierKeys, public_key_bytes
 from veil.errors import FailedPrecondition, PermissionDenied, Unavailable, VeilError
 from veil.tokens import KeySet, RequestClaims
@@ -298,7 +305,7 @@ class Fanout:
                     f"provider {unit!r}'s signature does not cover its contribution"
                 )
         contributions = [list(answers[u].ciphertexts) for u in plan.providers]
-        read = combined_reader(self.paillier, contributions)
+        read = combined_reader(self.paillier, contributions, plan.providers)
         threshold = plan.sum_value if isinstance(plan.sum_value, Decimal) else None
 
         def conclude() -> tuple[Truth, dict[str, str]]:
@@ -312,7 +319,11 @@ class Fanout:
                 threshold=threshold,
             )
 
-        truth, revealed = await asyncio.to_thread(conclude)
+        try:
+            truth, revealed = await asyncio.to_thread(conclude)
+        except MalformedContribution as exc:  # named when one provider's is; else all
+            who = exc.details.get("provider")
+            raise ProviderCallFailed(exc, [who] if who else list(plan.providers)) from None
         return Outcome(truth, plan.providers, revealed=tuple(sorted(revealed.items())))
 
     # --- the benchmark baseline: the same fan-out, answers in the clear ---

@@ -12,6 +12,13 @@ enterprise's own grant.  The provider verifies both itself:
   the grant's institution, purpose and loan reference, within its window;
 * that the enterprise has not revoked the grant (revocations carry the enterprise's
   signature and are checked again here; the platform only relays them).
+
+Cost per request: the grant's signatures (EIA certificate and enterprise key) are
+verified once per distinct grant token (:class:`~veil.tokens.GrantVerifier`, keyed by the
+token's SHA-256); its window, the certificate's validity, the scope checks, revocation
+and replay run on every request.  The revocation look-up and the replay claim share one
+worker-thread hop and one transaction — the same transaction as the handler's ledger row
+when the handler answers inside :meth:`Guard.claimed`.
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import grpc
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Engine,
     Integer,
@@ -33,6 +42,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     insert,
     select,
 )
@@ -41,10 +51,10 @@ from sqlalchemy.exc import IntegrityError
 from veil.errors import PermissionDenied, Unauthenticated, UnknownKey, VeilError, from_rpc_error
 from veil.tokens import (
     MAX_REQUEST_TOKEN_LIFETIME_S,
+    GrantVerifier,
     KeySet,
     RequestClaims,
     check_request_against_grant,
-    verify_grant,
     verify_request_token,
     verify_revocation,
 )
@@ -125,6 +135,7 @@ class Guard:
         self.unit = unit
         self.engine = engine
         self.eia_keys = eia_keys
+        self.grants = GrantVerifier(eia_keys)
         self.platform_keys = platform_keys
         self._skipped_seq = 0  # relayed notices that failed verification are not re-fetched
         metadata.create_all(engine)
@@ -139,7 +150,42 @@ class Guard:
         grant_jws: str,
         now: float | None = None,
     ) -> tuple[RequestClaims, Grant]:
-        """Verify everything about one request; raise (and read nothing) on any failure."""
+        """Verify everything about one request; raise (and read nothing) on any failure.
+
+        :meth:`authenticate`, then the replay claim and the revocation look-up in a
+        transaction of their own.  A handler that writes a ledger row should instead
+        call :meth:`authenticate` and answer inside :meth:`claimed` (one commit).
+        """
+        claims, grant = await self.authenticate(
+            request_id=request_id,
+            uscc=uscc,
+            fields=fields,
+            request_token=request_token,
+            grant_jws=grant_jws,
+            now=now,
+        )
+
+        def claim() -> None:
+            with self.claimed(claims, grant):
+                pass
+
+        await asyncio.to_thread(claim)
+        return claims, grant
+
+    async def authenticate(
+        self,
+        *,
+        request_id: str,
+        uscc: str,
+        fields: Sequence[str],
+        request_token: str,
+        grant_jws: str,
+        now: float | None = None,
+    ) -> tuple[RequestClaims, Grant]:
+        """Every check that needs no state: the request token (signature, audience,
+        freshness), the grant (signatures — cached by token hash — and window) and the
+        request against the grant.  Replay and revocation are *not* checked yet: the
+        caller must read and answer only inside :meth:`claimed`."""
         kid = _kid_of(request_token)
         keys = await self.platform_keys.for_kid(kid)
         claims = verify_request_token(request_token, keys, audience=self.unit, now=now)
@@ -149,31 +195,37 @@ class Guard:
             raise PermissionDenied("enterprise differs from the request token's subject")
         if not grant_jws:
             raise PermissionDenied("no enterprise grant accompanies the request")
-        grant = verify_grant(grant_jws, self.eia_keys, now=now)
+        grant = self.grants.verify(grant_jws, now=now)
         check_request_against_grant(claims, grant, requested_fields=fields, now=now)
-        await asyncio.to_thread(self._claim, request_id, claims.expires)
-        if await asyncio.to_thread(self.is_revoked, grant.uscc, grant.grant_id):
-            raise GrantRevoked(f"grant {grant.grant_id} was revoked by the enterprise")
         return claims, grant
 
-    def _claim(self, request_id: str, expires: int) -> None:
-        expires_at = dt.datetime.fromtimestamp(expires + MAX_REQUEST_TOKEN_LIFETIME_S, dt.UTC)
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(seen_requests).values(request_id=request_id, expires_at=expires_at)
-                )
-        except IntegrityError:
-            raise Replayed(f"request {request_id} was already presented to {self.unit}") from None
+    @contextmanager
+    def claimed(self, claims: RequestClaims, grant: Grant) -> Iterator[Connection]:
+        """A write transaction on the ledger's database that first claims the request id
+        (:class:`Replayed` if it was seen) and checks that the grant is not revoked
+        (:class:`GrantRevoked`), before the block runs.  Blocking: call it in a worker
+        thread.  The block reads and computes the answer and writes its ledger row on the
+        connection; all of it commits at once when the block ends, before the answer
+        leaves.  Any exception rolls it all back (the request id stays unclaimed: nothing
+        was answered) — record the refusal in a transaction of its own.
+        """
+        expires_at = dt.datetime.fromtimestamp(
+            claims.expires + MAX_REQUEST_TOKEN_LIFETIME_S, dt.UTC
+        )
+        with self.engine.begin() as conn:
+            try:
+                conn.execute(_CLAIM, {"request_id": claims.request_id, "expires_at": expires_at})
+            except IntegrityError:
+                raise Replayed(
+                    f"request {claims.request_id} was already presented to {self.unit}"
+                ) from None
+            if _revoked(conn, grant.uscc, grant.grant_id):
+                raise GrantRevoked(f"grant {grant.grant_id} was revoked by the enterprise")
+            yield conn
 
     def is_revoked(self, uscc: str, grant_id: str) -> bool:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(revocations.c.seq)
-                .where(revocations.c.uscc == uscc, revocations.c.grant_id == grant_id)
-                .limit(1)
-            ).first()
-        return row is not None
+            return _revoked(conn, uscc, grant_id)
 
     def last_revocation_seq(self) -> int:
         with self.engine.connect() as conn:
@@ -218,6 +270,19 @@ class Guard:
             except grpc.aio.AioRpcError as err:
                 log.debug("revocation poll failed: %s", err.code().name)
             await asyncio.sleep(interval_s)
+
+
+# Built once with bind parameters (SQLAlchemy reuses the compiled form per request).
+_CLAIM = insert(seen_requests)
+_REVOKED = (
+    select(revocations.c.seq)
+    .where(revocations.c.uscc == bindparam("uscc"), revocations.c.grant_id == bindparam("gid"))
+    .limit(1)
+)
+
+
+def _revoked(conn: Connection, uscc: str, grant_id: str) -> bool:
+    return conn.execute(_REVOKED, {"uscc": uscc, "gid": grant_id}).first() is not None
 
 
 def _kid_of(token: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Engine,
     Integer,
@@ -41,6 +42,9 @@ ledger_table = Table(
     Column("outcome", String(32), nullable=False),
     Column("detail", Text, nullable=False, default=""),
 )
+
+
+_INSERT = insert(ledger_table)  # built once; the values come as parameters
 
 
 @dataclass(frozen=True)
@@ -77,20 +81,26 @@ class Ledger:
         outcome: str,
         detail: str = "",
         at: dt.datetime | None = None,
+        conn: Connection | None = None,
     ) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(ledger_table).values(
-                    at=at or dt.datetime.now(dt.UTC),
-                    request_id=request_id,
-                    method=method,
-                    caller=caller,
-                    uscc=uscc,
-                    datasets=",".join(datasets),
-                    outcome=outcome,
-                    detail=detail,
-                )
-            )
+        """Append one row, committed before this returns — or, with ``conn``, as part of
+        that open transaction (:meth:`provider_node.guard.Guard.claimed`: the replay claim
+        and the ledger row of one request commit together)."""
+        row = {
+            "at": at or dt.datetime.now(dt.UTC),
+            "request_id": request_id,
+            "method": method,
+            "caller": caller,
+            "uscc": uscc,
+            "datasets": ",".join(datasets),
+            "outcome": outcome,
+            "detail": detail,
+        }
+        if conn is not None:
+            conn.execute(_INSERT, row)
+            return
+        with self.engine.begin() as own:
+            own.execute(_INSERT, row)
 
     def entries(self, limit: int = 1000) -> list[LedgerEntry]:
         with self.engine.connect() as conn:

@@ -19,10 +19,17 @@ last checkpoint this provider verified), and compares the two records by request
     about under that request id.
 
 Comparisons count request ids (a multiset), so one logged entry cannot cover two
-answers with the same id.  The platform logs a use only after the providers have
-answered, so a very recent ledger row may not be logged *yet*: such rows are
-re-checked against fresh checkpoints for up to ``settle_s`` seconds before they
-are flagged.
+answers with the same id.  Before comparing, the ledger is read as *uses of the
+provider's data* (:func:`data_uses`): ``InstallModel`` is skipped (the platform
+hands the provider an encrypted model part; none of the provider's data leaves, and
+the approval is logged as ``model.deployed``), and the rows of one batch job
+(``InstallBatch`` under the job id, one ``BatchPartial`` per chunk under
+``<job id>:<chunk>``) count as one use under the job id, which is how the log
+records the job (``batch.run``, action ``started``, naming every provider).
+
+The platform logs a use only after the providers have answered, so a very recent
+ledger row may not be logged *yet*: such rows are re-checked against fresh
+checkpoints for up to ``settle_s`` seconds before they are flagged.
 
 A platform that hides an entry from this provider's search but keeps it in the log
 is not caught here (the provider only reads its own entries); the auditor, who reads
@@ -50,12 +57,20 @@ from veil.audit.client import AuditClient, audit_settings
 from veil.audit.verify import Auditor, VerifiedEntry
 from veil.config import NodeConfig
 from veil.errors import ConfigError
+from veil.request_ids import round_ids
 from veil.tls import PeerIdentity, secure_channel
 from veil.v1 import audit_pb2
 
 log = logging.getLogger("veil.provider.reconcile")
 
 KINDS = ("missing_from_log", "unanswered_claim", "enterprise_mismatch")
+NOT_DATA_USES = frozenset({"InstallModel"})
+"""Ledger methods that disclose none of the provider's data (nothing to reconcile)."""
+BATCH_METHODS = frozenset({"InstallBatch", "BatchPartial"})
+"""Ledger methods of one batch job: logged once, under the job id."""
+MAX_ROUNDS = 64
+"""The most rounds one logged request can stand for (the platform re-runs a score at
+most once per provider that drops out, plus once for a stale mask key)."""
 DEFAULT_SETTLE_S = 10.0
 POLL_S = 0.5
 
@@ -125,8 +140,56 @@ def ledger_answers(url: str, since: dt.datetime | None = None) -> list[Answer]:
             rows = conn.execute(query.order_by(t.c.id)).all()
     finally:
         engine.dispose()
-    out = [Answer(r[0], _utc(r[1]), r[2], r[3] or "") for r in rows]
+    out = data_uses(Answer(r[0], _utc(r[1]), r[2], r[3] or "") for r in rows)
     return [a for a in out if since is None or a.at >= since]
+
+
+def data_uses(answers: Iterable[Answer]) -> list[Answer]:
+    """Ledger answers as the uses of data the log records, in ledger order.
+
+    Drops methods in :data:`NOT_DATA_USES`; folds every ``InstallBatch`` /
+    ``BatchPartial`` row of one job into a single use under the job id (the first
+    row's time), since the platform logs a job once however many chunks it has.
+    """
+    out: list[Answer] = []
+    jobs: set[str] = set()
+    for a in answers:
+        if a.method in NOT_DATA_USES:
+            continue
+        if a.method in BATCH_METHODS:
+            job = a.request_id.rsplit(":", 1)[0] if a.method == "BatchPartial" else a.request_id
+            if job in jobs:
+                continue
+            jobs.add(job)
+            a = Answer(job, a.at, "BatchJob", a.uscc)
+        out.append(a)
+    return out
+
+
+def fold_rounds(entries: Iterable[VerifiedEntry], answers: Iterable[Answer]) -> list[Answer]:
+    """Ledger answers with the rounds of a re-run request folded into one use.
+
+    A score re-run after a provider dropped out reaches the remaining providers once
+    per round, each round under its own id (:func:`veil.request_ids.round_ids`); the
+    log records the request once, with ``rounds`` in its detail.  A log entry names at
+    most :data:`MAX_ROUNDS` rounds: a larger claim folds nothing beyond that.
+    """
+    alias: dict[str, str] = {}
+    for v in entries:
+        rounds = v.entry.detail.get("rounds", 1)
+        if isinstance(rounds, int) and rounds > 1:
+            for rid in round_ids(v.entry.request_id, min(rounds, MAX_ROUNDS)):
+                alias[rid] = v.entry.request_id
+    out: list[Answer] = []
+    folded: set[str] = set()
+    for a in answers:
+        request = alias.get(a.request_id)
+        if request is None:
+            out.append(a)
+        elif request not in folded:
+            folded.add(request)
+            out.append(Answer(request, a.at, a.method, a.uscc))
+    return out
 
 
 def compare(
@@ -141,7 +204,8 @@ def compare(
     Answers missing from the log that are newer than ``pending_after`` are returned
     separately as *pending* (not yet flagged).
     """
-    answers = list(answers)
+    entries = list(entries)
+    answers = fold_rounds(entries, answers)
     asked: Counter[str] = Counter()
     claimed: Counter[str] = Counter()
     claims: dict[str, list[VerifiedEntry]] = {}

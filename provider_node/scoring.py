@@ -404,7 +404,7 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
                     f"{part.model_id}@{part.version}: {', '.join(part.fields)}"
                 )
             peers = self.participants(part, request.participants)
-            claims, grant = await self.guard.check(
+            claims, grant = await self.guard.authenticate(  # replay, revocation: in compute
                 request_id=rid,
                 uscc=request.uscc,
                 fields=list(request.fields),
@@ -427,18 +427,31 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
         assert masks is not None
         modulus = installed.public_key.n
         pool = self.pool(installed.public_key)
+        guard = self.guard
+        datasets = sorted({self.catalog.field(f).dataset_id for f in part.fields})
 
-        def compute() -> bytes:
-            rows = self.store.fetch(request.uscc, part.fields)
-            mask = masks.mask(peers, request_id=rid, context=MASK_CONTEXT, modulus=modulus)
-            return ciphertext_bytes(protect(unprotected_partial(installed, rows), mask, pool))
+        def compute() -> bytes:  # one worker thread; the claim and the ledger row: one commit
+            with guard.claimed(claims, grant) as conn:  # replay + revocation first
+                rows = self.store.fetch(request.uscc, part.fields)
+                mask = masks.mask(peers, request_id=rid, context=MASK_CONTEXT, modulus=modulus)
+                out = ciphertext_bytes(protect(unprotected_partial(installed, rows), mask, pool))
+                self.ledger.record(
+                    request_id=rid,
+                    method="PartialScore",
+                    caller=self._caller(),
+                    uscc=request.uscc,
+                    datasets=datasets,
+                    outcome="answered",
+                    detail=detail[:2000],
+                    conn=conn,
+                )
+            return out  # committed: the ledger row exists before the answer leaves
 
-        # The ledger row is committed before the answer leaves (not necessarily before the
-        # computation): both run at once.
-        _, ciphertext = await asyncio.gather(
-            self._record("PartialScore", rid, request.uscc, "answered", detail, part.fields),
-            asyncio.to_thread(compute),
-        )
+        try:
+            ciphertext = await asyncio.to_thread(compute)
+        except VeilError as exc:  # replayed, revoked or failed: rolled back, recorded
+            await self._record("PartialScore", rid, request.uscc, "refused", exc.message)
+            raise
         return pb.PartialScoreResponse(request_id=rid, ciphertext=ciphertext)
 
     async def InstallBatch(self, request_iterator: Any, context: Any) -> pb.InstallBatchResponse:

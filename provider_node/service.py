@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
+from typing import Any
 
 import grpc
 
@@ -247,7 +248,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
             if not fields:
                 raise InvalidArgument("fields is empty")
             datasets = sorted({self._held_field(f) for f in fields})
-            claims, grant = await self.guard.check(
+            claims, grant = await self.guard.authenticate(  # replay, revocation: below
                 request_id=request.request_id,
                 uscc=request.uscc,
                 fields=fields,
@@ -279,10 +280,35 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
             f"institution={claims.institution};purpose={claims.purpose};"
             f"loan_ref={claims.loan_ref};grant={grant.grant_id};fields={','.join(sorted(fields))}"
         )
-        await self._record(
-            "FetchAuthorized", request.request_id, request.uscc, datasets, "answered", detail
-        )
-        found = await asyncio.to_thread(self.store.fetch, request.uscc, fields)
+        guard = self.guard
+        assert guard is not None
+
+        def answer() -> dict[str, list[dict[str, Any]]]:  # one worker thread, one commit
+            with guard.claimed(claims, grant) as conn:  # replay + revocation first
+                self.ledger.record(
+                    request_id=request.request_id,
+                    method="FetchAuthorized",
+                    caller=self._caller(),
+                    uscc=request.uscc,
+                    datasets=datasets,
+                    outcome="answered",
+                    detail=detail,
+                    conn=conn,
+                )
+                return self.store.fetch(request.uscc, fields)
+
+        try:
+            found = await asyncio.to_thread(answer)
+        except VeilError as exc:  # replayed, revoked or the read failed: rolled back
+            await self._record(
+                "FetchAuthorized",
+                request.request_id,
+                request.uscc,
+                datasets,
+                "refused",
+                exc.message,
+            )
+            raise
         records = []
         for ds_id in datasets:
             out = common_pb2.DatasetRecords(dataset_id=ds_id, source=self.unit)

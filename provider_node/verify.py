@@ -30,12 +30,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from sqlalchemy import Connection
 
 from provider_node.guard import Guard
 from provider_node.mask_keys import ProviderMaskKeys
@@ -61,12 +62,13 @@ from veil.config import NodeConfig
 from veil.crypto import PublicKey, RandomnessPool, public_key_from_bytes
 from veil.errors import ConfigError, InvalidArgument, PermissionDenied, VeilError
 from veil.server import ServiceBinding, current_peer
-from veil.tokens import KeySet, RequestClaims, SigningKey
+from veil.tokens import Grant, KeySet, RequestClaims, SigningKey
 from veil.uscc import validate_uscc
 from veil.v1 import verification_pb2 as vpb
 from veil.v1 import verification_pb2_grpc
 
 log = logging.getLogger("veil.provider.verify")
+_R = TypeVar("_R")
 
 USE = "verify"
 MAX_CONDITIONS = 64
@@ -139,6 +141,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         fields: Sequence[str],
         outcome: str,
         detail: str,
+        conn: Connection | None = None,
     ) -> None:
         peer = current_peer.get()
         datasets = sorted({self.catalog.field(f).dataset_id for f in fields if _known(self, f)})
@@ -150,6 +153,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             datasets=datasets,
             outcome=outcome,
             detail=detail,
+            conn=conn,
         )
 
     async def _refused(
@@ -165,12 +169,14 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
 
     async def _authorize(
         self, request_id: str, uscc: str, fields: list[str], token: str, grant_jws: str
-    ) -> RequestClaims:
+    ) -> tuple[RequestClaims, Grant]:
+        """The stateless checks; replay and revocation are checked by ``guard.claimed``,
+        inside which the answer is computed and recorded (one commit)."""
         if not request_id:
             raise InvalidArgument("request_id is required")
         validate_uscc(uscc)
         self._held(fields)
-        claims, _grant = await self.guard.check(
+        claims, grant = await self.guard.authenticate(
             request_id=request_id,
             uscc=uscc,
             fields=fields,
@@ -179,7 +185,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         )
         if claims.use != USE:
             raise PermissionDenied(f"request token is for use {claims.use!r}, not {USE!r}")
-        return claims
+        return claims, grant
 
     def _pool(self, n: int) -> RandomnessPool | None:
         if self.pool_size == 0:
@@ -214,7 +220,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             claim = claim_from_json(request.claim_json, self.catalog)
             digest = claim_sha256(claim)
             fields = claim_fields(claim, self.catalog)
-            claims = await self._authorize(
+            claims, grant = await self._authorize(
                 request.request_id, request.uscc, fields, request.request_token, request.grant_jws
             )
         except VeilError as exc:
@@ -225,12 +231,19 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         # asyncio.to_thread copies the context: current_peer is known in the worker thread
 
         def answer() -> vpb.ProviderVerifyResponse:  # one worker thread: read, decide, record
-            rows = self.base.store.fetch(request.uscc, fields)
-            truth = evaluate(claim, rows, self.catalog)
-            detail = _detail(claims, digest, f"result={truth.value}")
-            self._ledger(
-                "VerifyClaim", request.request_id, request.uscc, fields, "answered", detail
-            )
+            with self.guard.claimed(claims, grant) as conn:  # replay + revocation; one commit
+                rows = self.base.store.fetch(request.uscc, fields)
+                truth = evaluate(claim, rows, self.catalog)
+                detail = _detail(claims, digest, f"result={truth.value}")
+                self._ledger(
+                    "VerifyClaim",
+                    request.request_id,
+                    request.uscc,
+                    fields,
+                    "answered",
+                    detail,
+                    conn,
+                )
             attestation = sign_answer(
                 self.answer_key,
                 unit=self.unit,
@@ -243,7 +256,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
                 request_id=request.request_id, result=RESULTS[truth], attestation=attestation
             )
 
-        return await asyncio.to_thread(answer)
+        return await self._answered("VerifyClaim", request, fields, answer)
 
     async def Contribute(
         self, request: vpb.ContributeRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -260,7 +273,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
                 {f for c in conditions for f in claim_fields(c, self.catalog)} | set(sum_fields)
             )
             public_key = public_key_from_bytes(bytes(request.paillier_n))
-            claims = await self._authorize(
+            claims, grant = await self._authorize(
                 request.request_id, request.uscc, fields, request.request_token, request.grant_jws
             )
             peers = self.masks.peers(request.participants)
@@ -270,12 +283,15 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         pool = self._pool(public_key.n)
 
         def answer() -> vpb.ContributeResponse:  # one worker thread: read, mask, encrypt, record
-            ciphertexts = self._contribution(
-                request, protocol, conditions, sum_fields, fields, public_key, peers, pool
-            )
-            digest = ciphertexts_digest(ciphertexts)
-            detail = _detail(claims, request.claims_sha256, f"protocol={protocol.value}")
-            self._ledger("Contribute", request.request_id, request.uscc, fields, "answered", detail)
+            with self.guard.claimed(claims, grant) as conn:  # replay + revocation; one commit
+                ciphertexts = self._contribution(
+                    request, protocol, conditions, sum_fields, fields, public_key, peers, pool
+                )
+                digest = ciphertexts_digest(ciphertexts)
+                detail = _detail(claims, request.claims_sha256, f"protocol={protocol.value}")
+                self._ledger(
+                    "Contribute", request.request_id, request.uscc, fields, "answered", detail, conn
+                )
             attestation = sign_answer(
                 self.answer_key,
                 unit=self.unit,
@@ -289,7 +305,18 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
                 request_id=request.request_id, ciphertexts=ciphertexts, attestation=attestation
             )
 
-        return await asyncio.to_thread(answer)
+        return await self._answered("Contribute", request, fields, answer)
+
+    async def _answered(
+        self, method: str, request: Any, fields: Sequence[str], answer: Callable[[], _R]
+    ) -> _R:
+        """Run ``answer`` in a worker thread; a refusal there (a replayed request id, a
+        revoked grant) rolled its transaction back and is recorded as refused."""
+        try:
+            return await asyncio.to_thread(answer)
+        except VeilError as exc:
+            await self._refused(method, request.request_id, request.uscc, fields, exc.message)
+            raise
 
     def _contribution(
         self,

@@ -27,13 +27,14 @@ from tests.conftest import run
 from veil._internal.merkle import leaf_hash
 from veil.audit.entry import AuditEvent, EventType, decode_entry, encode_entry, lookup_result_digest
 from veil.certs import init_dev_pki
-from veil.checkpoint import Signer
+from veil.checkpoint import Signer, Verifier, verify_checkpoint
 from veil.config import TLSConfig
 from veil.tlog import LogStore
 from veil.tlog.schema import Tables
 from veil.tls import PeerIdentity, secure_channel
 from veil.uscc import make_uscc
 from veil.v1 import audit_pb2, audit_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from veil_cli.authz_setup import enroll_enterprise
 from veil_cli.client import load_client_config
 from veil_cli.federation import INSTITUTION
 from veil_cli.main import main
@@ -135,6 +136,17 @@ def test_auditor_follows_proves_and_reports(federation: Any, capsys: Any) -> Non
     )
     table = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert any(r["institution"] == f"institution/{INSTITUTION}" for r in table)
+    # a time range: everything so far is before now, nothing is after it
+    now = dt.datetime.now(dt.UTC).isoformat()
+    for window, some in ((["--until", now], True), (["--since", now], False)):
+        argv = ["audit", "report", "--by", "enterprise", "--format", "json", *window]
+        capsys.readouterr()
+        assert main([*argv, "--config", auditor]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert bool(rows) is some and (not some or sum(r["uses"] for r in rows) >= 2)
+    capsys.readouterr()
+    assert main(["audit", "report", "--by", "purpose", "--config", auditor]) == 0
+    assert "Uses by purpose" in capsys.readouterr().out
     capsys.readouterr()
     assert main(["audit", "checkpoint", "--config", auditor]) == 0
     note = capsys.readouterr().out
@@ -142,6 +154,10 @@ def test_auditor_follows_proves_and_reports(federation: Any, capsys: Any) -> Non
         note.startswith("veil.demo/transparency-log\n")
         and "\n— veil.demo/transparency-log " in note
     )
+    assert main(["audit", "vkey", "--config", auditor]) == 0
+    vkey = capsys.readouterr().out
+    assert vkey == Signer.load(federation.certs / "log.key").verifier().key_string + "\n"
+    verify_checkpoint(note.encode(), Verifier.parse(vkey.strip()))  # the note verbatim
 
 
 @pytest.mark.parametrize(
@@ -290,6 +306,58 @@ def test_each_party_reads_only_its_own_entries(federation: Any) -> None:
     assert proof.leaf_hash == mine.entries[0].leaf_hash
 
 
+def test_enterprise_sees_every_use_of_its_data_with_inclusion_proofs(
+    federation: Any, capsys: Any
+) -> None:
+    """信息主体查询: through the gateway, with its own certificate, the enterprise lists
+    every use of its data (who, when, purpose, grant), each inclusion-verified."""
+    uscc = first_uscc(federation)
+    for _ in range(2):
+        run(_lookup(federation, uscc))
+    config = str(enroll_enterprise(federation, uscc, f"企业{uscc[-4:]}"))
+    code, lines, err = cli_json(capsys, "audit", "uses", "--config", config)
+    assert code == 0, err
+    size = json.loads((federation.workdir / f"audit-state-enterprise-{uscc}.json").read_text())[
+        "size"
+    ]
+    everything = audit_call(
+        federation, "SearchEntries", audit_pb2.SearchEntriesRequest(page_size=1000, tree_size=size)
+    )
+    about = [e.index for e in everything.entries if decode_entry(e.leaf).enterprise == uscc]
+    assert [line["index"] for line in lines] == about and len(about) >= 2
+    for line in lines:
+        assert line["included"] is True and line["entry"]["enterprise"] == uscc
+        assert {"actor", "time", "purpose", "grant", "type", "providers"} <= set(line["entry"])
+    assert any(
+        line["entry"]["actor"] == f"institution/{INSTITUTION}"
+        and line["entry"]["type"] == EventType.LOOKUP
+        for line in lines
+    )
+    code, proved, err = cli_json(
+        capsys, "audit", "prove", "--index", str(about[-1]), "--config", config
+    )
+    assert code == 0 and proved[0]["verified"] and proved[0]["entry"]["enterprise"] == uscc, err
+    # an entry about someone else is not served to it
+    other = next(e.index for e in everything.entries if decode_entry(e.leaf).enterprise != uscc)
+    code, _, err = cli_json(capsys, "audit", "prove", "--index", str(other), "--config", config)
+    assert code != 0, err
+
+
+def test_entries_from_to_prints_exact_leaves(federation: Any, capsys: Any) -> None:
+    auditor = cfg(federation, "auditor.toml")
+    code, lines, err = cli_json(
+        capsys, "audit", "entries", "--from", "1", "--to", "3", "--config", auditor
+    )
+    assert code == 0, err
+    real = _real_entries(federation)
+    assert [sorted(line) for line in lines] == [["index", "leaf", "leaf_hash"]] * 2
+    assert [line["index"] for line in lines] == [1, 2]
+    for line in lines:
+        leaf = base64.b64decode(line["leaf"])
+        assert leaf == real[line["index"]]
+        assert line["leaf_hash"] == leaf_hash(leaf).hex()
+
+
 def test_a_checkpoint_not_signed_by_the_pinned_key_is_an_alarm(
     federation: Any, capsys: Any
 ) -> None:
@@ -306,6 +374,29 @@ def test_a_checkpoint_not_signed_by_the_pinned_key_is_an_alarm(
     code, _, err = cli_json(capsys, "audit", "follow", "--vkey", impostor, "--config", str(fresh))
     assert code == 3 and "ALARM (BadCheckpoint)" in err and "no verifiable signatures" in err, err
     assert not (federation.workdir / "audit-state-impostor.json").exists()
+
+
+def test_a_checkpoint_with_a_bad_signature_is_an_alarm(
+    federation: Any, capsys: Any, tmp_path: Path
+) -> None:
+    auditor = cfg(federation, "auditor.toml")
+    assert main(["audit", "follow", "--config", auditor]) == 0
+    capsys.readouterr()
+    assert main(["audit", "checkpoint", "--config", auditor]) == 0
+    note = capsys.readouterr().out
+    origin, size, rest = note.split("\n", 2)
+    forged = tmp_path / "forged.note"  # the pinned key's name and id, another body
+    forged.write_text(f"{origin}\n{int(size) + 1}\n{rest}")
+    code, _, err = cli_json(
+        capsys, "audit", "follow", "--compare", str(forged), "--config", auditor
+    )
+    assert code == 3 and "ALARM (BadCheckpoint)" in err and "invalid signature" in err, err
+    mangled = tmp_path / "mangled.note"  # not a signed note at all
+    mangled.write_text(note.replace("\n\n", "\n"))
+    code, _, err = cli_json(
+        capsys, "audit", "follow", "--compare", str(mangled), "--config", auditor
+    )
+    assert code == 3 and "MalformedNote" in err, err
 
 
 def _real_entries(fed: Any) -> list[bytes]:

@@ -529,8 +529,19 @@ def provider_fetch(
     try:
         run(call())
     except grpc.aio.AioRpcError as err:
+        assert_refusal_recorded(fed, rid, err.details() or "")
         return err.code(), err.details() or ""
     return grpc.StatusCode.OK, ""
+
+
+def assert_refusal_recorded(fed: Any, rid: str, why: str) -> None:
+    """The tax provider's ledger has the refusal of ``rid`` with its reason (and the
+    provider read nothing for it: no newer "answered" entry under that request id)."""
+    from provider_node.ledger import Ledger
+
+    ledger = Ledger.open(f"sqlite:///{fed.data / 'tax-ledger.db'}")
+    latest = next(e for e in ledger.entries(limit=200) if e.request_id == rid)
+    assert latest.outcome == "refused" and latest.detail == why, (latest, why)
 
 
 @pytest.fixture(scope="module")
@@ -665,6 +676,25 @@ def test_token_for_another_provider_or_forged_or_altered_gets_nothing(
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_compromised_platform_gets_no_verification_only_value_even_under_a_signed_grant(
+    federation: Any, ent: Enterprise
+) -> None:
+    secret = ("tax_vat_paid_last_year",)  # a commercial secret: verification or model only
+    # the enterprise really signed a grant naming it (the platform would refuse to store it,
+    # but a compromised platform needs only the signed JWS)
+    jws = make_grant_jws(
+        ent.config,
+        institution=INSTITUTION,
+        fields=list(secret),
+        uses=["fetch"],
+        purpose=PURPOSE,
+        loan_ref=LOAN,
+        days=1,
+    )
+    code, why = provider_fetch(federation, ent, jws, secret)
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "verification-only" in why
+
+
 def test_provider_refuses_to_fetch_under_a_score_token(federation: Any, ent: Enterprise) -> None:
     """A grant for scoring (and fetching) still yields values only to a 'fetch' token."""
     info = ent.grant(TAX_FIELDS, uses=["fetch", "score"])
@@ -779,3 +809,238 @@ def test_letter_with_malformed_hash_is_invalid_argument(federation: Any, ent: En
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "sha256" in why
+
+
+# --- more institutions: ES256 and EdDSA keys, key rotation, daily quotas -----------------
+
+
+class Bank:
+    """Another institution, onboarded through the real admin API with its own keys."""
+
+    def __init__(
+        self,
+        fed: Any,
+        inst_id: str,
+        keys: list[SigningKey],
+        *,
+        quota: int = 100,
+        purposes: tuple[str, ...] = (PURPOSE,),
+    ) -> None:
+        from veil.certs import init_dev_pki
+
+        self.fed, self.id = fed, inst_id
+        init_dev_pki(fed.certs, [("institution", inst_id)])
+        admin_call(
+            fed,
+            "RegisterInstitution",
+            institution_pb2.RegisterInstitutionRequest(
+                id=inst_id,
+                name=f"Bank {inst_id}",
+                type=institution_pb2.INSTITUTION_TYPE_BANK,
+                purposes=list(purposes),
+                daily_quota=quota,
+                reason="e2e application",
+            ),
+        )
+        for state in (
+            institution_pb2.INSTITUTION_STATE_ASSESSED,
+            institution_pb2.INSTITUTION_STATE_ACTIVE,
+        ):
+            admin_call(
+                fed,
+                "SetInstitutionState",
+                institution_pb2.SetInstitutionStateRequest(id=inst_id, state=state, reason="e2e"),
+            )
+        for key in keys:
+            admin_call(
+                fed,
+                "AddInstitutionKey",
+                institution_pb2.AddInstitutionKeyRequest(
+                    id=inst_id, jwk_json=json.dumps(key.public_jwk())
+                ),
+            )
+
+    def token(self, key: SigningKey) -> str:
+        return make_client_assertion(key, issuer=self.id, audience=gateway_audience("gateway"))
+
+    def call(self, key: SigningKey, method: str, request: Any, service: Any = None) -> Any:
+        return gateway(
+            self.fed,
+            method,
+            request,
+            token=self.token(key),
+            cert=self.id,
+            service=service or gateway_pb2_grpc.GatewayServiceStub,
+        )
+
+
+def test_es256_and_eddsa_keys_are_both_accepted_and_a_removed_kid_is_refused(
+    federation: Any, ent: Enterprise, granted: apb.GrantInfo
+) -> None:
+    from gateway.auth import INSTITUTION_KEYS_TTL_S
+
+    ed, es = SigningKey.generate("EdDSA"), SigningKey.generate("ES256")
+    bank2 = Bank(federation, "rotation-bank", [ed, es])
+    shown = admin_call(
+        federation, "GetInstitution", institution_pb2.GetInstitutionRequest(id=bank2.id)
+    )
+    published = {k["kid"]: k for k in json.loads(shown.jwks_json)["keys"]}
+    assert set(published) == {ed.kid, es.kid}
+    assert {published[ed.kid]["crv"], published[es.kid]["crv"]} == {"Ed25519", "P-256"}
+    uscc = usccs(federation, 1)[0]
+    request = gateway_pb2.GatewayLookupRequest(uscc=uscc)
+    for key in (ed, es):
+        assert run(bank2.call(key, "LookupEnterprise", request)).uscc == uscc
+    # authenticated, but the grant it names was given to another institution
+    code, why = code_of(
+        bank2.call(es, "FetchAuthorized", fetch_request(ent.uscc, granted.grant_id))
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED and bank2.id in why
+    # rotation: the old key is withdrawn; the new one keeps working, the old one stops
+    admin_call(
+        federation,
+        "RemoveInstitutionKey",
+        institution_pb2.RemoveInstitutionKeyRequest(id=bank2.id, kid=ed.kid),
+    )
+    deadline = time.monotonic() + INSTITUTION_KEYS_TTL_S + 3.0
+    while True:
+        try:
+            run(bank2.call(ed, "LookupEnterprise", request))
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert ed.kid in (err.details() or "")
+            break
+        assert time.monotonic() < deadline, "a withdrawn key is still accepted"
+        time.sleep(0.25)
+    assert run(bank2.call(es, "LookupEnterprise", request)).uscc == uscc
+    history = admin_call(
+        federation, "GetInstitution", institution_pb2.GetInstitutionRequest(id=bank2.id)
+    ).history
+    assert [(h.to_state, bool(h.decided_by), bool(h.at)) for h in history] == [
+        (institution_pb2.INSTITUTION_STATE_APPLIED, True, True),
+        (institution_pb2.INSTITUTION_STATE_ASSESSED, True, True),
+        (institution_pb2.INSTITUTION_STATE_ACTIVE, True, True),
+    ]
+
+
+def test_assertion_living_longer_than_five_minutes_is_refused(federation: Any) -> None:
+    from veil.tokens import MAX_ASSERTION_LIFETIME_S, _jws
+
+    key = bank(federation).key
+    now = int(time.time())
+    for lifetime, accepted in (
+        (MAX_ASSERTION_LIFETIME_S, True),
+        (MAX_ASSERTION_LIFETIME_S + 1, False),
+    ):
+        token = _jws.sign(
+            key,
+            "veil-client+jwt",
+            {
+                "iss": INSTITUTION,
+                "sub": INSTITUTION,
+                "aud": gateway_audience("gateway"),
+                "iat": now,
+                "exp": now + lifetime,
+                "jti": uuid.uuid4().hex,
+            },
+            {},
+        )
+        call = lookup(federation, usccs(federation, 1)[0], token=token)
+        if accepted:
+            assert run(call).uscc
+        else:
+            code, why = code_of(call)
+            assert code == grpc.StatusCode.UNAUTHENTICATED and "lifetime" in why
+
+
+def test_daily_quota_is_enforced_and_the_refusal_recorded(federation: Any, ent: Enterprise) -> None:
+    key = SigningKey.generate("ES256")
+    small = Bank(federation, "quota-bank", [key], quota=2)
+    info = ent.grant(TAX_FIELDS, institution=small.id)
+    service = gateway_pb2_grpc.GatewayServiceStub
+    request = fetch_request(ent.uscc, info.grant_id, TAX_FIELDS)
+    for _ in range(2):
+        assert opened(run(small.call(key, "FetchAuthorized", request, service)), ent.uscc)
+    rid = uuid.uuid4().hex
+    request.request_id = rid
+    code, why = code_of(small.call(key, "FetchAuthorized", request, service))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "quota" in why
+    uses = ent.call("ListGrantUses", apb.ListGrantUsesRequest(grant_id=info.grant_id)).uses
+    assert [u.outcome for u in uses] == ["OK", "OK", "RESOURCE_EXHAUSTED"]
+    assert uses[-1].request_id == rid and not uses[-1].providers
+    # an administrator raises the quota (recorded with who and why): the next call passes
+    raised = institution_pb2.UpdateInstitutionRequest(id=small.id, reason="e2e: more volume")
+    raised.daily_quota = 3
+    assert admin_call(federation, "UpdateInstitution", raised).daily_quota == 3
+    request.request_id = uuid.uuid4().hex
+    assert opened(run(small.call(key, "FetchAuthorized", request, service)), ent.uscc)
+
+
+# --- every refusal is recorded, and nothing is read -------------------------------------
+
+
+def test_platform_refusals_are_recorded_against_the_grant_and_ask_no_provider(
+    federation: Any, ent: Enterprise
+) -> None:
+    from provider_node.ledger import Ledger
+
+    # a purpose the enterprise granted but the institution was never admitted for
+    outside = ent.grant(TAX_FIELDS, purpose="credit_guarantee", loan_ref="LOAN-CG-1")
+    info = ent.grant(TAX_FIELDS)
+    cases = [
+        (outside.grant_id, {"purpose": "credit_guarantee", "loan_ref": "LOAN-CG-1"}, ()),
+        (info.grant_id, {"purpose": "post_loan_monitoring"}, ()),  # purpose not granted
+        (info.grant_id, {}, (*TAX_FIELDS, "tax_in_arrears")),  # scope wider than the grant
+    ]
+    rids = []
+    for grant_id, kw, fields in cases:
+        request = fetch_request(ent.uscc, grant_id, tuple(fields) or TAX_FIELDS, **kw)
+        request.request_id = uuid.uuid4().hex
+        rids.append(request.request_id)
+        code, why = code_of(
+            gateway(federation, "FetchAuthorized", request, signer=bank(federation))
+        )
+        assert code == grpc.StatusCode.PERMISSION_DENIED and why
+    # revoked
+    ent.revoke(info.grant_id)
+    request = fetch_request(ent.uscc, info.grant_id, TAX_FIELDS)
+    request.request_id = uuid.uuid4().hex
+    rids.append(request.request_id)
+    code, why = code_of(gateway(federation, "FetchAuthorized", request, signer=bank(federation)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in why
+    recorded = {
+        u.request_id: u
+        for g in (outside.grant_id, info.grant_id)
+        for u in ent.call("ListGrantUses", apb.ListGrantUsesRequest(grant_id=g)).uses
+    }
+    for rid in rids:
+        assert recorded[rid].outcome == "PERMISSION_DENIED" and not recorded[rid].providers
+    ledger = Ledger.open(f"sqlite:///{federation.data / 'tax-ledger.db'}")
+    assert not {e.request_id for e in ledger.entries()} & set(rids)  # no provider was asked
+
+
+def test_gateway_and_platform_log_each_refusal_with_its_reason(federation: Any) -> None:
+    uscc = usccs(federation, 1)[0]
+    key = bank(federation).key
+    aud = gateway_audience("gateway")
+    stranger = f"stranger-{uuid.uuid4().hex[:8]}"
+    wrong_aud = f"veil://gateway/elsewhere-{uuid.uuid4().hex[:6]}"
+    replayed = bank(federation).assertion()
+    run(lookup(federation, uscc, token=replayed))
+    attempts = [
+        (make_client_assertion(key, issuer=INSTITUTION, audience=wrong_aud), wrong_aud, "gateway"),
+        (
+            make_client_assertion(SigningKey.generate("EdDSA"), issuer=stranger, audience=aud),
+            stranger,
+            "gateway",
+        ),
+        (replayed, "replay", "platform"),
+    ]
+    for token, _, _ in attempts:
+        code, _ = code_of(lookup(federation, uscc, token=token))
+        assert code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+    time.sleep(0.5)  # the daemons write their logs unbuffered; give the OS a moment
+    for _, marker, node in attempts:
+        lines = (federation.logs / f"{node}.log").read_text(errors="replace").splitlines()
+        refused = [line for line in lines if "refused /veil.v1." in line and "WARNING" in line]
+        assert any(marker in line.lower() or marker in line for line in refused), (node, marker)

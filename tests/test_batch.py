@@ -316,3 +316,209 @@ def test_provider_refuses_a_job_without_enough_flooding(
 def test_labels_cover_the_batch_population(federation: Any) -> None:
     """Sanity of the fixture: borrowers are SAMR-registered enterprises."""
     assert set(read_labels(federation.data / "labels.csv")) <= set(registered(federation))
+
+
+def test_cli_batch_start_follow_status_and_results(
+    federation: Any, model: tuple[dict[str, Any], spb.ModelInfo], capsys: Any
+) -> None:
+    """``veil score batch start --follow`` (progress bar until done), ``status`` and
+    ``results --csv`` for one region, against the stored results."""
+    import csv
+    import io
+    import re
+
+    from veil_cli.main import main
+
+    _, info = model
+    config = str(federation.workdir / "admin.toml")
+    universe = registered(federation)
+    region = universe[len(universe) // 2][2:4]
+    start_args = ["score", "batch", "start", "--model", info.model_id, "--region", region]
+    assert main([*start_args, "--follow", "--config", config]) == 0
+    shown = capsys.readouterr().out
+    job_id = re.search(r"batch job ([0-9a-f-]{36})", shown)
+    assert job_id is not None, shown
+    job = admin(federation, "GetBatch", spb.GetBatchRequest(job_id=job_id.group(1)))
+    assert job.state == "done" and "done" in shown
+    assert main(["score", "batch", "status", job.job_id, "--config", config]) == 0
+    assert f"{job.scored:,}/{job.enterprises:,} enterprises" in capsys.readouterr().out
+    listing = ["score", "batch", "results", job.job_id, "--csv", "--limit", "10000"]
+    assert main([*listing, "--config", config]) == 0
+    printed = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    stored = results(federation, job.job_id)
+    assert sorted(r["uscc"] for r in printed) == sorted(stored)
+    assert sorted(stored) == [u for u in universe if u[2:4] == region]
+    for r in printed:
+        assert abs(float(r["pd"]) - stored[r["uscc"]].pd) <= 5e-7
+        assert r["grade"] == stored[r["uscc"]].grade
+
+
+# --- batch featurisation and the ciphertext check, in-process ---------------------------------
+
+
+def _spec(field: str, aggregate: str, **kw: Any) -> Any:
+    from veil.catalog import load_catalog
+    from veil.scoring.spec import Aggregate, FeatureSpec, Transform
+
+    fld = load_catalog().field(field)
+    return FeatureSpec(
+        name=kw.pop("name", f"{field}_{aggregate}"),
+        provider=fld.provider,
+        field=field,
+        dataset=fld.dataset_id,
+        aggregate=Aggregate(aggregate),
+        divide_by=kw.pop("divide_by", None),
+        transform=Transform(
+            prefix=kw.pop("prefix", None), log=kw.pop("log", False), clip=kw.pop("clip", None)
+        ),
+        categorical=kw.pop("categorical", False),
+    )
+
+
+def test_columnar_featurisation_equals_the_per_enterprise_path(federation: Any) -> None:
+    """The provider's batch path (one raw read per dataset, numpy per feature) gives
+    every enterprise what ``feature_value`` gives over ``ProviderStore.fetch`` (the
+    same table entry; the same number to 1e-12)
+    — every aggregate, ratio, log, clip, prefix, bins and categories, NULLs, booleans,
+    enum codes, and an enterprise the provider does not hold."""
+    from platform_node.models.demo import store_for
+    from provider_node.scoring_batch import _load_values, chunk_positions
+    from veil.catalog import load_catalog
+    from veil.scoring.features import feature_value
+    from veil.scoring.part import ModelPart, PartFeature
+
+    linear = [
+        _spec("samr_registered_capital", "value", log=True),
+        _spec("samr_headcount", "latest", log=True, clip=(0.0, 5.0)),
+        _spec("samr_contribution_paid", "sum", log=True),
+        _spec("samr_shareholding_ratio", "max"),
+        _spec("samr_shareholding_ratio", "min"),
+        _spec("samr_shareholding_ratio", "mean", clip=(0.0, 0.6)),
+        _spec("samr_pledged_amount", "count"),
+        _spec("samr_pledged_amount", "exists"),
+        _spec("samr_abnormal_listed", "value"),
+        _spec("samr_total_liabilities", "latest", divide_by="samr_total_assets", clip=(0, 3)),
+    ]
+    tables = [
+        PartFeature(
+            _spec("samr_report_year", "latest"), linear=False, edges=(2023.0, 2024.0), table_size=3
+        ),
+        PartFeature(
+            _spec("samr_pledge_status", "latest", categorical=True),
+            linear=False,
+            categories=("valid", "invalid"),
+            table_size=3,
+        ),
+        PartFeature(
+            _spec("samr_industry_code", "value", categorical=True, prefix=1),
+            linear=False,
+            categories=("C", "F", "I"),
+            table_size=4,
+        ),
+        PartFeature(
+            _spec("samr_contribution_paid", "sum", name="paid_bins"),
+            linear=False,
+            edges=(10.0, 100.0, 1000.0),
+            table_size=4,
+        ),
+    ]
+    features = tuple(PartFeature(s, linear=True) for s in linear) + tuple(tables)
+    part = ModelPart("t", 1, "", "samr", ("samr",), "fail", (), features)
+    catalog = load_catalog()
+    store = store_for(federation.data, "samr", catalog)
+    try:
+        data = _load_values(store, part, catalog)
+        usccs = sorted(read_labels(federation.data / "labels.csv"))[:150]
+        usccs.append("91110000000000000X")  # no row at this provider
+        pos = chunk_positions(data, usccs)
+        assert pos[-1] == -1 and (pos[:-1] >= 0).sum() > 100
+        for i, u in enumerate(usccs):
+            rows = store.fetch(u, part.fields)
+            for f in features:
+                want = feature_value(f.spec, rows)
+                name = f.spec.name
+                if f.linear:
+                    got = data.linear[name][pos[i]] if pos[i] >= 0 else data.defaults[name]
+                    # exact but for sums of ≥ 3 values (numpy's order): an ulp or two
+                    ok = got != got if want is None else abs(got - want) <= 1e-12 * abs(want)
+                    assert ok, (u, name, got, want)
+                else:
+                    got = data.index[name][pos[i]] if pos[i] >= 0 else data.defaults[name]
+                    assert got == (-1 if want is None else f.index(want)), (u, name, got, want)
+    finally:
+        store.close()
+
+
+def test_read_columns_matches_iter_dataset(federation: Any) -> None:
+    """The raw columnar read returns the rows ``iter_dataset`` streams (same values,
+    each enterprise's rows in the unit's order) for every dataset of a unit with
+    transforms (tax: enum codes, scaled money, formatted dates)."""
+    from platform_node.models.demo import store_for
+    from veil.catalog import load_catalog
+
+    catalog = load_catalog()
+    store = store_for(federation.data, "tax", catalog)
+    try:
+        for ds_id, tm in store.mapping.tables.items():
+            fids = list(tm.columns)
+            keys, columns = store.read_columns(ds_id, fids)
+            got: dict[str, list[tuple[Any, ...]]] = {}
+            assert keys.dtype.kind == "S"  # USCCs are ASCII: bytes
+            for i, k in enumerate(keys.tolist()):
+                got.setdefault(k.decode(), []).append(tuple(columns[f][i] for f in fids))
+            want: dict[str, list[tuple[Any, ...]]] = {}
+            for batch in store.iter_dataset(ds_id, fids, identity=True):
+                for row in batch:
+                    want.setdefault(row["uscc"], []).append(tuple(row[f] for f in fids))
+            assert got == want, ds_id
+            assert list(keys) == sorted(keys.tolist())
+    finally:
+        store.close()
+
+
+def test_sums_near_a_bin_edge_are_exact() -> None:
+    """numpy adds left to right, ``math.fsum`` exactly: 0.1 + 0.2 + 0.7 is
+    0.9999999999999999 naively but 1.0 exactly; a bin edge at 1.0 must see 1.0."""
+    import numpy as np
+
+    from provider_node.scoring_batch import _table_indices
+    from veil.scoring.features import DatasetRows, batch_values, feature_value
+    from veil.scoring.part import PartFeature
+    from veil.scoring.spec import Aggregate, FeatureSpec
+
+    spec = FeatureSpec("s", "tax", "x", "ds", Aggregate.SUM)
+    a, b = "91110000000000000A", "91110000000000000B"
+    values = np.array([0.1, 0.2, 0.7, 2.0, None], dtype=object)
+    rows = DatasetRows.of("ds", [a, a, a, b, b], {"x": values})
+    assert np.add.reduceat(values.astype(float)[:3], [0])[0] < 1.0  # the naive sum
+    f = PartFeature(spec, linear=False, edges=(1.0,), table_size=2)
+    got = _table_indices(f, batch_values(spec, rows, f.edges))
+    want = [f.index(feature_value(spec, {"ds": rows.rows(g)})) for g in range(2)]  # type: ignore[arg-type]
+    assert got.tolist() == want == [1, 1]
+
+
+def test_platform_rejects_a_ciphertext_of_the_wrong_shape() -> None:
+    """A provider answer must sit at the unrescaled product scale on the full modulus;
+    a rescaled (or otherwise shaped) ciphertext would not add up: rejected, named."""
+    import tenseal as ts
+
+    from veil.errors import InvalidArgument
+    from veil.scoring.ckks import (
+        RESULT_SCALE,
+        SLOTS,
+        check_result,
+        load_public_context,
+        new_secret_context,
+        public_context_bytes,
+    )
+
+    secret = new_secret_context()
+    public = load_public_context(public_context_bytes(secret))
+    good = ts.ckks_vector(public, [0.0] * SLOTS, scale=RESULT_SCALE)
+    check_result(ts.ckks_vector_from(secret, good.serialize()), "tax")
+    weight = ts.ckks_vector(secret, [1.0] * SLOTS)  # secret context: auto-rescale on
+    rescaled = weight * ([2.0] * SLOTS)
+    short = ts.ckks_vector(public, [0.0] * 8, scale=RESULT_SCALE)
+    for bad in (rescaled, weight, short):
+        with pytest.raises(InvalidArgument, match=r"'tax'.*wrong shape"):
+            check_result(ts.ckks_vector_from(secret, bad.serialize()), "tax")

@@ -146,3 +146,31 @@ def test_policy_configuration() -> None:
     for bad in ({"budget": 0}, {"budget": True}, {"cache_ttl_s": -1}, {"field_budgets": 3}):
         with pytest.raises(ConfigError):
             BudgetPolicy.from_config(bad, "p.toml")
+
+
+def test_admit_takes_quota_cache_and_budget_in_one_transaction(engine: Engine) -> None:
+    """``admit`` = consume_quota, then cached or spend: same outcomes, one commit."""
+    from sqlalchemy import event
+
+    from platform_node.registry import InstitutionRegistry
+
+    institutions = InstitutionRegistry(engine)
+    institutions.register("demo-bank", "Demo", "bank", ["loan_origination"], 3, "admin", now=NOW)
+    budgets = VerificationBudgets(engine, BudgetPolicy(budget=1, cache_ttl_s=60))
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    assert budgets.admit(question(), NOW) is None  # fresh question: budget spent
+    assert len(commits) == 1
+    assert budgets.used(question(), "tax_vat_paid_last_year") == 1
+    assert institutions.quota_remaining("demo-bank", NOW) == 2
+    answer = CachedAnswer("true", "single", ("tax",), ())
+    budgets.remember(question(), answer, NOW)
+    assert budgets.admit(question(), NOW) == answer  # cached: quota yes, budget no
+    assert institutions.quota_remaining("demo-bank", NOW) == 1
+    with pytest.raises(ResourceExhausted, match="verification budget"):
+        budgets.admit(question(digest="c" * 64), NOW)  # budget refused: quota still taken
+    assert institutions.quota_remaining("demo-bank", NOW) == 0
+    assert budgets.used(question(), "tax_vat_paid_last_year") == 1
+    with pytest.raises(ResourceExhausted, match="daily quota"):
+        budgets.admit(question(("tax_in_arrears",)), NOW)  # quota refused: nothing spent
+    assert budgets.used(question(), "tax_in_arrears") == 0

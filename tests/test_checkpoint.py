@@ -198,6 +198,11 @@ def test_open_without_known_key_is_unverified() -> None:
         open_note((TEXT + "\n" + PETER_SIG + ENOCH_SIG).encode(), [])
 
 
+def test_open_duplicated_verifier_is_ambiguous() -> None:
+    with pytest.raises(InvalidKey, match="ambiguous key EnochRoot\\+af0cfe78"):
+        open_note((TEXT + "\n" + ENOCH_SIG).encode(), [ENOCH, PETER, ENOCH])
+
+
 def test_open_unused_duplicated_verifier() -> None:
     open_note((TEXT + "\n" + PETER_SIG).encode(), [ENOCH, PETER, ENOCH])
 

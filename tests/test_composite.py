@@ -14,6 +14,7 @@ import pytest
 from veil.claims import Truth, t_all, t_any, t_at_least
 from veil.composite import (
     SUM_BOUND,
+    MalformedContribution,
     Protocol,
     combined_reader,
     decide,
@@ -268,3 +269,50 @@ def test_exhaustive_small_assignments(
         _, answers = run_protocol(protocol, keys, mask_keys, pool, parts=parts)
         expected = t_all(combo) if protocol is Protocol.ALL else t_any(combo)
         assert combine(protocol, keys, answers)[0] is expected
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda blob, n: blob[:-1], "wrong_length"),  # a byte short
+        (lambda blob, n: (n * n).to_bytes(len(blob), "big"), "out_of_range"),  # ≥ n²
+        (lambda blob, n: n.to_bytes(len(blob), "big"), "not_coprime"),  # a multiple of n
+    ],
+)
+def test_a_malformed_ciphertext_is_rejected_naming_its_provider(
+    keys: PaillierKeys,
+    mask_keys: dict[str, MaskKey],
+    pool: RandomnessPool,
+    mangle: object,
+    reason: str,
+) -> None:
+    """Never a partial answer: one provider's malformed ciphertext fails the whole check
+    (UNAVAILABLE naming that provider), before anything is combined or decrypted."""
+    parts = {u: [T] for u in UNITS}
+    _, answers = run_protocol(Protocol.ALL, keys, mask_keys, pool, parts=parts)
+    units = sorted(answers)
+    n = keys.public.n
+    answers["samr"] = [mangle(answers["samr"][0], n), answers["samr"][1]]  # type: ignore[operator]
+    read = combined_reader(keys, [answers[u] for u in units], units)
+    with pytest.raises(MalformedContribution) as info:
+        decide(Protocol.ALL, read, n)
+    assert info.value.code.name == "UNAVAILABLE"
+    assert "'samr'" in info.value.message and info.value.details == {
+        "provider": "samr",
+        "reason": reason,
+    }
+
+
+def test_contributions_combining_to_an_impossible_count_are_refused(
+    keys: PaillierKeys, mask_keys: dict[str, MaskKey], pool: RandomnessPool
+) -> None:
+    parts = {"tax": [T, N], "samr": [T], "utilities": [F]}
+    _, answers = run_protocol(Protocol.COUNT, keys, mask_keys, pool, parts=parts, total=4)
+    assert combine(Protocol.COUNT, keys, answers, k=2, total=4)[0] is T
+    # providers answering for more conditions than the check has (5 > 4): impossible
+    _, inflated = run_protocol(
+        Protocol.COUNT, keys, mask_keys, pool, parts={**parts, "tax": [N, N, N, N]}, total=4
+    )
+    with pytest.raises(MalformedContribution) as info:
+        combine(Protocol.COUNT, keys, inflated, k=2, total=4)
+    assert info.value.code.name == "UNAVAILABLE" and "impossible count" in info.value.message

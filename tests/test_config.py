@@ -98,3 +98,20 @@ def test_cli_rejects_a_config_for_another_role(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "node.role" in result.stderr
+
+
+def test_client_subcommand_with_malformed_config_exits_2_naming_key_and_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "client.toml"
+    path.write_text("[gateway]\naddress = 5\n[tls]\ninsecure = true\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "veil_cli", "lookup", "91350100M000100Y43", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and "gateway.address" in lines[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -162,21 +163,49 @@ def test_client_with_foreign_ca_is_refused_at_tls(federation: Any, tmp_path: Pat
             )
         )
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    # ... and the gateway logged the refused handshake (gRPC core writes it to the
+    # daemon's stderr, i.e. its log file, unless GRPC_VERBOSITY silences it).
+    if os.environ.get("GRPC_VERBOSITY", "").upper() not in ("ERROR", "NONE"):
+        log = federation.logs / "gateway.log"
+        deadline = time.monotonic() + 5.0
+        while "Handshake failed" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "the refused handshake is not in the gateway log"
+            time.sleep(0.2)
 
 
-def test_institution_cannot_call_the_platform_directly(federation: Any) -> None:
-    node = federation.node("platform")
+@pytest.mark.parametrize(
+    ("caller", "target", "method"),
+    [
+        (INSTITUTION, "platform", "/veil.v1.PlatformService/ListProviders"),
+        (INSTITUTION, "tax", "/veil.v1.ProviderService/Describe"),
+        ("gateway", "tax", "/veil.v1.ProviderService/Describe"),  # only the platform may
+    ],
+)
+def test_a_peer_of_the_wrong_role_is_refused_and_logged(
+    federation: Any, caller: str, target: str, method: str
+) -> None:
+    node = federation.node(target)
+    request = platform_pb2.ListProvidersRequest() if target == "platform" else b""
 
     async def call() -> Any:
         async with secure_channel(
-            node.address, federation.client_tls(INSTITUTION), PeerIdentity("platform", node.name)
+            node.address, federation.client_tls(caller), PeerIdentity(node.role, node.name)
         ) as channel:
-            stub = platform_pb2_grpc.PlatformServiceStub(channel)
-            return await stub.ListProviders(platform_pb2.ListProvidersRequest(), timeout=5.0)
+            if target == "platform":
+                stub = platform_pb2_grpc.PlatformServiceStub(channel)
+                return await stub.ListProviders(request, timeout=5.0)
+            return await channel.unary_unary(method)(request, timeout=5.0)
 
     with pytest.raises(grpc.aio.AioRpcError) as info:
         run(call())
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # the node logged the refusal, naming the method and the peer's certificate identity
+    role = "institution" if caller == INSTITUTION else "gateway"
+    expected = f"refused {method} from veil://{role}/{caller}"
+    deadline = time.monotonic() + 5.0
+    while expected not in (federation.logs / f"{target}.log").read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"the refusal is not in the {target} log"
+        time.sleep(0.2)
 
 
 def test_every_daemon_serves_reflection(federation: Any) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from provider_node.reconcile import Answer, ReconcileReport, compare
+from provider_node.reconcile import MAX_ROUNDS, Answer, ReconcileReport, compare, data_uses
 from veil.audit.entry import AuditEvent, EventType, decode_entry, encode_entry
 from veil.audit.verify import VerifiedEntry
+from veil.request_ids import round_ids
 from veil.uscc import make_uscc
 
 A = make_uscc("9", "1", "110105", "MA01ABCD")
@@ -21,23 +22,26 @@ def logged(
     answered: tuple[str, ...] = ("samr",),
     failed: tuple[str, ...] = (),
     uscc: str = A,
+    type_: str = EventType.LOOKUP,
+    rounds: int = 1,
 ) -> VerifiedEntry:
     leaf = encode_entry(
         AuditEvent(
-            type=EventType.LOOKUP,
+            type=type_,
             actor="institution/bank",
             request_id=rid,
             enterprise=uscc,
             providers=answered,
             providers_failed=failed,
+            detail={"rounds": rounds} if rounds > 1 else {},
         ),
         NOW,
     )
     return VerifiedEntry(index, leaf, decode_entry(leaf))
 
 
-def answer(rid: str, *, uscc: str = A, ago_s: float = 600) -> Answer:
-    return Answer(rid, NOW - dt.timedelta(seconds=ago_s), "FetchPublic", uscc)
+def answer(rid: str, *, uscc: str = A, ago_s: float = 600, method: str = "FetchPublic") -> Answer:
+    return Answer(rid, NOW - dt.timedelta(seconds=ago_s), method, uscc)
 
 
 def kinds(mismatches: list) -> list[tuple[str, str]]:
@@ -89,3 +93,45 @@ def test_metric_lines() -> None:
     assert 'veil_reconcile_mismatches{provider="samr",kind="unanswered_claim"} 0' in text
     assert 'veil_reconcile_tree_size{provider="samr"} 9' in text
     assert text.endswith('veil_reconcile_last_run_timestamp_seconds{provider="samr"} 1700000000\n')
+
+
+def test_a_batch_job_is_one_use_and_model_installs_are_not_uses() -> None:
+    job = "c61c9551-4951-449a-8b71-155539e1d61f"
+    ledger = [
+        answer("sme@1", uscc="", method="InstallModel"),
+        answer(job, uscc="", method="InstallBatch"),
+        answer(f"{job}:0", uscc="", method="BatchPartial"),
+        answer(f"{job}:1", uscc="", method="BatchPartial"),
+        answer("r1"),
+    ]
+    uses = data_uses(ledger)
+    assert [(u.request_id, u.method) for u in uses] == [(job, "BatchJob"), ("r1", "FetchPublic")]
+    started = logged(3, job, uscc="", type_=EventType.BATCH)
+    mismatches, _ = compare("samr", [started, logged(4, "r1")], uses)
+    assert mismatches == []
+    # a job whose chunks the provider answered but that the log never recorded
+    mismatches, _ = compare("samr", [logged(4, "r1")], uses)
+    assert kinds(mismatches) == [("missing_from_log", job)]
+    # a job the log says the provider took part in, with nothing in its ledger
+    mismatches, _ = compare("samr", [started, logged(4, "r1")], data_uses(ledger[-1:]))
+    assert kinds(mismatches) == [("unanswered_claim", job)]
+
+
+def test_rounds_of_a_re_run_score_are_one_use() -> None:
+    rid = "c" * 64  # a full-length id: round ids are cut to fit the stores
+    first, second, third = round_ids(rid, 3)
+    entry = logged(4, rid, answered=("samr",), failed=("tax",), type_=EventType.SCORE, rounds=3)
+    rows = [answer(first), answer(second), answer(third)]
+    assert compare("samr", [entry], rows) == ([], [])
+    # without the rounds in the entry, the extra rounds are undisclosed uses
+    plain = logged(4, rid, answered=("samr",), type_=EventType.SCORE)
+    mismatches, _ = compare("samr", [plain], rows)
+    assert kinds(mismatches) == [("missing_from_log", second), ("missing_from_log", third)]
+    # a round id the entry does not cover is still flagged
+    mismatches, _ = compare("samr", [entry], [*rows, answer(round_ids(rid, 4)[3])])
+    assert kinds(mismatches) == [("missing_from_log", round_ids(rid, 4)[3])]
+    # an absurd round count folds no more than MAX_ROUNDS rounds
+    huge = logged(4, rid, type_=EventType.SCORE, rounds=10**9)
+    beyond = answer(round_ids(rid, MAX_ROUNDS + 1)[MAX_ROUNDS])
+    mismatches, _ = compare("samr", [huge], [answer(first), beyond])
+    assert kinds(mismatches) == [("missing_from_log", beyond.request_id)]

@@ -245,6 +245,36 @@ def test_institution_lifecycle_and_history(inst: InstitutionRegistry, engine: En
     assert [i.id for i in inst.list()] == ["bank-a"]
 
 
+def test_update_purposes_and_quota_is_recorded_with_who_and_why(
+    inst: InstitutionRegistry, engine: Engine
+) -> None:
+    inst.register(
+        "bank-u", "Bank U", "bank", ["loan_origination"], 10, "admin:alice", now=NOW,
+        reason="application 2026-041",
+    )  # fmt: skip
+    assert inst.history("bank-u")[0].reason == "application 2026-041"
+    later = NOW + dt.timedelta(hours=1)
+    got = inst.update(
+        "bank-u",
+        decided_by="admin:bob",
+        purposes=["loan_origination", "credit_guarantee"],
+        daily_quota=50,
+        now=later,
+        reason="guarantee business approved",
+    )
+    assert got.purposes == ("loan_origination", "credit_guarantee") and got.daily_quota == 50
+    event = list_events(engine, object_type="institution", object_id="bank-u")[-1]
+    assert (event.action, event.actor, event.at) == ("institution.update", "admin:bob", later)
+    assert event.detail == {
+        "purposes": {"from": ["loan_origination"], "to": ["loan_origination", "credit_guarantee"]},
+        "daily_quota": {"from": 10, "to": 50},
+        "reason": "guarantee business approved",
+    }
+    with pytest.raises(InvalidArgument):
+        inst.update("bank-u", decided_by="admin:bob", daily_quota=1, reason="")
+    assert inst.get("bank-u").daily_quota == 50
+
+
 def test_every_illegal_transition_is_refused(inst: InstitutionRegistry) -> None:
     illegal = [(a, b) for a in STATES for b in STATES if (a, b) not in TRANSITIONS]
     assert len(illegal) == 25 - 8

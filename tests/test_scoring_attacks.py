@@ -37,7 +37,7 @@ import grpc
 import pytest
 
 from platform_node.models.demo import fit_demo_model, store_for
-from platform_node.scoring import install_request
+from platform_node.scoring import MasksDidNotCancel, combine_logit, install_request
 from provider_node.scoring import InstalledPart, build_installed, protect, unprotected_partial
 from tests.conftest import run
 from veil.catalog import load_catalog
@@ -50,6 +50,7 @@ from veil.crypto import (
     add_plain,
     ciphertext_bytes,
     ciphertext_from_bytes,
+    encrypt,
     mul_plain,
     my_mask,
     rerandomize,
@@ -99,8 +100,12 @@ def rows_of(world: dict[str, Any], unit: str, uscc: str) -> Any:
     return world["stores"][unit].fetch(uscc, world["parts"][unit].part.fields)
 
 
-def mask_of(world: dict[str, Any], unit: str, rid: str) -> int:
-    peers = {u: k.public_bytes() for u, k in world["masks"].items() if u != unit}
+def mask_of(world: dict[str, Any], unit: str, rid: str, roster: Sequence[str] | None = None) -> int:
+    peers = {
+        u: k.public_bytes()
+        for u, k in world["masks"].items()
+        if u != unit and (roster is None or u in roster)
+    }
     return my_mask(
         world["masks"][unit],
         unit,
@@ -114,32 +119,70 @@ def mask_of(world: dict[str, Any], unit: str, rid: str) -> int:
 # --- exact equality with the plaintext model ---------------------------------------------
 
 
+def answers_of(
+    world: dict[str, Any], uscc: str, roster: Sequence[str], rid: str
+) -> dict[str, Ciphertext]:
+    """What the providers of ``roster`` send for one request (through the wire format)."""
+    keys: PaillierKeys = world["keys"]
+    return {
+        u: ciphertext_from_bytes(
+            keys.public,
+            ciphertext_bytes(
+                protect(
+                    unprotected_partial(world["parts"][u], rows_of(world, u, uscc)),
+                    mask_of(world, u, rid, roster),
+                    world["pool"],
+                )
+            ),
+        )
+        for u in roster
+    }
+
+
 def test_logit_equals_the_plaintext_model_within_1e_9(world: dict[str, Any]) -> None:
+    """The platform's own combination (:func:`platform_node.scoring.combine_logit`) of
+    the protected answers, against the float64 plaintext model: every provider, and the
+    drop-out re-run (the remaining roster, the missing provider's documented missing
+    contributions added by the platform)."""
     spec: ModelSpec = world["spec"]
     keys: PaillierKeys = world["keys"]
-    worst = 0.0
+    dropped = next(u for u in spec.providers if spec.may_impute(u))
+    remaining = [u for u in spec.providers if u != dropped]
+    worst = worst_dropout = 0.0
     for uscc in world["usccs"][:60]:
-        rid = uuid.uuid4().hex
         rows = {u: rows_of(world, u, uscc) for u in spec.providers}
-        answers = [
-            ciphertext_from_bytes(
-                keys.public,
-                ciphertext_bytes(
-                    protect(
-                        unprotected_partial(world["parts"][u], rows[u]),
-                        mask_of(world, u, rid),
-                        world["pool"],
-                    )
-                ),
-            )
-            for u in spec.providers
-        ]
-        total = keys.decrypt_centred(add_many(answers))
-        from fractions import Fraction
-
-        logit = float(Fraction(total, SUM.scale) + Fraction(spec.base_logit))
+        answers = answers_of(world, uscc, spec.providers, uuid.uuid4().hex)
+        logit = combine_logit(keys, spec, answers)
         worst = max(worst, abs(logit - plain_logit(spec, rows)))
+        rerun = answers_of(world, uscc, remaining, uuid.uuid4().hex)
+        logit = combine_logit(keys, spec, rerun, [dropped])
+        without = {u: r for u, r in rows.items() if u != dropped}  # dropped: no rows at all
+        worst_dropout = max(worst_dropout, abs(logit - plain_logit(spec, without)))
     assert worst <= 1e-9, worst
+    assert worst_dropout <= 1e-9, worst_dropout
+
+
+def test_answers_whose_masks_do_not_cancel_give_no_score(world: dict[str, Any]) -> None:
+    """Never a silently wrong score: a round in which masks do not cancel (an answer from
+    another roster or request, or a well-formed ciphertext of garbage) is refused."""
+    spec: ModelSpec = world["spec"]
+    keys: PaillierKeys = world["keys"]
+    uscc = world["usccs"][3]
+    rid = uuid.uuid4().hex
+    answers = answers_of(world, uscc, spec.providers, rid)
+    combine_logit(keys, spec, answers)  # the genuine round combines
+    other_roster = answers_of(world, uscc, [u for u in spec.providers if u != "samr"], rid)
+    stale = answers_of(world, uscc, spec.providers, uuid.uuid4().hex)
+    for bad in (
+        {**answers, TARGET: other_roster[TARGET]},  # masked for a roster without samr
+        {**answers, TARGET: stale[TARGET]},  # masked for another request id
+        {u: c for u, c in answers.items() if u != "utilities"},  # a lost answer, not re-run
+        {**answers, TARGET: encrypt(keys.public, 12345, world["pool"])},  # garbage
+    ):
+        with pytest.raises(MasksDidNotCancel) as info:
+            combine_logit(keys, spec, bad)
+        assert info.value.code.name == "UNAVAILABLE"
+        assert "do not combine" in info.value.message and TARGET in info.value.message
 
 
 def test_a_lone_masked_answer_decrypts_to_noise(world: dict[str, Any]) -> None:
@@ -466,3 +509,15 @@ def test_malformed_ciphertext_from_a_provider_is_rejected_and_named(
             assert err.code() == grpc.StatusCode.UNAVAILABLE
         assert time.monotonic() < deadline, "utilities did not come back"
         time.sleep(0.5)
+
+
+def test_rerun_ids_are_new_and_fit_the_stores() -> None:
+    """A drop-out re-run asks under a new id (new masks; providers refuse a replayed one)
+    that still fits the 64-character request-id columns of every store (PostgreSQL
+    enforces them)."""
+    from platform_node.scoring import MAX_REQUEST_ID_LEN, rerun_id
+
+    for rid in ("a" * 16, uuid.uuid4().hex, "b" * MAX_REQUEST_ID_LEN):
+        ids = [rerun_id(rid, attempt) for attempt in range(12)]
+        assert ids[0] == rid and len(set(ids)) == len(ids)
+        assert all(16 <= len(i) <= MAX_REQUEST_ID_LEN for i in ids)

@@ -23,8 +23,11 @@ import jwt
 import pytest
 
 from platform_node.models.demo import enterprise_rows, fit_demo_model
+from provider_node.reconcile import reconcile
 from tests.conftest import run
 from tests.test_authorization_e2e import Enterprise, bank, claims, gateway, usccs
+from veil.config import load_node_config
+from veil.request_ids import round_ids
 from veil.scoring.plain import plain_logit
 from veil.scoring.spec import parse_model
 from veil.tls import PeerIdentity, secure_channel
@@ -112,7 +115,13 @@ def test_model_card_lists_features_by_provider_and_approval(model: spb.ModelInfo
     assert model.state == "approved" and model.version >= 1
     assert len(card["features_by_provider"]) == 7
     assert card["approved"]["by"].startswith("admin/") and card["training_window"]
+    import datetime as dt
+
+    approved_at = dt.datetime.fromisoformat(card["approved"]["at"])  # who approved it, when
+    assert approved_at.tzinfo is not None and approved_at <= dt.datetime.now(dt.UTC)
     assert card["metrics"]["auc_in_sample"] > 0.6
+    features = card["features_by_provider"]
+    assert all(f["field"] for fs in features.values() for f in fs)  # every feature, by owner
 
 
 def test_score_equals_the_plaintext_model_and_is_signed(
@@ -490,6 +499,11 @@ def test_drop_out_reruns_without_an_imputable_provider_and_fails_for_a_required_
         assert (answer.pd, answer.grade) == (want.pd, want.grade)
         claims_ = jwt.decode(answer.attestation, options={"verify_signature": False})
         assert claims_["providers_missing"] == ["utilities"]
+        # The re-run reached samr under a second round id; the log holds the request
+        # once, with its rounds, and samr's reconciliation folds both rounds into it.
+        report = run(reconcile(load_node_config(federation.configs / "samr.toml"), settle_s=5))
+        rounds = round_ids(answer.request_id, 2)
+        assert [m for m in report.mismatches if m.request_id in rounds] == []
     finally:
         start_provider(federation, "utilities")
     stop_provider(federation, "tax")  # required by the model card: never imputed

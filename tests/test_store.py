@@ -350,6 +350,9 @@ def test_sqlite_engine_uses_wal_and_foreign_keys(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        # FULL (2): an acknowledged commit (ledger row, replay claim, grant) survives a
+        # power cut; request-path speed comes from fewer commits, never from weaker ones
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 2
     engine.dispose()
 
 

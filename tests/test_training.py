@@ -25,7 +25,13 @@ from veil.crypto import (
 from veil.errors import FailedPrecondition, InvalidArgument
 from veil.training import psi
 from veil.training.binning import quantile_edges, woe_iv
-from veil.training.config import JobConfig, epoch_batches, min_batch_size, split_roles
+from veil.training.config import (
+    JobConfig,
+    epoch_batches,
+    job_batch_size,
+    min_batch_size,
+    split_roles,
+)
 from veil.training.encoding import ColumnEncoder, design_matrix, fit_encoders
 from veil.training.metrics import auc, curves, ks, log_loss
 from veil.training.optim import Optimizer
@@ -76,6 +82,8 @@ def test_woe_iv_formula_and_degenerate_cases() -> None:
     assert woe == pytest.approx([w0, w1])
     assert iv == pytest.approx((10.5 / bad - 90.5 / good) * w0 + (30.5 / bad - 70.5 / good) * w1)
     assert woe_iv([10, 10], [0, 0]) == ([0.0, 0.0], 0.0)  # no defaults: no evidence
+    woe, iv_empty = woe_iv([100, 100, 0], [10, 30, 0])  # an empty (missing) bin: WOE 0
+    assert woe == pytest.approx([w0, w1, 0.0]) and iv_empty == pytest.approx(iv)
 
 
 def test_quantile_edges_respect_minimum_bin_size() -> None:
@@ -223,6 +231,17 @@ def test_config_refuses_unknown_and_weak_settings() -> None:
         JobConfig(paillier_bits=1024)
     cfg = JobConfig(seed=9, l2=None)
     assert JobConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(InvalidArgument, match="batch_size"):
+        JobConfig(batch_size=8)  # below the floor every party enforces
+
+
+def test_batch_size_auto_and_floor() -> None:
+    assert JobConfig().batch_size == 0  # auto: about 32 batches per epoch, at most 512
+    assert job_batch_size(0, 1600, 7) == 50
+    assert job_batch_size(0, 100_000, 7) == 512
+    assert job_batch_size(0, 600, 30) == 120  # never below 4 rows per feature
+    assert job_batch_size(256, 1600, 7) == 256  # an explicit size is kept ...
+    assert job_batch_size(256, 1600, 100) == 400  # ... unless below the floor
 
 
 def test_stage_order_is_enforced() -> None:

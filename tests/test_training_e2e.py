@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import math
 import os
 import re
 import subprocess
@@ -144,7 +145,10 @@ def veil(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_veil_train_cli_end_to_end(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    """The command exactly as documented, with default settings (plus --work-dir, to
+    inspect everything the processes wrote)."""
     out = tmp_path / "model.json"
+    work = tmp_path / "work"
     proc = veil(
         "train",
         "--labels", str(synthetic["labels"]),
@@ -154,20 +158,34 @@ def test_veil_train_cli_end_to_end(synthetic: dict[str, Path], tmp_path: Path) -
         "--label-column", "y",
         "--test-size", "0.3",
         "--seed", "0",
-        "--batch-size", "256",
-        "--epochs", "25",
         "--out", str(out),
+        "--work-dir", str(work),
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "epoch 1/25" in proc.stderr  # progress per epoch
+    assert "epoch 1/30" in proc.stderr  # progress per epoch
     # mismatched IDs: trained on the intersection, counts reported
     rows = summary["rows"]
     assert rows["label_party"] == 2000 and rows["party:a"] == 1960 and rows["party:b"] == 2001
     assert rows["intersection"] == 1960 == rows["train"] + rows["validation"] + rows["test"]
-    assert summary["features"] == {"platform": 1, "a": 7, "b": 3}
+    # ... and the IDs outside it (X999999 only at b; every 50th ID not at a) appear in
+    # nothing any process printed or wrote: logs, checkpoints, job state, model, report
+    outside = ["X999999", *(f"E{i:06d}" for i in range(0, 2000, 50))]
+    written = [proc.stdout, proc.stderr]
+    written += [f.read_text(errors="replace") for f in tmp_path.rglob("*") if f.is_file()]
+    assert len(written) > 10
+    assert not [i for i in outside if any(i in text for text in written)]
+    # default settings: about 32 mini-batches per epoch, converged before the last epoch
     doc = json.loads(out.read_text())
+    assert doc["training"]["batch_size"] == rows["train"] // 32
+    assert summary["stopped_early"] and summary["epochs"] < 30
+    history = doc["training"]["history"]  # early stopping: 3 epochs without improvement
+    assert [h["improved"] for h in history[-3:]] == [False] * 3 and history[0]["improved"]
+    assert summary["best_epoch"] == max(h["epoch"] for h in history if h["improved"])
+    for h in history:  # the learning-rate schedule 0.02 / (1 + 0.2·epoch)
+        assert h["learning_rate"] == pytest.approx(0.02 / (1 + 0.2 * h["epoch"]))
+    assert summary["features"] == {"platform": 1, "a": 7, "b": 3}
     status = {(r["party"], r["column"]): r["status"] for r in doc["iv"]}
     assert status[("b", "const")] == "constant" and status[("b", "empty")] == "all_missing"
     assert all(r["iv"] is not None for r in doc["iv"] if r["status"] == "ok")
@@ -175,6 +193,8 @@ def test_veil_train_cli_end_to_end(synthetic: dict[str, Path], tmp_path: Path) -
     for name in ("report.md", "roc.png", "ks.png", "iv.png", "training.png"):
         assert (report.parent / name).stat().st_size > 0
     assert (report.parent / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = report.read_text()  # the binning table per selected column, empty bins at WOE 0
+    assert "**b.b1** (IV " in text and "| (missing) | 0 | 0 | — | +0.000 |" in text
     # the exported model reproduces the federated test metrics in the clear ...
     config = JobConfig.from_json(json.dumps(doc["training"]["config"]))
     tables = {
@@ -246,7 +266,9 @@ def test_disconnect_fails_naming_the_party_and_resumes(
     config = JobConfig(max_epochs=4, patience=10, batch_size=512, binning=False)
     reference = _train(tmp_path / "reference", synthetic, config)
     with pytest.raises(
-        Unavailable, match=r"feature party 'b' disconnected during Forward \(epoch 2"
+        Unavailable,
+        match=r"feature party 'b' disconnected during Forward \(epoch 3, batch 1\); "
+        r"it can resume after epoch 2",
     ):
         _train(tmp_path / "job", synthetic, config, kill_after_epoch=1)
     resumed = _train(tmp_path / "job", synthetic, config, resume=True)
@@ -407,10 +429,15 @@ def test_parity_on_the_generated_population_and_scoring_format(tmp_path: Path) -
 
 
 def test_woe_encoding_with_iv_selection(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    # party a with a few missing values of a1: a missing bin far below 2 % of the rows
+    lines = synthetic["a"].read_text().splitlines()
+    for k in range(1, 7):
+        ident, _a1, *rest = lines[k].split(",")
+        lines[k] = ",".join([ident, "", *rest])
+    party_a = tmp_path / "a.csv"
+    party_a.write_text("\n".join(lines) + "\n")
     config = JobConfig(encoding="woe", iv_threshold=0.05, max_epochs=15, batch_size=256)
-    run = TrainingRun(
-        tmp_path, [PartySpec("a", synthetic["a"]), PartySpec("b", synthetic["b"])], "ID"
-    )
+    run = TrainingRun(tmp_path, [PartySpec("a", party_a), PartySpec("b", synthetic["b"])], "ID")
     result = asyncio.run(train_files(run, synthetic["labels"], "y", config))
     by_party: dict[str, int] = {}
     for row in result.iv_table:
@@ -424,10 +451,21 @@ def test_woe_encoding_with_iv_selection(synthetic: dict[str, Path], tmp_path: Pa
     for part in result.parts.values():
         for col in part["columns"]:
             assert col["status"] != "ok" or (col["encoding"] == "woe" and len(col["woe"]) > 1)
+    # a bin below the minimum bin size gets WOE 0 before the table goes to its feature
+    # party (its WOE would give away its few rows' labels); the IV table keeps the truth
+    min_rows = math.ceil(config.min_bin_fraction * result.counts["train"])
+    for row in result.iv_table:
+        if not row["selected"]:
+            continue
+        col = next(c for c in result.parts[row["party"]]["columns"] if c["name"] == row["column"])
+        for n, shown, true in zip(row["counts"], col["woe"], row["woe"], strict=True):
+            assert shown == (0.0 if n < min_rows else pytest.approx(true))
+    a1 = next(r for r in result.iv_table if r["column"] == "a1")
+    assert a1["selected"] and 0 < a1["counts"][-1] < min_rows and a1["woe"][-1] != 0
     doc = document(result)
     tables = {
         "platform": read_party_csv(synthetic["labels"], id_column="ID", label_column="y"),
-        "a": read_party_csv(synthetic["a"], id_column="ID"),
+        "a": read_party_csv(party_a, id_column="ID"),
         "b": read_party_csv(synthetic["b"], id_column="ID"),
     }
     _, test_ids, y_test, _ = central_auc(tables, "platform", replace(config, encoding="standard"))

@@ -37,6 +37,7 @@ from veil.attestation import verify_answer
 from veil.catalog import load_catalog
 from veil.claims import Truth, claim_from_json, evaluate, t_all
 from veil.client_auth import assertion_interceptors
+from veil.composite import ciphertexts_digest
 from veil.crypto import (
     PaillierKeys,
     add_many,
@@ -367,6 +368,73 @@ def test_no_record_at_one_provider_is_no_record_never_false(
         assert answer.result == vpb.VERIFICATION_RESULT_NO_RECORD
 
 
+def test_owns_the_property_with_this_certificate_and_area_within_one_percent(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    """Existence: "owns the unit with certificate number C, area within ±1 % of A",
+    answered by the real estate registry on its records (true / false / no record)."""
+
+    def properties(uscc: str) -> list[dict[str, Any]]:
+        return list(records(federation, uscc)["re_properties"])
+
+    def ask(ent: Enterprise, grant: str, cert: str, area: Decimal) -> vpb.VerifyResponse:
+        claim = {
+            "exists": "re_properties",
+            "where": [
+                {"field": "re_certificate_no", "op": "eq", "value": cert},
+                {
+                    "field": "re_area",
+                    "op": "within",
+                    "value": str(area),
+                    "relative": "0.01",
+                    "unit": "m2",
+                },
+            ],
+        }
+        answer = bank.verify(ent.uscc, grant, claim)
+        assert answer.protocol == vpb.VERIFICATION_PROTOCOL_SINGLE
+        assert answer.providers == ["real_estate"]
+        assert TRUTH[answer.result] is expected(federation, ent.uscc, answer)
+        return answer
+
+    owner = next(
+        (
+            (e, g, r)
+            for e, g in sample
+            for r in properties(e.uscc)
+            if r["re_certificate_no"] and r["re_area"] and r["re_area"] >= 100
+        ),
+        None,
+    )
+    if owner is None:  # not in the sample: look further in the population
+        uscc, row = next(
+            (u, r)
+            for u in usccs(federation, 80)[40:]
+            for r in properties(u)
+            if r["re_certificate_no"] and r["re_area"] and r["re_area"] >= 100
+        )
+        ent = Enterprise(federation, uscc)
+        owner = (ent, ent.grant(), row)
+    ent, grant, row = owner
+    cert, area = str(row["re_certificate_no"]), Decimal(str(row["re_area"]))
+    # declared 0.5 % above the registered area: within ±1 % (≥ 100 m², so the 1 m² grid
+    # cannot cut the registered area out of the interval)
+    assert ask(ent, grant, cert, area * Decimal("1.005")).result == vpb.VERIFICATION_RESULT_TRUE
+    # declared 5 % above: false; another certificate number: false
+    assert ask(ent, grant, cert, area * Decimal("1.05")).result == vpb.VERIFICATION_RESULT_FALSE
+    other = cert.replace(cert[-3], "0" if cert[-3] != "0" else "1")
+    assert other != cert
+    if other not in {str(r["re_certificate_no"]) for r in properties(ent.uscc)}:
+        assert ask(ent, grant, other, area).result == vpb.VERIFICATION_RESULT_FALSE
+    # an enterprise the registry holds no property of: no record, never false
+    without = next(((e, g) for e, g in sample if not properties(e.uscc)), None)
+    if without is None:
+        uscc = next(u for u in usccs(federation, 80)[40:] if not properties(u))
+        e = Enterprise(federation, uscc)
+        without = (e, e.grant())
+    assert ask(*without, cert, area).result == vpb.VERIFICATION_RESULT_NO_RECORD
+
+
 # --- signed results -------------------------------------------------------------------------
 
 
@@ -407,6 +475,10 @@ def test_signed_result_verifies_with_the_published_jwks(
     assert entry["result_sha256"] == result_digest(claims)
     assert sorted(entry["providers"]) == list(SIX)
     assert "true" not in json.dumps(entry["detail"]) and "false" not in json.dumps(entry["detail"])
+    # nor the question: an unsalted claim hash would give the asked threshold away to
+    # anyone trying the grid values of the listed fields
+    assert answer.claims_sha256 not in json.dumps(entry)
+    assert "770000" not in json.dumps(entry)
 
 
 def test_provider_answers_verify_with_their_published_keys(
@@ -440,6 +512,32 @@ def test_policy_is_public(federation: Any) -> None:
             return await stub.GetVerificationPolicy(vpb.GetVerificationPolicyRequest(), timeout=5)
 
     assert run(call()).default_budget == 20
+
+
+def test_cli_verify_checks_the_signed_result_and_prints_the_policy(
+    federation: Any, sample: list[tuple[Enterprise, str]], capsys: Any, tmp_path: Any
+) -> None:
+    from veil_cli.main import main
+
+    ent, grant = sample[1]
+    client = str(federation.workdir / "client.toml")
+    claim_file = tmp_path / "claim.json"
+    claim_file.write_text(json.dumps(NO_ARREARS_ANYWHERE), encoding="utf-8")
+    args = ["--grant", grant, "--purpose", PURPOSE, "--loan-ref", LOAN, "--config", client]
+    assert main(["verify", ent.uscc, "--claim", f"@{claim_file}", "--json", *args]) == 0
+    out = json.loads(capsys.readouterr().out)
+    signed = out["signed_result_claims"]  # the CLI checked the signature with the JWKS
+    claim = claim_from_json(out["claimJson"], CATALOG)
+    want = evaluate(claim, records(federation, ent.uscc), CATALOG)
+    assert signed["result"] == want.value and signed["sub"] == ent.uscc
+    assert out["protocol"] == "VERIFICATION_PROTOCOL_ALL" and signed["grant_id"] == grant
+    # a claim the catalog refuses: exit 1, the reason on stderr, nothing asked
+    bad = json.dumps({"field": "samr_legal_rep", "op": "eq", "value": "x"})
+    assert main(["verify", ent.uscc, "--claim", bad, *args]) == 1
+    assert "does not allow verification" in capsys.readouterr().err
+    assert main(["verify", "--policy", "--config", client]) == 0
+    policy = json.loads(capsys.readouterr().out)
+    assert policy["grid"]["CNY"] == "10000" and policy["paillierBits"] == 2048
 
 
 # --- bad input ------------------------------------------------------------------------------
@@ -560,22 +658,34 @@ def test_provider_timing_out_fails_the_whole_check_naming_it(
         make_engine(f"sqlite:///{federation.data / 'platform.db'}"), BudgetPolicy()
     )
     used_before = budgets.used(question, "util_gas_in_arrears")
+    single = {"field": "util_elec_avg_12m", "op": "ge", "value": "12300", "unit": "kWh"}
+    used_single = budgets.used(question, "util_elec_avg_12m")
     pid = federation.processes["utilities"].pid
     os.kill(pid, signal.SIGSTOP)
     try:
         t0 = time.monotonic()
         err = bank.refused(ent.uscc, grant, claim)
         elapsed = time.monotonic() - t0
+        t0 = time.monotonic()
+        err_single = bank.refused(ent.uscc, grant, single)
+        elapsed_single = time.monotonic() - t0
     finally:
         os.kill(pid, signal.SIGCONT)
     assert err.code() == grpc.StatusCode.UNAVAILABLE
     assert "utilities" in (err.details() or "") and "not answered" in (err.details() or "")
     assert elapsed < 9.0
+    # a single-provider question to it fails the same way: UNAVAILABLE naming it
+    assert err_single.code() == grpc.StatusCode.UNAVAILABLE
+    assert "'utilities'" in (err_single.details() or ""), err_single.details()
+    assert elapsed_single < 9.0
     # nothing was learned, so nothing was spent
     assert budgets.used(question, "util_gas_in_arrears") == used_before
-    # single-provider questions to it fail the same way; once it is back, all is well
+    assert budgets.used(question, "util_elec_avg_12m") == used_single
+    # once it is back, all is well
     answer = bank.verify(ent.uscc, grant, claim)
     assert TRUTH[answer.result] is expected(federation, ent.uscc, answer)
+    answer = bank.verify(ent.uscc, grant, single)
+    assert not answer.cached and TRUTH[answer.result] is expected(federation, ent.uscc, answer)
 
 
 # --- reconstruction defence ----------------------------------------------------------------
@@ -819,6 +929,22 @@ def test_curious_platform_view_of_a_composite_does_not_determine_any_answer(
     n = platform.paillier.public.n
     pk = platform.paillier.public
     cts = {u: [ciphertext_from_bytes(pk, c) for c in a.ciphertexts] for u, a in answers.items()}
+    width = {len(c) for a in answers.values() for c in a.ciphertexts}
+    assert width == {(2 * n.bit_length() + 7) // 8}  # fixed width: sizes say nothing either
+    for unit, a in answers.items():  # the rest of each message: a signature, no answer
+        payload = a.attestation.split(".")[1]
+        body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        assert body["result"] == "masked" and body["iss"] == unit
+        assert set(body) == {
+            "iss",
+            "sub",
+            "jti",
+            "claims_sha256",
+            "result",
+            "iat",
+            "ciphertexts_sha256",
+        }
+        assert body["ciphertexts_sha256"] == ciphertexts_digest(list(a.ciphertexts))
     seen = {u: [platform.paillier.decrypt(c) for c in cs] for u, cs in cts.items()}
     for values in seen.values():  # each provider's message alone: a uniform number mod n
         assert all(2**256 < v < n - 2**256 for v in values)

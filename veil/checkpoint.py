@@ -299,8 +299,9 @@ def open_note(note: bytes, verifiers: Iterable[Verifier]) -> Note:
     ``unverified``); any signature from a known key that fails to verify rejects the
     whole note (:class:`InvalidSignature`); with no verified signature the text must
     not be trusted (:class:`UnverifiedNote`).  Ill-formed input raises
-    :class:`MalformedNote`; two known verifiers with the same name and ID raise
-    :class:`InvalidKey`.
+    :class:`MalformedNote`; a signature whose name and ID match two known verifiers
+    (even the same key listed twice, as in the Go reference) raises
+    :class:`InvalidKey` ("ambiguous key").
     """
     known: dict[tuple[str, int], list[Verifier]] = {}
     for v in verifiers:
@@ -330,7 +331,7 @@ def open_note(note: bytes, verifiers: Iterable[Verifier]) -> Note:
             if sig not in unverified:
                 unverified.append(sig)
             continue
-        if len(candidates) > 1 and len(set(candidates)) > 1:
+        if len(candidates) > 1:  # as golang.org/x/mod/sumdb/note: even identical twins
             raise InvalidKey(f"ambiguous key {sig.name}+{sig.key_id:08x}")
         if (sig.name, sig.key_id) in seen:
             continue

@@ -46,6 +46,7 @@ from enum import StrEnum
 
 from veil.claims import Truth, compare, t_at_least
 from veil.crypto import (
+    Ciphertext,
     PaillierKeys,
     PublicKey,
     RandomnessPool,
@@ -55,11 +56,12 @@ from veil.crypto import (
     encrypt,
     mask_contribution,
 )
-from veil.errors import InvalidArgument
+from veil.errors import InvalidArgument, MalformedCiphertext, Unavailable
 
 __all__ = [
     "CIPHERTEXTS",
     "SUM_SCALE",
+    "MalformedContribution",
     "Protocol",
     "ciphertexts_digest",
     "combined_reader",
@@ -86,6 +88,12 @@ class Protocol(StrEnum):
 
 
 CIPHERTEXTS = {Protocol.ALL: 2, Protocol.ANY: 2, Protocol.COUNT: 1, Protocol.SUM: 1}
+
+
+class MalformedContribution(Unavailable):
+    """A provider's contribution is not a valid ciphertext under the platform's key
+    (``details["provider"]`` names it), or the contributions combine to an impossible
+    value: rejected, and the check is not answered — never a partial or a guessed answer."""
 
 
 def _nonzero_random(n: int) -> int:
@@ -161,7 +169,11 @@ def decide(
         value = sums(0) % n
         true, unknown = value % (total + 1), value // (total + 1)
         if unknown > total or true + unknown > total:
-            raise InvalidArgument("combined count is out of range: a contribution was malformed")
+            raise MalformedContribution(
+                "the contributions combine to an impossible count (a provider's contribution "
+                "was malformed); the check is not answered",
+                details={"reason": "count_out_of_range"},
+            )
         revealed = {"true": str(true), "no_record": str(unknown)}
         return t_at_least(k, true, unknown), revealed
     if protocol is Protocol.SUM:
@@ -209,18 +221,34 @@ def masked_ciphertexts(
     return out
 
 
-def combined_reader(keys: PaillierKeys, answers: Sequence[Sequence[bytes]]) -> Callable[[int], int]:
+def combined_reader(
+    keys: PaillierKeys,
+    answers: Sequence[Sequence[bytes]],
+    units: Sequence[str] = (),
+) -> Callable[[int], int]:
     """Platform side: ``read(i)`` = Dec(Π_providers c_i) = Σ_providers x_i mod n.
 
-    Each ciphertext is parsed (and refused if malformed) before it is combined; no single
+    Each ciphertext is parsed (and refused if malformed: :class:`MalformedContribution`
+    naming ``units[j]``, the provider of ``answers[j]``) before it is combined; no single
     provider's ciphertext is ever decrypted.
     """
     pk = keys.public
     cache: dict[int, int] = {}
 
+    def parse(j: int, blob: bytes) -> Ciphertext:
+        try:
+            return ciphertext_from_bytes(pk, blob)
+        except MalformedCiphertext as exc:
+            who = units[j] if j < len(units) else f"#{j}"
+            raise MalformedContribution(
+                f"provider {who!r} sent a malformed ciphertext ({exc.message}); rejected, "
+                "the check is not answered",
+                details={"provider": who, "reason": exc.details.get("reason", "malformed")},
+            ) from None
+
     def read(i: int) -> int:
         if i not in cache:
-            cts = [ciphertext_from_bytes(pk, bytes(a[i])) for a in answers]
+            cts = [parse(j, bytes(a[i])) for j, a in enumerate(answers)]
             cache[i] = keys.decrypt(add_many(cts))
         return cache[i]
 

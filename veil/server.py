@@ -183,6 +183,10 @@ def wrap_handler(
     return handler
 
 
+REFUSALS = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+"""Status codes that mean "refused": logged at WARNING by :class:`ErrorMappingInterceptor`."""
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     """VeilError → its status code + rich details; anything else → opaque INTERNAL."""
 
@@ -202,7 +206,20 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         except grpc.aio.AbortError:
             raise  # the handler (or an inner guard) already chose a status
         except VeilError as exc:
-            log.debug("%s -> %s: %s", method, exc.code.name, exc.message)
+            if exc.code in REFUSALS:
+                # Every refusal, whichever check made it, is logged once, here, with who
+                # asked: the node's own record of what it turned away and why.
+                who = peer_identity(context)
+                log.warning(
+                    "refused %s from %s at %s: %s: %s",
+                    method,
+                    who.uri if who else "a peer without veil:// identity",
+                    context.peer(),
+                    exc.code.name,
+                    exc.message,
+                )
+            else:
+                log.debug("%s -> %s: %s", method, exc.code.name, exc.message)
             await context.abort(exc.code, exc.message, error_trailer(exc))
         except Exception:
             # Internals (paths, SQL, key material in reprs …) stay in the server log.
@@ -240,22 +257,10 @@ class PeerRoleInterceptor(grpc.aio.ServerInterceptor):
     async def _guard(self, method: str, context: Context) -> AsyncIterator[None]:
         peer = peer_identity(context)
         if not method.startswith(self.exempt_prefixes):
+            # Refusals are logged by ErrorMappingInterceptor (outermost), with the peer.
             if peer is None:
-                log.warning(
-                    "refused %s from %s: certificate carries no veil:// identity",
-                    method,
-                    context.peer(),
-                )
                 raise Unauthenticated("client certificate carries no veil:// identity")
             if self.allowed_roles is not None and peer.role not in self.allowed_roles:
-                log.warning(
-                    "refused %s from %s at %s: role %r not allowed (allowed: %s)",
-                    method,
-                    peer,
-                    context.peer(),
-                    peer.role,
-                    ", ".join(sorted(self.allowed_roles)),
-                )
                 raise PermissionDenied(f"{peer} (role {peer.role}) may not call {method}")
         token = current_peer.set(peer)
         try:

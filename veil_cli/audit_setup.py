@@ -77,3 +77,13 @@ def prepare_audit(fed: Any) -> str:
             {"verifier_key": vkey, "state": f"audit-state-{stem}.json"},
         )
     return vkey
+
+
+def pin_log_key(fed: Any, path: Path) -> None:
+    """Pin the log's verifier key in a client configuration written after
+    :func:`prepare_audit` (an enterprise enrolled later), so that ``veil audit uses
+    --config PATH`` verifies the enterprise's own entries out of the box."""
+    if not (fed.certs / LOG_KEY_FILE).exists():
+        return
+    vkey = log_signer(fed.certs).verifier().key_string
+    _update(path, "audit", {"verifier_key": vkey, "state": f"audit-state-{path.stem}.json"})

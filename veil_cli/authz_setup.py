@@ -26,6 +26,7 @@ from veil.certs import init_dev_pki
 from veil.tokens import SigningKey
 from veil.v1 import institution_pb2 as ipb
 from veil.v1 import institution_pb2_grpc
+from veil_cli.audit_setup import pin_log_key
 from veil_cli.calls import call_platform
 from veil_cli.commands.eia import JWKS_FILE, KEY_FILE, init_eia, issue
 
@@ -128,4 +129,5 @@ def enroll_enterprise(fed: Any, uscc: str, name: str) -> Path:
         "identity",
         {"id": uscc, "key": f"{KEYS}/{uscc}.key", "eia_certificate": f"{KEYS}/{uscc}.eia.jwt"},
     )
+    pin_log_key(fed, path)  # 信息主体查询: `veil audit uses --config` this file
     return path

@@ -57,6 +57,35 @@ class ModelAdminServicer(scoring_pb2_grpc.ModelAdminServicer):
             )
         )
 
+    async def _logged_import(self, record: ModelRecord, actor: str) -> None:
+        """``model.trained``: a trained model entered the registry.  The entry names the
+        document's SHA-256 and whose data it was trained on (``features_from``: the
+        providers its features read) and when (the card's training window) -- never a
+        weight or a metric, which are the model owner's to publish."""
+        spec = record.spec
+        detail: dict[str, str | int] = {
+            "model": record.model_id,
+            "version": record.version,
+            "kind": record.kind,
+            "source": record.source,
+            "action": "imported",
+            "features_from": ",".join(spec.providers),
+        }
+        window = spec.card.get("training_window")
+        if isinstance(window, dict):
+            for key in ("start", "end"):
+                if isinstance(window.get(key), str):
+                    detail[f"trained_{key}"] = window[key]
+        await self.audit.record(
+            AuditEvent(
+                type=EventType.MODEL_TRAINED,
+                actor=actor,
+                request_id=record.ref,
+                result_sha256=record.sha256,
+                detail=detail,
+            )
+        )
+
     async def _approve(self, record: ModelRecord, actor: str) -> ModelRecord:
         record = await asyncio.to_thread(
             self.registry.approve, record.model_id, record.version, by=actor
@@ -75,6 +104,7 @@ class ModelAdminServicer(scoring_pb2_grpc.ModelAdminServicer):
         record = await asyncio.to_thread(
             self.registry.import_model, request.document_json, by=actor
         )
+        await self._logged_import(record, actor)
         if request.approve:
             record = await self._approve(record, actor)
         return model_info(record, with_document=True)

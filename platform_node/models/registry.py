@@ -9,9 +9,9 @@ Life of a model version::
   stores it verbatim (canonical JSON and its SHA-256) under ``(model_id, version)``; a
   document without ``version`` gets the next free one.  Versions are never overwritten.
 * ``approve`` records who (the administrator's certificate identity) and when; only
-  approved versions are scored.  Approval and retirement are written to the
-  transparency log (``model.deployed``) with the document's SHA-256, so an auditor can
-  check which exact model scored whom.
+  approved versions are scored.  Import is written to the transparency log
+  (``model.trained``), approval and retirement too (``model.deployed``), each with the
+  document's SHA-256, so an auditor can check which exact model scored whom.
 * ``installs`` remembers which providers hold the encrypted part of a version under
   which platform Paillier key (``key_id``), so a re-keyed platform re-installs.
 

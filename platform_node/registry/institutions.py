@@ -211,6 +211,7 @@ class InstitutionRegistry:
         daily_quota: int,
         decided_by: str,
         now: dt.datetime | None = None,
+        reason: str = "registered",
     ) -> Institution:
         """Register an institution in state ``applied``; AlreadyExists if the id is taken."""
         check_institution_id(id)
@@ -222,6 +223,7 @@ class InstitutionRegistry:
         chosen = _purposes(purposes)
         _checks.positive_int(daily_quota, "daily_quota", minimum=0)
         _checks.text(decided_by, "decided_by")
+        _checks.text(reason, "reason")
         at = utc_now(now)
         try:
             with write_tx(self.engine) as conn:
@@ -239,7 +241,7 @@ class InstitutionRegistry:
                         updated_at=at,
                     )
                 )
-                self._history(conn, id, None, "applied", decided_by, "registered", at)
+                self._history(conn, id, None, "applied", decided_by, reason, at)
                 record_event(
                     conn,
                     at=at,
@@ -311,8 +313,12 @@ class InstitutionRegistry:
         purposes: Sequence[str] | None = None,
         daily_quota: int | None = None,
         now: dt.datetime | None = None,
+        reason: str | None = None,
     ) -> Institution:
-        """Change the name, allowed purposes or daily quota (the state has its own path)."""
+        """Change the name, allowed purposes or daily quota (the state has its own path).
+
+        Recorded (who, when, each value before and after, and ``reason`` when given).
+        """
         changes: dict[str, Any] = {}
         if name is not None:
             changes["name"] = _checks.text(name, "institution name")
@@ -323,6 +329,8 @@ class InstitutionRegistry:
         if not changes:
             raise InvalidArgument("nothing to update: give name, purposes or daily_quota")
         _checks.text(decided_by, "decided_by")
+        if reason is not None:
+            _checks.text(reason, "reason")
         at = utc_now(now)
         with write_tx(self.engine) as conn:
             before = self._row(conn, id, lock=True)
@@ -338,7 +346,10 @@ class InstitutionRegistry:
                 action="institution.update",
                 object_type="institution",
                 object_id=id,
-                detail={k: {"from": getattr(before, k), "to": v} for k, v in changes.items()},
+                detail={
+                    **{k: {"from": getattr(before, k), "to": v} for k, v in changes.items()},
+                    **({"reason": reason} if reason is not None else {}),
+                },
             )
             return self._load(conn, id)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 
 from google.rpc import error_details_pb2
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -29,14 +29,38 @@ from veil.errors import NotFound, ResourceExhausted
 __all__ = ["consume", "used_on"]
 
 
+# Statements built once with bind parameters (``q_inst``, ``q_day``, ``q_cost``): a
+# request then reuses their compiled form and cache key instead of rebuilding both.
+_ID = bindparam("q_inst")
+_KEY = (quota_usage.c.institution_id == _ID) & (quota_usage.c.day == bindparam("q_day"))
+_LIMIT = select(institutions.c.daily_quota).where(institutions.c.id == _ID)
+_ENSURE = {
+    "postgresql": postgresql.insert(quota_usage)
+    .values(institution_id=_ID, day=bindparam("q_day"), used=0)
+    .on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(quota_usage)
+    .values(institution_id=_ID, day=bindparam("q_day"), used=0)
+    .on_conflict_do_nothing(),
+}
+_TAKE = (
+    update(quota_usage)
+    .where(_KEY, quota_usage.c.used + bindparam("q_cost") <= _LIMIT.scalar_subquery())
+    .values(used=quota_usage.c.used + bindparam("q_cost"))
+)
+_USED = select(quota_usage.c.used).where(_KEY)
+_REMAINING = (
+    select(quota_usage.c.used, institutions.c.daily_quota)
+    .join(institutions, institutions.c.id == quota_usage.c.institution_id)
+    .where(_KEY)
+)
+
+
 def _ensure_row(conn: Connection, institution_id: str, day: dt.date) -> None:
-    values = {"institution_id": institution_id, "day": day, "used": 0}
     name = conn.dialect.name
-    if name == "postgresql":
-        conn.execute(postgresql.insert(quota_usage).values(**values).on_conflict_do_nothing())
-    elif name == "sqlite":
-        conn.execute(sqlite.insert(quota_usage).values(**values).on_conflict_do_nothing())
+    if name in _ENSURE:
+        conn.execute(_ENSURE[name], {"q_inst": institution_id, "q_day": day})
     else:  # pragma: no cover - other backends
+        values = {"institution_id": institution_id, "day": day, "used": 0}
         try:
             with conn.begin_nested():
                 conn.execute(insert(quota_usage).values(**values))
@@ -50,26 +74,15 @@ def consume(conn: Connection, institution_id: str, now: dt.datetime, cost: int) 
     Raises :class:`~veil.errors.ResourceExhausted` (details: institution, limit, day) when
     it would exceed the daily quota; the caller's transaction must then be rolled back.
     """
-    limit = conn.execute(
-        select(institutions.c.daily_quota).where(institutions.c.id == institution_id)
-    ).scalar_one_or_none()
+    limit = conn.execute(_LIMIT, {"q_inst": institution_id}).scalar_one_or_none()
     if limit is None:
         raise NotFound(f"no institution {institution_id!r}")
     day = now.date()
     _ensure_row(conn, institution_id, day)
-    key = (quota_usage.c.institution_id == institution_id) & (quota_usage.c.day == day)
-    limit_now = (
-        select(institutions.c.daily_quota)
-        .where(institutions.c.id == institution_id)
-        .scalar_subquery()
-    )
-    result = conn.execute(
-        update(quota_usage)
-        .where(key, quota_usage.c.used + cost <= limit_now)
-        .values(used=quota_usage.c.used + cost)
-    )
+    key = {"q_inst": institution_id, "q_day": day}
+    result = conn.execute(_TAKE, {**key, "q_cost": cost})
     if result.rowcount != 1:
-        used = conn.execute(select(quota_usage.c.used).where(key)).scalar_one()
+        used = conn.execute(_USED, key).scalar_one()
         violation = error_details_pb2.QuotaFailure.Violation(
             subject=f"institution:{institution_id}",
             description=f"daily quota {limit} for {day.isoformat()} (UTC) used up ({used} used)",
@@ -80,11 +93,7 @@ def consume(conn: Connection, institution_id: str, now: dt.datetime, cost: int) 
             details={"institution": institution_id, "limit": str(limit), "day": day.isoformat()},
             extra=[error_details_pb2.QuotaFailure(violations=[violation])],
         )
-    row = conn.execute(
-        select(quota_usage.c.used, institutions.c.daily_quota)
-        .join(institutions, institutions.c.id == quota_usage.c.institution_id)
-        .where(key)
-    ).one()
+    row = conn.execute(_REMAINING, key).one()
     return int(row.daily_quota) - int(row.used)
 
 

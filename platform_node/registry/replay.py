@@ -25,6 +25,8 @@ from veil.tokens import CLOCK_SKEW_S
 
 __all__ = ["ReplayGuard"]
 
+_CLAIM = insert(replay)  # built once: every call reuses its compiled form
+
 
 class ReplayGuard:
     """Remembers claimed token ids until they expire."""
@@ -54,9 +56,7 @@ class ReplayGuard:
         try:
             with self.engine.begin() as conn:
                 conn.execute(
-                    insert(replay).values(
-                        namespace=namespace, token_id=token_id, expires_at=expires_at
-                    )
+                    _CLAIM, {"namespace": namespace, "token_id": token_id, "expires_at": expires_at}
                 )
         except IntegrityError:
             raise Replayed(

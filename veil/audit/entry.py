@@ -93,8 +93,8 @@ class EventType(StrEnum):
     GRANT_REVOKED = "grant.revoked"
     INSTITUTION_ADMITTED = "institution.admitted"
     INSTITUTION_SUSPENDED = "institution.suspended"
-    MODEL_TRAINED = "model.trained"
-    MODEL_DEPLOYED = "model.deployed"
+    MODEL_TRAINED = "model.trained"  # a trained model entered the registry (ImportModel)
+    MODEL_DEPLOYED = "model.deployed"  # approved (installed at providers) or retired
     KEY_ROTATED = "key.rotated"
 
 

@@ -7,8 +7,11 @@ secrets: N = 8192 allows 218 bits of modulus):
 * coefficient moduli 50 + 50 + 50 (+ 60 special) = 210 bits; scale ``2^50``.
 
 The circuit is one plaintext–ciphertext product per table entry (``Enc(w)·1[bin]``) or
-linear feature (``Enc(w)·x``), summed, then rescaled once to a 100-bit modulus, so
-values up to 2^49 decrypt correctly.
+linear feature (``Enc(w)·x``), summed, and **never rescaled**: the provider's context has
+``auto_rescale`` off, so every product, the fresh mask encryption and the sum sit at
+scale ``2^100`` (:data:`RESULT_SCALE`) on the full 150-bit modulus — values up to 2^48
+decrypt correctly, and a rescale per product (~40 % of a product's cost) is saved.  The
+platform checks that shape (:func:`check_result`) before adding providers' answers.
 
 What leaves a provider, per chunk: ``Σ Enc(w)⊙x + Enc(m_i + e_i)`` where ``m_i`` is its
 pairwise mask vector and ``e_i`` flooding noise, encrypted *fresh* with the public key
@@ -51,6 +54,8 @@ POLY_MODULUS_DEGREE = 8192
 COEFF_MOD_BIT_SIZES = (50, 50, 50, 60)
 SCALE_BITS = 50
 SLOTS = POLY_MODULUS_DEGREE // 2
+RESULT_SCALE = 2.0 ** (2 * SCALE_BITS)
+RESULT_MODULI = len(COEFF_MOD_BIT_SIZES) - 1  # the special prime is not a data level
 MASK_BOUND = float(2**30)
 FLOOD_SIGMA = 2.0**-16
 MAX_PROVIDERS_FOR_PRECISION = 16
@@ -84,7 +89,8 @@ def public_context_bytes(ctx: ts.Context) -> bytes:
 
 def load_public_context(data: bytes) -> ts.Context:
     """A provider's view of the platform's context; refuses one carrying a secret key
-    (it would be the platform's mistake, and the provider would then hold it)."""
+    (it would be the platform's mistake, and the provider would then hold it).  Products
+    made under it are not rescaled (see the module docstring)."""
     try:
         ctx = ts.context_from(data)
     except Exception:
@@ -92,7 +98,27 @@ def load_public_context(data: bytes) -> ts.Context:
     if ctx.has_secret_key() or not ctx.has_public_key():
         raise InvalidArgument("CKKS context must carry the public key and no secret key")
     ctx.global_scale = 2.0**SCALE_BITS
+    ctx.auto_rescale = False
     return ctx
+
+
+def check_result(vector: ts.CKKSVector, who: str) -> None:
+    """A provider's batch answer must be one ciphertext of :data:`SLOTS` values at
+    :data:`RESULT_SCALE` on the full modulus: anything else would not add up with the
+    others (or decrypt to nonsense) — rejected, naming the provider."""
+    cts = vector.ciphertext()
+    ok = (
+        vector.size() == SLOTS
+        and len(cts) == 1
+        and cts[0].size() == 2
+        and cts[0].coeff_modulus_size() == RESULT_MODULI
+        and cts[0].scale == RESULT_SCALE
+    )
+    if not ok:
+        raise InvalidArgument(
+            f"provider {who!r} returned a CKKS ciphertext of the wrong shape, scale or "
+            "level; rejected"
+        )
 
 
 def save_secret_context(ctx: ts.Context, path: str | os.PathLike[str]) -> None:

@@ -18,10 +18,14 @@ identity under the catalog's shared key ids ``uscc`` and ``enterprise_name``.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Mapping as AbcMapping
+from operator import itemgetter
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -66,6 +70,26 @@ _TRANSFORMED: dict[str, TypeEngine[Any]] = {
     "date": String(16),
 }
 INSERT_CHUNK = 20_000
+COLUMN_FETCH = 50_000
+
+
+def _as_date(value: Any) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+
+
+def _order_rank(values: Sequence[Any], nulls_last: bool) -> npt.NDArray[Any]:
+    """Each value's rank among the column's distinct values, as ``ORDER BY`` sorts
+    them (numbers before text, as SQLite does with mixed storage classes; NULL first
+    or last as the database puts it)."""
+    if None not in values:
+        direct = np.array(values)
+        if direct.dtype.kind in "iu" or (direct.dtype.kind == "f" and not np.isnan(direct).any()):
+            return direct  # numbers sort as themselves
+    distinct = {v for v in values if v is not None}
+    ordered = sorted(distinct, key=lambda v: (isinstance(v, str | bytes), v))
+    rank: dict[Any, int] = {v: i for i, v in enumerate(ordered)}
+    rank[None] = len(ordered) if nulls_last else -1
+    return np.fromiter((rank[v] for v in values), dtype=np.int64, count=len(values))
 
 
 def _sql_type(cm: ColumnMap) -> TypeEngine[Any]:
@@ -275,6 +299,93 @@ class ProviderStore:
             result = conn.execution_options(yield_per=batch_size).execute(stmt)
             for part in result.partitions():
                 yield [self._convert(tm, fids, identity, r) for r in part]
+
+    def read_columns(
+        self, dataset_id: str, field_ids: Sequence[str], *, fetch: int = COLUMN_FETCH
+    ) -> tuple[npt.NDArray[Any], dict[str, npt.NDArray[np.object_]]]:
+        """A whole dataset column by column (full-coverage batch evaluation).
+
+        Returns the USCC column (ASCII ``bytes`` — ``str`` if some key is not ASCII) and,
+        per field, its catalog values (object arrays), rows grouped by USCC (sorted) and,
+        within one enterprise, in the unit's
+        row order (its ``order_by`` column, then its row id) — what :meth:`fetch` returns
+        for each enterprise.  The path differs from :meth:`iter_dataset` for speed:
+
+        * raw DBAPI rows in big ``fetchmany`` chunks (SQLAlchemy's per-row ``Row``
+          objects and the per-row dicts of :meth:`iter_dataset` cost ~10 µs a row);
+        * no ``ORDER BY``: the database's sort of millions of rows costs ~2 µs a row,
+          numpy's ``lexsort`` of the same keys ~0.3 µs;
+        * each column converted at once, through a cache of distinct values where a
+          conversion runs (codes, dates and booleans have few).
+
+        ``NULL`` in the ``order_by`` column sorts as the database sorts it (first on
+        SQLite and most, last on PostgreSQL and Oracle).
+        """
+        tm = self._tm(dataset_id)
+        fids = list(dict.fromkeys(field_ids))
+        groups = self._group(fids)
+        if set(groups) - {dataset_id}:
+            raise InvalidArgument(f"all fields must belong to dataset {dataset_id!r}")
+        t = self.tables[dataset_id]
+        order_cols = self._ordering(tm)
+        stmt = select(t.c[tm.key], *(t.c[tm.columns[f].column] for f in fids), *order_cols)
+        raw: list[Any] = []
+        with self.engine.connect() as conn:
+            nulls_last = conn.dialect.name in ("postgresql", "oracle")
+            sql = str(
+                stmt.compile(
+                    dialect=conn.dialect,
+                    schema_translate_map={None: self.schema} if self.schema else None,
+                    render_schema_translate=bool(self.schema),
+                )
+            )
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            cursor = driver.cursor()  # the DBAPI cursor itself: rows as plain tuples
+            try:
+                cursor.execute(sql)
+                while part := cursor.fetchmany(fetch):
+                    raw.extend(part)
+            finally:
+                cursor.close()
+        if not raw:
+            return np.empty(0, dtype=bytes), {f: np.empty(0, dtype=object) for f in fids}
+        columns = [list(map(itemgetter(i), raw)) for i in range(len(raw[0]))]
+        del raw
+        try:  # USCCs are ASCII: bytes sort and compare faster than UCS-4 text
+            keys: npt.NDArray[Any] = np.array(columns[0], dtype=bytes)
+        except UnicodeEncodeError:
+            keys = np.array(columns[0], dtype=str)
+        sort_keys: list[Any] = [
+            _order_rank(columns[-i], nulls_last) for i in range(1, len(order_cols) + 1)
+        ]
+        order = np.lexsort((*sort_keys, keys))  # last key is the primary one
+        out: dict[str, npt.NDArray[np.object_]] = {}
+        for fid, column in zip(fids, columns[1 : 1 + len(fids)], strict=True):
+            values = np.empty(len(column), dtype=object)
+            values[:] = self._catalog_column(tm, tm.columns[fid], column)
+            out[fid] = values[order]
+        return keys[order], out
+
+    def _catalog_column(self, tm: TableMap, cm: ColumnMap, column: Sequence[Any]) -> list[Any]:
+        """Raw driver values of one column → catalog values (as :meth:`_convert`)."""
+        ftype = cm.type
+        if cm.transform is not None:
+            tf = cm.transform
+            where = f"{self.mapping.unit}: {tm.table}.{cm.column}"
+            if tf.kind == "scale":
+                return [None if v is None else tf.to_catalog(v, ftype, where) for v in column]
+            convert: Any = lambda v: tf.to_catalog(v, ftype, where)  # noqa: E731
+        elif ftype is FieldType.BOOLEAN:
+            convert = bool
+        elif ftype is FieldType.DECIMAL:  # Numeric(asdecimal=False): a float, as SQLAlchemy's
+            return [None if v is None else float(v) for v in column]
+        elif ftype is FieldType.DATE:  # SQLite hands back ISO text, PostgreSQL a date
+            convert = _as_date
+        else:
+            return list(column)
+        cache = {v: None if v is None else convert(v) for v in set(column)}
+        return [cache[v] for v in column]
 
     def count(self, dataset_id: str) -> int:
         """Number of rows of a dataset."""

@@ -25,8 +25,10 @@ Why it is built this way:
   never more (the platform did not authorize them), never fewer (the platform's record of
   uses must equal what was read).
 * **Stateless.**  Replay of ``jti``/request ids and revocation of grants are state; the
-  callers' stores decide them.  Nothing here caches or remembers.  Never key a replay
-  store on the token string: ECDSA signatures are malleable, ``jti`` is not.
+  callers' stores decide them.  Never key a replay store on the token string: ECDSA
+  signatures are malleable, ``jti`` is not.  The one cache is opt-in and holds no state:
+  :class:`GrantVerifier` remembers that the *signatures* of an exact grant token verified
+  (keyed by the token's SHA-256) and re-runs every clock-dependent check on each call.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from veil.tokens.assertions import (
     peek_client_assertion,
     verify_client_assertion,
 )
+from veil.tokens.cache import GrantVerifier
 from veil.tokens.checks import check_request_against_grant
 from veil.tokens.constants import (
     ALGORITHMS,
@@ -98,6 +101,7 @@ __all__ = [
     "ClientAssertion",
     "EnterpriseCertificate",
     "Grant",
+    "GrantVerifier",
     "KeySet",
     "RequestClaims",
     "Revocation",

@@ -7,8 +7,10 @@ rows of the bin, and ``B = Σ bad_b``, ``G = Σ good_b``::
     WOE_b = ln( ((bad_b + ½) / B) / ((good_b + ½) / G) )
     IV    = Σ_b ( (bad_b + ½)/B − (good_b + ½)/G ) · WOE_b
 
-(the ½ is Laplace smoothing, so an empty or pure bin has a finite WOE).  Rule of thumb
-used by credit-risk teams for IV: < 0.02 useless, 0.02–0.1 weak, 0.1–0.3 medium,
+(the ½ is Laplace smoothing, so a pure bin has a finite WOE).  A bin with no training rows
+(often the missing-value bin) has no evidence either way: its WOE is 0, the value the WOE
+encoder gives it too, not the smoothed ``ln(G/B)`` that would mark it as risky or safe.
+Rule of thumb used by credit-risk teams for IV: < 0.02 useless, 0.02–0.1 weak, 0.1–0.3 medium,
 0.3–0.5 strong, > 0.5 suspicious (check for leakage).
 
 In the federated protocol only the label party knows ``bad_b``: it learns the per-bin
@@ -104,13 +106,35 @@ def woe_iv(counts: Sequence[int], bads: Sequence[int]) -> tuple[list[float], flo
     for n, b in zip(counts, bads, strict=True):
         if n < 0 or b < 0 or b > n:
             raise ValueError("bin counts are inconsistent")
+        if n == 0:
+            woe.append(0.0)
+            continue
         pb = (b + 0.5) / bad_total
         pg = (n - b + 0.5) / good_total
         w = math.log(pb / pg)
         woe.append(w)
-        if n > 0:
-            iv += (pb - pg) * w
+        iv += (pb - pg) * w
     return woe, iv
+
+
+def min_bin_rows(min_bin_fraction: float, train_rows: int) -> int:
+    """The fewest training rows a bin needs for its WOE to be shown to anyone but the
+    label party: ``ceil(min_bin_fraction · n_train)`` (quantile bins are cut to hold at
+    least this many; category, "other" and missing bins are not cut, so may hold fewer)."""
+    return max(1, math.ceil(min_bin_fraction * max(1, train_rows)))
+
+
+def shareable_woe(woe: Sequence[float], counts: Sequence[int], min_rows: int) -> list[float]:
+    """The WOE table a feature party may receive (``--encoding woe``): 0 for every bin with
+    fewer than ``min_rows`` training rows.
+
+    The feature party knows which of its rows fall in each bin, and a bin's WOE is a
+    function of its default count: the WOE of a bin of one row (a rare category, the odd
+    missing value) is that row's label.  A small bin therefore gets the neutral WOE 0
+    ("no evidence"), as an empty one does, before the table leaves the label party; the
+    label party's IV table keeps the true values.
+    """
+    return [float(w) if n >= min_rows else 0.0 for w, n in zip(woe, counts, strict=True)]
 
 
 def bin_counts(bins: I64, n_bins: int, labels: npt.NDArray[np.int8] | None = None) -> BinStats:

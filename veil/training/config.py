@@ -41,8 +41,26 @@ with a batch of at most ``d`` rows it could solve for the residuals (hence label
 require ``batch ≥ 4·d`` (and ≥ 32): the system stays under-determined with a wide margin."""
 
 
+AUTO_BATCH_CAP = 512
+AUTO_BATCHES_PER_EPOCH = 32
+"""``batch_size = 0`` (auto): about 32 mini-batches per epoch, at most 512 rows each.  A
+fixed 512 leaves a small training set (a few thousand rows) with a handful of optimiser
+steps per epoch, so the default 30 epochs end far from the optimum; 32 steps per epoch
+converge there, and large sets keep 512-row batches."""
+
+
 def min_batch_size(features: int) -> int:
     return max(MIN_BATCH, BATCH_PER_FEATURE * int(features))
+
+
+def job_batch_size(batch_size: int, train_rows: int, widest: int) -> int:
+    """The mini-batch size of a job with ``train_rows`` training rows, whose widest party
+    has ``widest`` encoded features: ``batch_size`` (0: auto, see
+    :data:`AUTO_BATCHES_PER_EPOCH`), never below :func:`min_batch_size` ``(widest)``, the
+    floor every feature party enforces itself."""
+    if batch_size == 0:
+        batch_size = min(AUTO_BATCH_CAP, train_rows // AUTO_BATCHES_PER_EPOCH)
+    return max(batch_size, min_batch_size(widest))
 
 
 @dataclass(frozen=True)
@@ -51,7 +69,8 @@ class JobConfig:
     validation_size: float = 0.2
     seed: int = 0
     max_epochs: int = 30
-    batch_size: int = 512
+    batch_size: int = 0
+    """Rows per mini-batch; 0 = auto (:func:`job_batch_size`)."""
     optimizer: str = "adam"
     learning_rate: float = 0.02
     lr_decay: float = 0.2
@@ -81,8 +100,8 @@ class JobConfig:
             raise bad("validation_size", "must be in (0, 0.9)")
         if not 1 <= self.max_epochs <= 10_000:
             raise bad("max_epochs", "must be in 1..10000")
-        if not MIN_BATCH <= self.batch_size <= MAX_BATCH:
-            raise bad("batch_size", f"must be in {MIN_BATCH}..{MAX_BATCH}")
+        if self.batch_size != 0 and not MIN_BATCH <= self.batch_size <= MAX_BATCH:
+            raise bad("batch_size", f"must be 0 (auto) or in {MIN_BATCH}..{MAX_BATCH}")
         if self.optimizer not in OPTIMIZERS:
             raise bad("optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
         if not 0.0 < self.learning_rate <= 10.0 or not math.isfinite(self.learning_rate):

@@ -16,7 +16,8 @@ Two encodings (``JobConfig.encoding``):
 ``woe``
     every feature → one column, the weight of evidence of its bin (:mod:`.binning`),
     learnt from the federated bin counts; the last bin holds missing values.  Bins
-    empty in training get WOE 0.
+    empty in training, or holding fewer than ``min_bin_fraction`` of the training rows,
+    get WOE 0 (:func:`.binning.shareable_woe`).
 
 A column whose training values are all missing, or that has a single value and no
 missing values, carries no information: it is dropped with status ``all_missing`` /
@@ -40,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from veil.errors import InvalidArgument
-from veil.training.binning import numeric_bins, quantile_edges
+from veil.training.binning import min_bin_rows, numeric_bins, quantile_edges
 from veil.training.config import JobConfig
 from veil.training.table import MISSING_TOKENS, Column, as_numbers, subset
 
@@ -97,7 +98,7 @@ class ColumnEncoder:
     @classmethod
     def fit(cls, name: str, raw_train: Column, config: JobConfig) -> ColumnEncoder:
         numeric = parse_numeric(raw_train)
-        min_bin = max(1, math.ceil(config.min_bin_fraction * max(1, len(raw_train))))
+        min_bin = min_bin_rows(config.min_bin_fraction, len(raw_train))
         if numeric is not None:
             return cls._fit_numeric(name, numeric, config, min_bin)
         return cls._fit_categorical(name, parse_categorical(raw_train), config)

@@ -26,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from veil.training.binning import iv_strength
+from veil.training.encoding import ColumnEncoder
 
 FIGSIZE = (6.4, 4.8)
 DPI = 110
@@ -37,6 +38,11 @@ def _fmt(x: Any, digits: int = 4) -> str:
     if isinstance(x, float):
         return "—" if not math.isfinite(x) else f"{x:.{digits}f}"
     return str(x)
+
+
+def _epoch(index: Any) -> str:
+    """An epoch index of the model document (from 0) as people count it (from 1)."""
+    return str(int(index) + 1) if isinstance(index, int) and index >= 0 else "—"
 
 
 def plot_roc(
@@ -106,7 +112,7 @@ def plot_iv(rows: Sequence[Mapping[str, Any]], threshold: float, path: Path) -> 
 
 def plot_history(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=FIGSIZE)
-    epochs = [h["epoch"] for h in history]
+    epochs = [h["epoch"] + 1 for h in history]  # counted from 1, as the progress lines
     ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train log-loss")
     ax.plot(
         epochs, [h["validation_loss"] for h in history], marker="o", label="validation log-loss"
@@ -117,6 +123,54 @@ def plot_history(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
+
+
+MAX_BIN_TABLES = 30
+
+
+def bin_tables(doc: Mapping[str, Any]) -> list[str]:
+    """The scorecard's binning table (分箱表) of each selected column, highest IV first:
+    bin (value range or category), rows, defaults, default rate and WOE.  The bin
+    definitions come from the exported model (the platform owns it); the counts from
+    federated binning."""
+    lines: list[str] = []
+    rows = [r for r in doc["iv"] if r.get("selected") and r.get("counts") is not None]
+    rows.sort(key=lambda r: -(r.get("iv") or 0.0))
+    for r in rows[:MAX_BIN_TABLES]:
+        part = doc["parties"].get(r["party"], {})
+        raw = next((c for c in part.get("columns", []) if c["name"] == r["column"]), None)
+        if raw is None:
+            continue
+        labels = ColumnEncoder.from_json(raw).bin_labels()
+        counts, bads, woe = r["counts"], r["bads"], r["woe"]
+        if len(labels) != len(counts):
+            continue
+        if not lines:
+            lines += [
+                "",
+                "### Bins of the selected columns",
+                "",
+                "WOE = ln(share of defaults / share of non-defaults) in the bin; an empty bin "
+                "has WOE 0.",
+            ]
+            config = doc["training"].get("config", {})
+            if config.get("encoding") == "woe":
+                share = float(config.get("min_bin_fraction", 0.02))
+                lines[-1] += (
+                    f" The model encodes every bin holding fewer than {share:.0%} of the "
+                    "training rows as WOE 0 (its provider must not see a small bin's WOE)."
+                )
+        lines += [
+            "",
+            f"**{r['party']}.{r['column']}** (IV {_fmt(r.get('iv'))})",
+            "",
+            "| bin | rows | defaults | default rate | WOE |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for label, n, bad, w in zip(labels, counts, bads, woe, strict=True):
+            rate = f"{bad / n:.2%}" if n else "—"
+            lines.append(f"| {label} | {n} | {bad} | {rate} | {w:+.3f} |")
+    return lines
 
 
 def write_report(
@@ -189,6 +243,7 @@ def write_report(
         )
     if has_iv:
         lines += ["", "![IV](iv.png)"]
+        lines += bin_tables(doc)
     if history:
         lines += [
             "",
@@ -200,7 +255,7 @@ def write_report(
         ]
         for h in history:
             lines.append(
-                f"| {h['epoch']} | {_fmt(h['learning_rate'], 5)} | {_fmt(h['train_loss'])} | "
+                f"| {h['epoch'] + 1} | {_fmt(h['learning_rate'], 5)} | {_fmt(h['train_loss'])} | "
                 f"{_fmt(h['validation_loss'])} | {_fmt(h['validation_auc'])} | "
                 f"{_fmt(h['seconds'], 2)} | {'*' if h['improved'] else ''} |"
             )
@@ -209,7 +264,7 @@ def write_report(
         "",
         "## Settings",
         "",
-        f"Best epoch {training.get('best_epoch')} of {training.get('epochs')} "
+        f"Best epoch {_epoch(training.get('best_epoch'))} of {training.get('epochs')} "
         f"({'stopped early' if training.get('stopped_early') else 'ran to the limit'}); "
         f"batch size {training.get('batch_size')}; "
         f"setup {_fmt(training.get('setup_seconds'), 1)} s, "

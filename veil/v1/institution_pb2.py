@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19veil/v1/institution.proto\x12\x07veil.v1\"\x99\x01\n\x0bStateChange\x12-\n\nfrom_state\x18\x01 \x01(\x0e\x32\x19.veil.v1.InstitutionState\x12+\n\x08to_state\x18\x02 \x01(\x0e\x32\x19.veil.v1.InstitutionState\x12\x12\n\ndecided_by\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\n\n\x02\x61t\x18\x05 \x01(\t\"\xee\x01\n\x0bInstitution\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12&\n\x04type\x18\x03 \x01(\x0e\x32\x18.veil.v1.InstitutionType\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.veil.v1.InstitutionState\x12\x11\n\tjwks_json\x18\x05 \x01(\t\x12\x10\n\x08purposes\x18\x06 \x03(\t\x12\x13\n\x0b\x64\x61ily_quota\x18\x07 \x01(\x03\x12%\n\x07history\x18\x08 \x03(\x0b\x32\x14.veil.v1.StateChange\x12\x12\n\ncreated_at\x18\t \x01(\t\"\x95\x01\n\x1aRegisterInstitutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12&\n\x04type\x18\x03 \x01(\x0e\x32\x18.veil.v1.InstitutionType\x12\x10\n\x08purposes\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x61ily_quota\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\"b\n\x1aSetInstitutionStateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.veil.v1.InstitutionState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"8\n\x18\x41\x64\x64InstitutionKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08jwk_json\x18\x02 \x01(\t\"6\n\x1bRemoveInstitutionKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\"#\n\x15GetInstitutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x19\n\x17ListInstitutionsRequest\"F\n\x18ListInstitutionsResponse\x12*\n\x0cinstitutions\x18\x01 \x03(\x0b\x32\x14.veil.v1.Institution*\xb1\x01\n\x0fInstitutionType\x12 \n\x1cINSTITUTION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15INSTITUTION_TYPE_BANK\x10\x01\x12\x1c\n\x18INSTITUTION_TYPE_INSURER\x10\x02\x12\x1e\n\x1aINSTITUTION_TYPE_GUARANTOR\x10\x03\x12#\n\x1fINSTITUTION_TYPE_CREDIT_SERVICE\x10\x04*\xd2\x01\n\x10InstitutionState\x12!\n\x1dINSTITUTION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19INSTITUTION_STATE_APPLIED\x10\x01\x12\x1e\n\x1aINSTITUTION_STATE_ASSESSED\x10\x02\x12\x1c\n\x18INSTITUTION_STATE_ACTIVE\x10\x03\x12\x1f\n\x1bINSTITUTION_STATE_SUSPENDED\x10\x04\x12\x1d\n\x19INSTITUTION_STATE_REVOKED\x10\x05\x32\xfc\x03\n\x13InstitutionRegistry\x12P\n\x13RegisterInstitution\x12#.veil.v1.RegisterInstitutionRequest\x1a\x14.veil.v1.Institution\x12P\n\x13SetInstitutionState\x12#.veil.v1.SetInstitutionStateRequest\x1a\x14.veil.v1.Institution\x12L\n\x11\x41\x64\x64InstitutionKey\x12!.veil.v1.AddInstitutionKeyRequest\x1a\x14.veil.v1.Institution\x12R\n\x14RemoveInstitutionKey\x12$.veil.v1.RemoveInstitutionKeyRequest\x1a\x14.veil.v1.Institution\x12\x46\n\x0eGetInstitution\x12\x1e.veil.v1.GetInstitutionRequest\x1a\x14.veil.v1.Institution\x12W\n\x10ListInstitutions\x12 .veil.v1.ListInstitutionsRequest\x1a!.veil.v1.ListInstitutionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19veil/v1/institution.proto\x12\x07veil.v1\"\x99\x01\n\x0bStateChange\x12-\n\nfrom_state\x18\x01 \x01(\x0e\x32\x19.veil.v1.InstitutionState\x12+\n\x08to_state\x18\x02 \x01(\x0e\x32\x19.veil.v1.InstitutionState\x12\x12\n\ndecided_by\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\n\n\x02\x61t\x18\x05 \x01(\t\"\xee\x01\n\x0bInstitution\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12&\n\x04type\x18\x03 \x01(\x0e\x32\x18.veil.v1.InstitutionType\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.veil.v1.InstitutionState\x12\x11\n\tjwks_json\x18\x05 \x01(\t\x12\x10\n\x08purposes\x18\x06 \x03(\t\x12\x13\n\x0b\x64\x61ily_quota\x18\x07 \x01(\x03\x12%\n\x07history\x18\x08 \x03(\x0b\x32\x14.veil.v1.StateChange\x12\x12\n\ncreated_at\x18\t \x01(\t\"\x95\x01\n\x1aRegisterInstitutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12&\n\x04type\x18\x03 \x01(\x0e\x32\x18.veil.v1.InstitutionType\x12\x10\n\x08purposes\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x61ily_quota\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\"b\n\x1aSetInstitutionStateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.veil.v1.InstitutionState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x80\x01\n\x18UpdateInstitutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08purposes\x18\x03 \x03(\t\x12\x18\n\x0b\x64\x61ily_quota\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x05 \x01(\tB\x0e\n\x0c_daily_quota\"8\n\x18\x41\x64\x64InstitutionKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08jwk_json\x18\x02 \x01(\t\"6\n\x1bRemoveInstitutionKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\"#\n\x15GetInstitutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x19\n\x17ListInstitutionsRequest\"F\n\x18ListInstitutionsResponse\x12*\n\x0cinstitutions\x18\x01 \x03(\x0b\x32\x14.veil.v1.Institution*\xb1\x01\n\x0fInstitutionType\x12 \n\x1cINSTITUTION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15INSTITUTION_TYPE_BANK\x10\x01\x12\x1c\n\x18INSTITUTION_TYPE_INSURER\x10\x02\x12\x1e\n\x1aINSTITUTION_TYPE_GUARANTOR\x10\x03\x12#\n\x1fINSTITUTION_TYPE_CREDIT_SERVICE\x10\x04*\xd2\x01\n\x10InstitutionState\x12!\n\x1dINSTITUTION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19INSTITUTION_STATE_APPLIED\x10\x01\x12\x1e\n\x1aINSTITUTION_STATE_ASSESSED\x10\x02\x12\x1c\n\x18INSTITUTION_STATE_ACTIVE\x10\x03\x12\x1f\n\x1bINSTITUTION_STATE_SUSPENDED\x10\x04\x12\x1d\n\x19INSTITUTION_STATE_REVOKED\x10\x05\x32\xca\x04\n\x13InstitutionRegistry\x12P\n\x13RegisterInstitution\x12#.veil.v1.RegisterInstitutionRequest\x1a\x14.veil.v1.Institution\x12P\n\x13SetInstitutionState\x12#.veil.v1.SetInstitutionStateRequest\x1a\x14.veil.v1.Institution\x12L\n\x11UpdateInstitution\x12!.veil.v1.UpdateInstitutionRequest\x1a\x14.veil.v1.Institution\x12L\n\x11\x41\x64\x64InstitutionKey\x12!.veil.v1.AddInstitutionKeyRequest\x1a\x14.veil.v1.Institution\x12R\n\x14RemoveInstitutionKey\x12$.veil.v1.RemoveInstitutionKeyRequest\x1a\x14.veil.v1.Institution\x12\x46\n\x0eGetInstitution\x12\x1e.veil.v1.GetInstitutionRequest\x1a\x14.veil.v1.Institution\x12W\n\x10ListInstitutions\x12 .veil.v1.ListInstitutionsRequest\x1a!.veil.v1.ListInstitutionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veil.v1.institution_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INSTITUTIONTYPE']._serialized_start=938
-  _globals['_INSTITUTIONTYPE']._serialized_end=1115
-  _globals['_INSTITUTIONSTATE']._serialized_start=1118
-  _globals['_INSTITUTIONSTATE']._serialized_end=1328
+  _globals['_INSTITUTIONTYPE']._serialized_start=1069
+  _globals['_INSTITUTIONTYPE']._serialized_end=1246
+  _globals['_INSTITUTIONSTATE']._serialized_start=1249
+  _globals['_INSTITUTIONSTATE']._serialized_end=1459
   _globals['_STATECHANGE']._serialized_start=39
   _globals['_STATECHANGE']._serialized_end=192
   _globals['_INSTITUTION']._serialized_start=195
@@ -43,16 +43,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERINSTITUTIONREQUEST']._serialized_end=585
   _globals['_SETINSTITUTIONSTATEREQUEST']._serialized_start=587
   _globals['_SETINSTITUTIONSTATEREQUEST']._serialized_end=685
-  _globals['_ADDINSTITUTIONKEYREQUEST']._serialized_start=687
-  _globals['_ADDINSTITUTIONKEYREQUEST']._serialized_end=743
-  _globals['_REMOVEINSTITUTIONKEYREQUEST']._serialized_start=745
-  _globals['_REMOVEINSTITUTIONKEYREQUEST']._serialized_end=799
-  _globals['_GETINSTITUTIONREQUEST']._serialized_start=801
-  _globals['_GETINSTITUTIONREQUEST']._serialized_end=836
-  _globals['_LISTINSTITUTIONSREQUEST']._serialized_start=838
-  _globals['_LISTINSTITUTIONSREQUEST']._serialized_end=863
-  _globals['_LISTINSTITUTIONSRESPONSE']._serialized_start=865
-  _globals['_LISTINSTITUTIONSRESPONSE']._serialized_end=935
-  _globals['_INSTITUTIONREGISTRY']._serialized_start=1331
-  _globals['_INSTITUTIONREGISTRY']._serialized_end=1839
+  _globals['_UPDATEINSTITUTIONREQUEST']._serialized_start=688
+  _globals['_UPDATEINSTITUTIONREQUEST']._serialized_end=816
+  _globals['_ADDINSTITUTIONKEYREQUEST']._serialized_start=818
+  _globals['_ADDINSTITUTIONKEYREQUEST']._serialized_end=874
+  _globals['_REMOVEINSTITUTIONKEYREQUEST']._serialized_start=876
+  _globals['_REMOVEINSTITUTIONKEYREQUEST']._serialized_end=930
+  _globals['_GETINSTITUTIONREQUEST']._serialized_start=932
+  _globals['_GETINSTITUTIONREQUEST']._serialized_end=967
+  _globals['_LISTINSTITUTIONSREQUEST']._serialized_start=969
+  _globals['_LISTINSTITUTIONSREQUEST']._serialized_end=994
+  _globals['_LISTINSTITUTIONSRESPONSE']._serialized_start=996
+  _globals['_LISTINSTITUTIONSRESPONSE']._serialized_end=1066
+  _globals['_INSTITUTIONREGISTRY']._serialized_start=1462
+  _globals['_INSTITUTIONREGISTRY']._serialized_end=2048
 # @@protoc_insertion_point(module_scope)

@@ -213,6 +213,45 @@ class SetInstitutionStateRequest(_message.Message):
 Global___SetInstitutionStateRequest: _TypeAlias = SetInstitutionStateRequest  # noqa: Y015
 
 @_typing.final
+class UpdateInstitutionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PURPOSES_FIELD_NUMBER: _builtins.int
+    DAILY_QUOTA_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    """empty: unchanged"""
+    daily_quota: _builtins.int
+    """absent: unchanged (0 stops every metered call)"""
+    reason: _builtins.str
+    """required: recorded with the change"""
+    @_builtins.property
+    def purposes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """empty: unchanged"""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        purposes: _abc.Iterable[_builtins.str] | None = ...,
+        daily_quota: _builtins.int | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_daily_quota", b"_daily_quota", "daily_quota", b"daily_quota"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_daily_quota", b"_daily_quota", "daily_quota", b"daily_quota", "id", b"id", "name", b"name", "purposes", b"purposes", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__daily_quota: _TypeAlias = _typing.Literal["daily_quota"]  # noqa: Y015
+    _WhichOneofArgType__daily_quota: _TypeAlias = _typing.Literal["_daily_quota", b"_daily_quota"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__daily_quota) -> _WhichOneofReturnType__daily_quota | None: ...
+
+Global___UpdateInstitutionRequest: _TypeAlias = UpdateInstitutionRequest  # noqa: Y015
+
+@_typing.final
 class AddInstitutionKeyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -44,6 +44,11 @@ class InstitutionRegistryStub:
                 request_serializer=veil_dot_v1_dot_institution__pb2.SetInstitutionStateRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_institution__pb2.Institution.FromString,
                 _registered_method=True)
+        self.UpdateInstitution = channel.unary_unary(
+                '/veil.v1.InstitutionRegistry/UpdateInstitution',
+                request_serializer=veil_dot_v1_dot_institution__pb2.UpdateInstitutionRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_institution__pb2.Institution.FromString,
+                _registered_method=True)
         self.AddInstitutionKey = channel.unary_unary(
                 '/veil.v1.InstitutionRegistry/AddInstitutionKey',
                 request_serializer=veil_dot_v1_dot_institution__pb2.AddInstitutionKeyRequest.SerializeToString,
@@ -78,6 +83,13 @@ class InstitutionRegistryServicer:
 
     def SetInstitutionState(self, request, context):
         """Move through applied -> assessed -> active <-> suspended, or to revoked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateInstitution(self, request, context):
+        """Change the name, the allowed purposes or the daily quota (not the state).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,6 +131,11 @@ def add_InstitutionRegistryServicer_to_server(servicer, server):
             'SetInstitutionState': grpc.unary_unary_rpc_method_handler(
                     servicer.SetInstitutionState,
                     request_deserializer=veil_dot_v1_dot_institution__pb2.SetInstitutionStateRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_institution__pb2.Institution.SerializeToString,
+            ),
+            'UpdateInstitution': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateInstitution,
+                    request_deserializer=veil_dot_v1_dot_institution__pb2.UpdateInstitutionRequest.FromString,
                     response_serializer=veil_dot_v1_dot_institution__pb2.Institution.SerializeToString,
             ),
             'AddInstitutionKey': grpc.unary_unary_rpc_method_handler(
@@ -195,6 +212,33 @@ class InstitutionRegistry:
             target,
             '/veil.v1.InstitutionRegistry/SetInstitutionState',
             veil_dot_v1_dot_institution__pb2.SetInstitutionStateRequest.SerializeToString,
+            veil_dot_v1_dot_institution__pb2.Institution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateInstitution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.InstitutionRegistry/UpdateInstitution',
+            veil_dot_v1_dot_institution__pb2.UpdateInstitutionRequest.SerializeToString,
             veil_dot_v1_dot_institution__pb2.Institution.FromString,
             options,
             channel_credentials,

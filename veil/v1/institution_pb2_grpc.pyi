@@ -40,6 +40,8 @@ class InstitutionRegistryStub:
     """Record an application (state APPLIED).  The id is lowercase [a-z0-9-], not a USCC."""
     SetInstitutionState: _grpc.UnaryUnaryMultiCallable[_institution_pb2.SetInstitutionStateRequest, _institution_pb2.Institution]
     """Move through applied -> assessed -> active <-> suspended, or to revoked."""
+    UpdateInstitution: _grpc.UnaryUnaryMultiCallable[_institution_pb2.UpdateInstitutionRequest, _institution_pb2.Institution]
+    """Change the name, the allowed purposes or the daily quota (not the state)."""
     AddInstitutionKey: _grpc.UnaryUnaryMultiCallable[_institution_pb2.AddInstitutionKeyRequest, _institution_pb2.Institution]
     """Publish a signing key (a public JWK with kid, EdDSA or ES256) for client assertions."""
     RemoveInstitutionKey: _grpc.UnaryUnaryMultiCallable[_institution_pb2.RemoveInstitutionKeyRequest, _institution_pb2.Institution]
@@ -53,6 +55,8 @@ class InstitutionRegistryAsyncStub(InstitutionRegistryStub):
     """Record an application (state APPLIED).  The id is lowercase [a-z0-9-], not a USCC."""
     SetInstitutionState: _aio.UnaryUnaryMultiCallable[_institution_pb2.SetInstitutionStateRequest, _institution_pb2.Institution]  # type: ignore[assignment]
     """Move through applied -> assessed -> active <-> suspended, or to revoked."""
+    UpdateInstitution: _aio.UnaryUnaryMultiCallable[_institution_pb2.UpdateInstitutionRequest, _institution_pb2.Institution]  # type: ignore[assignment]
+    """Change the name, the allowed purposes or the daily quota (not the state)."""
     AddInstitutionKey: _aio.UnaryUnaryMultiCallable[_institution_pb2.AddInstitutionKeyRequest, _institution_pb2.Institution]  # type: ignore[assignment]
     """Publish a signing key (a public JWK with kid, EdDSA or ES256) for client assertions."""
     RemoveInstitutionKey: _aio.UnaryUnaryMultiCallable[_institution_pb2.RemoveInstitutionKeyRequest, _institution_pb2.Institution]  # type: ignore[assignment]
@@ -75,6 +79,14 @@ class InstitutionRegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_institution_pb2.Institution, _abc.Awaitable[_institution_pb2.Institution]]:
         """Move through applied -> assessed -> active <-> suspended, or to revoked."""
+
+    @_abc_1.abstractmethod
+    def UpdateInstitution(
+        self,
+        request: _institution_pb2.UpdateInstitutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_institution_pb2.Institution, _abc.Awaitable[_institution_pb2.Institution]]:
+        """Change the name, the allowed purposes or the daily quota (not the state)."""
 
     @_abc_1.abstractmethod
     def AddInstitutionKey(

@@ -4,7 +4,8 @@ One command with no prior set-up: certificates and synthetic data into a work
 directory, the platform, the gateway and one provider node per unit as separate OS
 processes on loopback, a session of a bank through the gateway, then a clean stop.
 
-``--keep-running`` leaves the federation up and writes ``client.toml``;
+``--keep-running`` leaves the federation up and writes ``client.toml`` (the demo bank)
+and ``enterprise-<USCC>.toml`` (an enrolled enterprise that can grant and revoke);
 ``--stop --workdir DIR`` stops it.
 """
 
@@ -26,7 +27,7 @@ from veil.errors import VeilError, from_rpc_error
 from veil.v1 import gateway_pb2, gateway_pb2_grpc, platform_pb2, platform_pb2_grpc
 from veil_cli.audit_demo import audit_session
 from veil_cli.authz_demo import authorization_session
-from veil_cli.authz_setup import onboard_institution
+from veil_cli.authz_setup import enroll_enterprise, onboard_institution
 from veil_cli.calls import call_gateway
 from veil_cli.client import load_client_config
 from veil_cli.commands.data import generate_to_dir
@@ -144,8 +145,10 @@ async def run_session(fed: Federation, enterprises: int, seed: int) -> None:
     await institution_session(fed.workdir / "client.toml", uscc)
     await authorization_session(fed, uscc, await enterprise_name(fed, uscc), INSTITUTION)
     await verification_session(fed, uscc, await enterprise_name(fed, uscc), INSTITUTION)
-    await audit_session(fed, uscc)  # bank, auditor, provider feedback
     await scoring_session(fed, uscc, await enterprise_name(fed, uscc), INSTITUTION)
+    # Last, so that it covers every entry the session wrote (scores and the batch job
+    # included): the bank, the auditor, then every provider's reconciliation.
+    await audit_session(fed, uscc)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,15 +188,29 @@ def run(args: argparse.Namespace) -> int:
             asyncio.run(wait_for_aggregation(fed.workdir / "admin.toml"))
             asyncio.run(onboard_institution(fed, INSTITUTION))
             client = workdir / "client.toml"
+            uscc = pick_enterprise(fed.data)
+            name = asyncio.run(enterprise_name(fed, uscc))
+            enterprise = enroll_enterprise(fed, uscc, name)
+            fields = "tax_grade,tax_consecutive_normal_months"
+            loan = "LOAN-DEMO-1"
             console.print(
                 Panel(
                     f"The federation is running in {workdir}.\n"
-                    f"Client configuration: {workdir / 'client.toml'} (institution {INSTITUTION})\n"
+                    f"Client configuration: {client} (institution {INSTITUTION})\n"
+                    f"Enterprise configuration: {enterprise} ({uscc}, {name})\n"
                     f"Administrator configuration: {workdir / 'admin.toml'}\n\n"
-                    f"  veil catalog --config {workdir / 'client.toml'}\n"
-                    f"  veil lookup {pick_enterprise(fed.data)} --config {client}\n"
+                    f"  veil catalog --config {client}\n"
+                    f"  veil lookup {uscc} --config {client}\n"
                     f"  veil status --config {workdir / 'admin.toml'}\n"
+                    f"  veil institution show {INSTITUTION} --config {workdir / 'admin.toml'}\n"
                     f"  veil audit follow --config {workdir / 'auditor.toml'}\n\n"
+                    "The enterprise authorizes the bank, which fetches; the enterprise revokes:\n"
+                    f"  veil enterprise grant --config {enterprise} --institution {INSTITUTION} "
+                    f"--fields {fields} --purpose loan_origination --loan-ref {loan}\n"
+                    f"  veil fetch {uscc} --config {client} --fields {fields} --grant GRANT_ID "
+                    f"--purpose loan_origination --loan-ref {loan}\n"
+                    f"  veil enterprise uses GRANT_ID --config {enterprise}\n"
+                    f"  veil enterprise revoke GRANT_ID --config {enterprise}\n\n"
                     f"Stop it with: veil demo --stop --workdir {workdir}",
                     title="veil demo --keep-running",
                 )

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 import uuid
 
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from rich.table import Table
 
 from veil.errors import InvalidArgument
@@ -91,37 +94,46 @@ def grants_table(grants: list[pb.GrantInfo], title: str) -> Table:
     return table
 
 
-def run(args: argparse.Namespace) -> int:
+def _request(args: argparse.Namespace) -> tuple[str, Message]:
+    """The AuthorizationService method and request for one ``veil enterprise`` action."""
     if args.action == "grant":
         jws = make_grant_jws(
             args.config,
             institution=args.institution,
             fields=[f for part in args.fields for f in part.split(",") if f],
-            uses=[u for part in args.use for u in part.split(",") if u],
+            uses=[u for part in args.use for u in part.split(",") if u] or ["fetch"],
             purpose=args.purpose,
             loan_ref=args.loan_ref,
             days=args.days,
             letter_sha256=args.letter,
         )
-        info = _call(args.config, "CreateGrant", pb.CreateGrantRequest(grant_jws=jws))
-        assert isinstance(info, pb.GrantInfo)
-        console.print(grants_table([info], "grant created"))
-    elif args.action == "revoke":
+        return "CreateGrant", pb.CreateGrantRequest(grant_jws=jws)
+    if args.action == "revoke":
         jws = make_revocation_jws(args.config, args.grant_id)
-        info = _call(args.config, "RevokeGrant", pb.RevokeGrantRequest(revocation_jws=jws))
-        assert isinstance(info, pb.GrantInfo)
-        console.print(grants_table([info], "grant revoked"))
-    elif args.action == "grants":
-        listing = _call(args.config, "ListGrants", pb.ListGrantsRequest())
-        assert isinstance(listing, pb.ListGrantsResponse)
-        console.print(grants_table(list(listing.grants), "grants"))
-    elif args.action == "uses":
-        uses = _call(args.config, "ListGrantUses", pb.ListGrantUsesRequest(grant_id=args.grant_id))
-        assert isinstance(uses, pb.ListGrantUsesResponse)
+        return "RevokeGrant", pb.RevokeGrantRequest(revocation_jws=jws)
+    if args.action == "grants":
+        return "ListGrants", pb.ListGrantsRequest()
+    if args.action == "uses":
+        return "ListGrantUses", pb.ListGrantUsesRequest(grant_id=args.grant_id)
+    return "ListLetters", pb.ListLettersRequest()
+
+
+def run(args: argparse.Namespace) -> int:
+    method, request = _request(args)
+    answer = _call(args.config, method, request)
+    if args.json:
+        assert isinstance(answer, Message)
+        print(json.dumps(json_format.MessageToDict(answer), ensure_ascii=False, indent=2))
+    elif isinstance(answer, pb.GrantInfo):
+        title = "grant created" if args.action == "grant" else "grant revoked"
+        console.print(grants_table([answer], title))
+    elif isinstance(answer, pb.ListGrantsResponse):
+        console.print(grants_table(list(answer.grants), "grants"))
+    elif isinstance(answer, pb.ListGrantUsesResponse):
         table = Table(title=f"uses under grant {args.grant_id}")
         for col in ("time", "institution", "use", "fields", "providers", "outcome", "request"):
             table.add_column(col, overflow="fold")
-        for u in uses.uses:
+        for u in answer.uses:
             table.add_row(
                 u.at,
                 u.institution,
@@ -132,13 +144,12 @@ def run(args: argparse.Namespace) -> int:
                 u.request_id,
             )
         console.print(table)
-    elif args.action == "letters":
-        letters = _call(args.config, "ListLetters", pb.ListLettersRequest())
-        assert isinstance(letters, pb.ListLettersResponse)
+    else:
+        assert isinstance(answer, pb.ListLettersResponse)
         table = Table(title="authorization letters (授权书)")
         for col in ("letter", "institution", "sha256", "title", "state", "loan ref"):
             table.add_column(col, overflow="fold")
-        for letter in letters.letters:
+        for letter in answer.letters:
             table.add_row(
                 letter.letter_id,
                 letter.institution,
@@ -157,7 +168,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     grant = actions.add_parser("grant", help="authorize an institution (signed here)")
     grant.add_argument("--institution", required=True)
     grant.add_argument("--fields", action="append", required=True, help="catalog field ids")
-    grant.add_argument("--use", action="append", default=[], help=f"one of {', '.join(USES)}")
+    grant.add_argument(
+        "--use",
+        action="append",
+        default=[],
+        help=f"one of {', '.join(USES)}; repeatable (default: fetch)",
+    )
     grant.add_argument("--purpose", required=True, choices=PURPOSES)
     grant.add_argument("--loan-ref", required=True, help="the loan-application reference")
     grant.add_argument("--days", type=float, default=30.0, help="validity window in days")
@@ -169,5 +185,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     uses.add_argument("grant_id")
     actions.add_parser("letters", help="letters awaiting my confirmation")
     for sub in actions.choices.values():
+        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         add_config_argument(sub)
     parser.set_defaults(run=run)

@@ -88,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
                 id=args.id, state=STATE_ACTIONS[action], reason=args.reason
             ),
         )
+    elif action == "update":
+        request = pb.UpdateInstitutionRequest(
+            id=args.id, name=args.name or "", purposes=args.purpose or [], reason=args.reason
+        )
+        if args.daily_quota is not None:
+            request.daily_quota = args.daily_quota
+        result = _call(args, "UpdateInstitution", request)
     elif action == "add-key":
         text = Path(args.jwk).read_text()
         result = _call(
@@ -145,6 +152,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p = actions.add_parser(name, help=help_text)
         p.add_argument("id")
         p.add_argument("--reason", required=True, help="recorded with the decision")
+    upd = actions.add_parser("update", help="change name, allowed purposes or daily quota")
+    upd.add_argument("id")
+    upd.add_argument("--name")
+    upd.add_argument("--purpose", action="append", help="allowed purpose (repeatable; replaces)")
+    upd.add_argument("--daily-quota", type=int)
+    upd.add_argument("--reason", required=True, help="recorded with the change")
     add_key = actions.add_parser("add-key", help="publish a signing key (public JWK file)")
     add_key.add_argument("id")
     add_key.add_argument("--jwk", required=True, help="file with one public JWK (veil keygen)")

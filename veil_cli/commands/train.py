@@ -348,7 +348,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="write the model (veil-vfl/1 JSON) here")
     p.add_argument("--report", help="directory for report.md and PNG plots")
     p.add_argument("--epochs", type=int, default=30, help="maximum epochs")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=0,
+        help="rows per mini-batch; 0 (default): about 32 batches per epoch, at most 512 rows",
+    )
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     p.add_argument("--learning-rate", type=float, default=0.02)
     p.add_argument("--lr-decay", type=float, default=0.2, help="lr_e = lr / (1 + decay·e)")
