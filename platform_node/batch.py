@@ -96,6 +96,7 @@ log = logging.getLogger("veil.platform.batch")
 REGISTRATION_DATASET = "samr_basic"
 INDUSTRY_FIELD = "samr_industry_code"
 CALL_TIMEOUT_S = 120.0
+INSTALL_TIMEOUT_S = 1800.0  # the provider reads and featurizes its whole store first
 CHUNKS_IN_FLIGHT = 4
 MAX_PAGE = 10_000
 JOB_STATES = ("running", "done", "failed", "interrupted")
@@ -686,9 +687,9 @@ class BatchRunner:
 
         link = self.providers.link(unit)
         try:
-            await self.stub(unit).InstallBatch(stream(), timeout=CALL_TIMEOUT_S)
+            await self.stub(unit).InstallBatch(stream(), timeout=INSTALL_TIMEOUT_S)
         except grpc.aio.AioRpcError as err:
-            raise provider_error(link.name, err, CALL_TIMEOUT_S) from None
+            raise provider_error(link.name, err, INSTALL_TIMEOUT_S) from None
 
     async def _chunk(
         self, job_id: str, spec: ModelSpec, chunk: int, usccs: list[str], roster: list[Any]

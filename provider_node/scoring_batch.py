@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import math
 import threading
 from collections import OrderedDict
@@ -58,8 +57,6 @@ from veil.v1 import provider_scoring_pb2 as pb
 if TYPE_CHECKING:
     from provider_node.mask_keys import ProviderMaskKeys
     from provider_node.scoring import ProviderScoringServicer
-
-log = logging.getLogger("veil.provider.batch")
 
 MAX_JOBS = 4
 MASK_CONTEXT = "batch"
@@ -271,7 +268,6 @@ class ProviderBatch:
         self.store = store
         self.masks = masks
         self.jobs: OrderedDict[str, BatchJob] = OrderedDict()
-        self._preload: asyncio.Task[None] | None = None
 
     def close(self) -> None:
         self.jobs.clear()
@@ -303,9 +299,10 @@ class ProviderBatch:
         self.jobs.move_to_end(job.job_id)
         while len(self.jobs) > MAX_JOBS:
             self.jobs.popitem(last=False)
-        # read and featurize the store now, while the platform prepares the chunks; the
-        # first BatchPartial waits for it (and retries it if this attempt failed)
-        self._preload = asyncio.create_task(asyncio.to_thread(self._preload_values, job))
+        # read and featurize the store now: the install answers when the provider is
+        # ready for chunks (a store of millions of rows takes tens of seconds; the
+        # platform allows for it on this call, not on every chunk's)
+        await asyncio.to_thread(self._ensure_values, job)
         await servicer._record(
             "InstallBatch",
             job.job_id,
@@ -321,12 +318,6 @@ class ProviderBatch:
             if job.values is None:
                 job.values = _load_values(self.store, job.part, self.catalog)
             return job.values
-
-    def _preload_values(self, job: BatchJob) -> None:
-        try:
-            self._ensure_values(job)
-        except Exception:  # the first chunk's call retries and reports it
-            log.warning("batch job %s: preloading feature values failed", job.job_id, exc_info=True)
 
     def _new_job(self, header: pb.InstallBatchPart) -> BatchJob:
         if not header.job_id:

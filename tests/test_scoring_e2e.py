@@ -569,6 +569,7 @@ def test_score_is_in_the_transparency_log(
 
 def test_cli_model_and_score_commands(
     federation: Any,
+    document: dict[str, Any],
     model: spb.ModelInfo,
     scorer: Enterprise,
     score_grant: Any,
@@ -583,6 +584,11 @@ def test_cli_model_and_score_commands(
     assert main(["model", "show", model.model_id, "--json", "--config", admin]) == 0
     shown = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert shown["model_id"] == model.model_id and shown["format"] == "veil-model/1"
+    # what an institution sees: every field an enterprise's score grant must cover
+    assert main(["score", "models", "--json", "--config", client]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    (mine,) = [m for m in listed if m["model_id"] == model.model_id]
+    assert set(mine["fields"]) == set(parse_model(document).fields)
     code = main(
         [
             "score",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 
 from google.rpc import error_details_pb2
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import BindParameter, Connection, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -31,7 +31,7 @@ __all__ = ["consume", "used_on"]
 
 # Statements built once with bind parameters (``q_inst``, ``q_day``, ``q_cost``): a
 # request then reuses their compiled form and cache key instead of rebuilding both.
-_ID = bindparam("q_inst")
+_ID: BindParameter[str] = bindparam("q_inst")
 _KEY = (quota_usage.c.institution_id == _ID) & (quota_usage.c.day == bindparam("q_day"))
 _LIMIT = select(institutions.c.daily_quota).where(institutions.c.id == _ID)
 _ENSURE = {

@@ -211,6 +211,23 @@ def run(args: argparse.Namespace) -> int:
                     f"--purpose loan_origination --loan-ref {loan}\n"
                     f"  veil enterprise uses GRANT_ID --config {enterprise}\n"
                     f"  veil enterprise revoke GRANT_ID --config {enterprise}\n\n"
+                    "Verification (only yes / no / no record leaves the tax bureau):\n"
+                    f"  veil enterprise grant --config {enterprise} --institution {INSTITUTION} "
+                    f"--use verify --fields tax_vat_paid_last_year --purpose loan_origination "
+                    f"--loan-ref {loan}\n"
+                    f"  veil verify {uscc} --config {client} --grant GRANT_ID "
+                    "--purpose loan_origination "
+                    f"--loan-ref {loan} --claim "
+                    '\'{"field":"tax_vat_paid_last_year","op":"ge",'
+                    '"value":"10000","unit":"CNY"}\'\n\n'
+                    "Joint modelling on the providers' stores, then scoring under a grant:\n"
+                    f"  veil train --federation {workdir} --model-name sme-joint --approve\n"
+                    f"  veil score models --config {client} --json   # the fields to grant\n"
+                    f"  veil enterprise grant --config {enterprise} --institution {INSTITUTION} "
+                    "--use score --fields FIELDS --purpose loan_origination "
+                    f"--loan-ref {loan}\n"
+                    f"  veil score enterprise {uscc} --model sme-joint --grant GRANT_ID "
+                    f"--purpose loan_origination --loan-ref {loan} --config {client}\n\n"
                     f"Stop it with: veil demo --stop --workdir {workdir}",
                     title="veil demo --keep-running",
                 )

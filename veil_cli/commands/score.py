@@ -98,7 +98,8 @@ def run_enterprise(args: argparse.Namespace) -> int:
             },
         )
     )
-    console.print(f"signed attestation:\n{answer.attestation}")
+    console.print("signed attestation (compact JWS):")
+    print(answer.attestation)  # unwrapped, so it can be copied whole
     return 0
 
 
@@ -106,7 +107,7 @@ def run_models(args: argparse.Namespace) -> int:
     answer = _gateway(args, "ListModels", pb.ListModelsRequest())
     table = Table(title="approved models")
     for col in ("model", "version", "providers", "fields", "sha256"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for m in answer.models:
         card = json.loads(m.card_json)
         fields = sorted(
@@ -118,6 +119,10 @@ def run_models(args: argparse.Namespace) -> int:
                 if "divide_by" in f
             }
         )
+        if args.json:  # one line per model: what an enterprise's score grant must cover
+            row = {"model_id": m.model_id, "version": m.version, "sha256": m.sha256}
+            print(json.dumps({**row, "fields": fields, "card": card}, ensure_ascii=False))
+            continue
         table.add_row(
             m.model_id,
             str(m.version),
@@ -125,7 +130,8 @@ def run_models(args: argparse.Namespace) -> int:
             ",".join(fields),
             m.sha256[:16],
         )
-    console.print(table)
+    if not args.json:
+        console.print(table)
     return 0
 
 
@@ -286,6 +292,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_enterprise)
 
     p = sub.add_parser("models", help="approved models and their cards (institutions)")
+    p.add_argument("--json", action="store_true", help="one JSON line per model, with its card")
     add_config_argument(p)
     p.set_defaults(run=run_models)
 
