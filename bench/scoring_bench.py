@@ -4,6 +4,8 @@ Run from the repository root::
 
     python bench/scoring_bench.py --quick        # ~3 min: fewer requests, small batch
     python bench/scoring_bench.py                # the figures in docs/performance.md
+    python bench/scoring_bench.py --batch-only --enterprises 1000000   # batch rows only
+    python bench/scoring_bench.py --batch-only --population DIR  # a `veil data generate` DIR
 
 It starts a federation (6 provider nodes, the platform, the gateway; separate processes,
 mutual TLS), generates a population, fits and approves a 40-feature model spread over
@@ -21,8 +23,10 @@ grants, and prints one table:
 * **the crypto lower bound**: the exponentiations of one score, micro-benchmarked
   in-process on this machine with the protocol's own code (each provider's encrypted
   partial, mask, re-randomization and a fresh randomizer; the platform's decryption);
-* **batch**: a full-coverage CKKS job over every registered enterprise, end to end
-  (including each provider's one pass over its store) and the CKKS part alone.
+* **batch**: two full-coverage CKKS jobs over every registered enterprise, end to end
+  (including each provider's one pass over its store), with the CPU every daemon used
+  (``/proc/<pid>/stat``) and hence the CPU-bound rate; then, in-process, the CKKS part
+  alone per 4096-enterprise chunk and the store read + featurization per enterprise.
 """
 
 from __future__ import annotations

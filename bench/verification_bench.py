@@ -19,7 +19,9 @@ providers → back, every answer signed and its client assertion fresh):
   platform setting enabled for this benchmark only).
 
 Latency p50/p99 with one request at a time; throughput with ``--concurrency`` requests in
-flight over one channel; CPU time per check summed over every process (from /proc).
+flight over one channel; CPU time per check summed over every process (from /proc), both
+one at a time and while ``--concurrency`` are in flight (idle work amortised: the steadier
+figure on a shared machine).
 The answer cache is off, so every request reaches the providers; thresholds cycle so
 answers mix true and false (a true ``all`` needs one decryption, false or no record two).
 Targets (issue 4, 2-core machine): single p50 ≤ 10 ms, composite p50 ≤ 40 ms, ≥ 100

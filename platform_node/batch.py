@@ -316,30 +316,38 @@ class BatchStore:
             ).all()
         return [(r.chunk, r.usccs.split(",")) for r in rows]
 
-    def progress(self, job_id: str) -> tuple[int, int]:
+    def progress(self, job_id: str, *, count_results: bool = True) -> tuple[int, int]:
+        """(chunks done, results stored); counting a million results reads a million
+        index entries, so a running job's poll uses the runner's count instead."""
         with self.engine.connect() as conn:
             done = conn.execute(
                 select(func.count())
                 .select_from(chunks)
                 .where(and_(chunks.c.job_id == job_id, chunks.c.done == 1))
             ).scalar_one()
-            scored = conn.execute(
-                select(func.count()).select_from(results).where(results.c.job_id == job_id)
-            ).scalar_one()
+            scored = (
+                conn.execute(
+                    select(func.count()).select_from(results).where(results.c.job_id == job_id)
+                ).scalar_one()
+                if count_results
+                else -1
+            )
         return int(done), int(scored)
 
     def finish_chunk(self, job_id: str, chunk: int, rows: list[dict[str, Any]]) -> None:
         """The chunk's results and its done mark: all or nothing."""
         self.finish_chunks(job_id, [(chunk, rows)])
 
-    def finish_chunks(self, job_id: str, done: Sequence[tuple[int, list[dict[str, Any]]]]) -> None:
+    def finish_chunks(self, job_id: str, done: Sequence[tuple[int, list[dict[str, Any]]]]) -> int:
         """Several chunks' results and done marks in one transaction (one commit, one
         fsync: on a busy disk a commit costs 10–500 ms, which would otherwise cap the
         job at a few chunks a second).  All or nothing, so a crash loses at most the
         chunks not yet committed, and each chunk is either fully stored and marked done
-        or neither.  Rows go to the driver's ``executemany`` as plain tuples."""
+        or neither.  Rows go to the driver's ``executemany`` as plain tuples.  Returns
+        how many results were stored (chunks already done are skipped)."""
         insert_sql = insert(results).compile(dialect=self.engine.dialect)
         names = list(insert_sql.positiontup or []) if insert_sql.positional else []
+        stored = 0
         with self.engine.begin() as conn:
             for chunk, rows in done:
                 marked = conn.execute(
@@ -357,6 +365,8 @@ class BatchStore:
                     )
                 else:
                     conn.exec_driver_sql(str(insert_sql), rows)
+                stored += len(rows)
+        return stored
 
     def results(
         self,
@@ -488,6 +498,7 @@ class BatchRunner:
         self._ctx: ts.Context | None = None
         self._weights: dict[tuple[str, int, str], list[ppb.InstallBatchPart]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._scored: dict[str, int] = {}  # results stored, for jobs running here
         # one thread for the CKKS work (deserialize, add, decrypt, scale): TenSEAL holds
         # the GIL, and several such threads would starve the event loop (new connections
         # time out in their TLS handshake while a big job runs)
@@ -521,7 +532,9 @@ class BatchRunner:
         task = self._tasks.get(job_id)
         if task is not None and not task.done():
             return
-        self._tasks[job_id] = asyncio.create_task(self._run(job_id), name=f"batch-{job_id}")
+        task = asyncio.create_task(self._run(job_id), name=f"batch-{job_id}")
+        task.add_done_callback(lambda _: self._scored.pop(job_id, None))
+        self._tasks[job_id] = task
 
     # -- selection -----------------------------------------------------------------------
 
@@ -740,6 +753,7 @@ class BatchRunner:
             await asyncio.gather(*(self._install(job_id, spec, u) for u in spec.providers))
             roster = await self.masks.roster(list(spec.providers))
             pending = await asyncio.to_thread(self.store.pending, job_id)
+            self._scored[job_id] = (await asyncio.to_thread(self.store.progress, job_id))[1]
             queue: asyncio.Queue[tuple[int, list[str]]] = asyncio.Queue()
             for item in pending:
                 queue.put_nowait(item)
@@ -753,16 +767,20 @@ class BatchRunner:
                     rows = await self._chunk(job_id, spec, chunk, usccs, roster)
                     finished.put_nowait((chunk, rows))
 
+            async def commit(batch: list[tuple[int, list[dict[str, Any]]]]) -> None:
+                stored = await asyncio.to_thread(self.store.finish_chunks, job_id, batch)
+                self._scored[job_id] = self._scored.get(job_id, 0) + stored
+
             async def writer() -> None:
                 while (item := await finished.get()) is not None:
                     batch = [item]
                     while not finished.empty():
                         more = finished.get_nowait()
                         if more is None:
-                            await asyncio.to_thread(self.store.finish_chunks, job_id, batch)
+                            await commit(batch)
                             return
                         batch.append(more)
-                    await asyncio.to_thread(self.store.finish_chunks, job_id, batch)
+                    await commit(batch)
 
             writing = asyncio.create_task(writer())
             tasks = [asyncio.create_task(worker()) for _ in range(CHUNKS_IN_FLIGHT)]
@@ -838,7 +856,12 @@ class BatchRunner:
 
     async def job_message(self, job_id: str) -> pb.BatchJob:
         row = await asyncio.to_thread(self.store.job, job_id)
-        done, scored = await asyncio.to_thread(self.store.progress, job_id)
+        counted = self._scored.get(job_id) if row.state == "running" else None
+        done, scored = await asyncio.to_thread(
+            self.store.progress, job_id, count_results=counted is None
+        )
+        if counted is not None:
+            scored = counted
         return pb.BatchJob(
             job_id=row.job_id,
             model_id=row.model_id,

@@ -6,15 +6,18 @@ of up to 4096 enterprises the provider computes, slot by slot,
 
     Σ_linear Enc(slope)⊙x + Enc(missing)⊙1[x missing]  +  Σ_table Σ_b Enc(t_b)⊙1[bin = b]
 
-(plaintext–ciphertext products only), then adds a *fresh* public-key encryption of its
-pairwise mask vector plus Gaussian flooding noise (:mod:`veil.scoring.ckks`), which both
-re-randomizes the ciphertext and drowns the data-dependent CKKS error.  Feature values
-follow the same code and missing-value policy as online scoring.
+(plaintext–ciphertext products only, rearranged to need fewer of them: see
+:func:`partial_vector`), then adds a *fresh* public-key encryption of its pairwise mask
+vector plus Gaussian flooding noise (:mod:`veil.scoring.ckks`), which both re-randomizes
+the ciphertext and drowns the data-dependent CKKS error.  Feature values are those of
+online scoring (same values, same missing-value policy), computed column-wise.
 
-Feature values of the whole store are computed once per job (one pass over each dataset
-the model reads) and kept in memory for the job's lifetime; at most ``MAX_JOBS`` jobs.
-Every chunk is written to the provider's ledger (which job, which chunk, how many
-enterprises, a digest of their codes).
+Feature values of the whole store are computed once per job, during ``InstallBatch``
+(one raw read per dataset the model uses, :meth:`ProviderStore.read_columns`, then numpy:
+:func:`veil.scoring.features.batch_values`), and kept in memory for the job's lifetime —
+per enterprise 18 bytes of key plus 8 per linear and 2 per table feature; at most
+``MAX_JOBS`` jobs.  Every chunk is written to the provider's ledger (which job, which
+chunk, how many enterprises, a digest of their codes) before its answer leaves.
 """
 
 from __future__ import annotations

@@ -522,3 +522,57 @@ def test_platform_rejects_a_ciphertext_of_the_wrong_shape() -> None:
     for bad in (rescaled, weight, short):
         with pytest.raises(InvalidArgument, match=r"'tax'.*wrong shape"):
             check_result(ts.ckks_vector_from(secret, bad.serialize()), "tax")
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_read_columns_on_sqlite_and_postgresql(backend: str, tmp_path: Any) -> None:
+    """The raw path compiles the query for the dialect (PostgreSQL: into the store's
+    schema) and converts the driver's types (Decimal, date, bool) like SQLAlchemy does:
+    every dataset of a unit with many-row tables and transforms equals ``iter_dataset``."""
+    import uuid
+
+    from sqlalchemy import text
+
+    from tests.conftest import POSTGRES_URL
+    from veil.catalog import load_catalog
+    from veil.store import ProviderStore, load_mapping, make_engine
+    from veil.synth import iter_population
+    from veil.synth.datasets import build
+
+    catalog = load_catalog()
+    url, schema = f"sqlite:///{tmp_path / 'store.db'}", None
+    engine = None
+    if backend == "postgres":
+        engine = make_engine(POSTGRES_URL)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # pragma: no cover - only where no server runs
+            engine.dispose()
+            pytest.skip(f"PostgreSQL not reachable: {exc}")
+        url, schema = POSTGRES_URL, f"veil_test_{uuid.uuid4().hex[:12]}"
+    pop = next(iter_population(300, 3))
+    try:
+        for unit in ("samr", "tax"):
+            with ProviderStore(url, load_mapping(unit, catalog), catalog, schema=schema) as store:
+                store.create_schema()
+                for ds_id in store.mapping.tables:
+                    store.write_columns(ds_id, build(ds_id, pop))
+                for ds_id, tm in store.mapping.tables.items():
+                    fids = list(tm.columns)
+                    keys, columns = store.read_columns(ds_id, fids)
+                    got: dict[str, list[tuple[Any, ...]]] = {}
+                    for i, k in enumerate(keys.tolist()):
+                        got.setdefault(k.decode(), []).append(tuple(columns[f][i] for f in fids))
+                    want: dict[str, list[tuple[Any, ...]]] = {}
+                    for batch in store.iter_dataset(ds_id, fids):
+                        for row in batch:
+                            want.setdefault(row["uscc"], []).append(tuple(row[f] for f in fids))
+                    assert got == want, (unit, ds_id)
+    finally:
+        if engine is not None:
+            with engine.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            engine.dispose()

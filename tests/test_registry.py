@@ -506,6 +506,57 @@ def test_replay_claim_twice_refused_and_purge(engine: Engine) -> None:
         guard.claim("institution:bank-a", jti, dt.datetime(2024, 3, 1), now=NOW)
 
 
+def test_replay_claims_are_group_committed_and_each_gets_its_own_answer(
+    engine: Engine,
+) -> None:
+    """Claims arriving during a commit share the next one; a duplicate id in the same
+    batch is refused exactly once; nothing returns before its batch commits."""
+    import threading
+
+    guard = ReplayGuard(engine)
+    exp = NOW + dt.timedelta(seconds=330)
+    inside, release = threading.Event(), threading.Event()
+    real_commit = guard._commit
+
+    def slow_first_commit(batch: Any) -> None:
+        if guard.commits == 0:
+            inside.set()
+            release.wait(10)
+        real_commit(batch)
+
+    guard._commit = slow_first_commit  # type: ignore[method-assign]
+    outcomes: dict[str, list[str]] = {}
+
+    def claim(name: str, jti: str) -> None:
+        try:
+            guard.claim("institution:bank-a", jti, exp, now=NOW)
+            outcomes.setdefault(name, []).append("ok")
+        except Replayed:
+            outcomes.setdefault(name, []).append("replayed")
+
+    first = threading.Thread(target=claim, args=("lead", "a" * 22))
+    first.start()
+    assert inside.wait(10)  # the first claim's commit is in progress
+    others = [
+        threading.Thread(target=claim, args=(f"t{i}", jti))
+        for i, jti in enumerate(["b" * 22, "c" * 22, "d" * 22, "d" * 22, "a" * 22])
+    ]
+    for t in others:
+        t.start()
+    while len(guard._queue) < len(others):  # all queued behind the first commit
+        threading.Event().wait(0.01)
+    assert not outcomes  # nobody has an answer before the commit holding it
+    release.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert guard.commits == 2  # five claims in the second commit
+    assert outcomes["lead"] == ["ok"] and outcomes["t4"] == ["replayed"]
+    assert sorted(outcomes["t2"] + outcomes["t3"]) == ["ok", "replayed"]
+    assert outcomes["t0"] == outcomes["t1"] == ["ok"]
+    with pytest.raises(Replayed):
+        guard.claim("institution:bank-a", "b" * 22, exp, now=NOW)
+
+
 # --- grants -------------------------------------------------------------------------------------
 
 

@@ -116,9 +116,16 @@ Keys = npt.NDArray[np.bytes_]
 
 def key_array(usccs: Sequence[str]) -> Keys:
     """USCCs as fixed-width bytes (18 ASCII characters): 18 bytes each, sortable."""
-    if any(len(u) != KEY_LENGTH or not u.isascii() for u in usccs):
-        raise InvalidArgument(f"an enterprise key is not {KEY_LENGTH} ASCII characters")
-    return np.array(usccs, dtype=KEY_DTYPE)
+    bad = InvalidArgument(f"an enterprise key is not {KEY_LENGTH} ASCII characters")
+    if not len(usccs):
+        return np.empty(0, dtype=KEY_DTYPE)
+    try:
+        keys = np.array(usccs, dtype=bytes)  # as wide as the longest key
+    except UnicodeEncodeError:
+        raise bad from None
+    if keys.dtype.itemsize != KEY_LENGTH or int(np.char.str_len(keys).min()) != KEY_LENGTH:
+        raise bad
+    return keys
 
 
 @dataclass(frozen=True)
