@@ -145,26 +145,36 @@ class DatasetRows:
     def of(
         cls,
         dataset: str,
-        usccs: Sequence[str] | npt.NDArray[np.str_],
+        usccs: Sequence[str] | npt.NDArray[np.str_] | npt.NDArray[np.bytes_],
         columns: Mapping[str, npt.NDArray[np.object_]],
     ) -> DatasetRows:
         """From :meth:`ProviderStore.read_columns` (rows grouped by enterprise, each
         enterprise's rows in the unit's order; ungrouped rows are sorted here, stably).
         Rows whose key is not an 18-character ASCII string are dropped: no batch chunk
         can ask for them."""
-        strings = np.asarray(usccs, dtype=str)
         cols = {f: np.asarray(c, dtype=object) for f, c in columns.items()}
         keep: npt.NDArray[np.bool_] | None = None
-        if strings.dtype.itemsize > 4 * KEY_LENGTH:  # some key is longer than a USCC
-            keep = np.char.str_len(strings) <= KEY_LENGTH
-        try:
-            keys = (
-                strings[keep].astype(KEY_DTYPE) if keep is not None else strings.astype(KEY_DTYPE)
-            )
-        except UnicodeEncodeError:
-            ascii_ok = np.fromiter((u.isascii() for u in strings.tolist()), bool, len(strings))
-            keep = ascii_ok if keep is None else keep & ascii_ok
-            keys = strings[keep].astype(KEY_DTYPE)
+        if isinstance(usccs, np.ndarray) and usccs.dtype.kind == "S":
+            # read_columns' ASCII keys: no round trip through 4-byte text (≈ 1 µs a row)
+            if usccs.dtype.itemsize > KEY_LENGTH:  # some key is longer than a USCC
+                keep = np.char.str_len(usccs) <= KEY_LENGTH
+                keys = usccs[keep].astype(KEY_DTYPE)
+            else:
+                keys = usccs.astype(KEY_DTYPE, copy=False)
+        else:
+            strings = np.asarray(usccs, dtype=str)
+            if strings.dtype.itemsize > 4 * KEY_LENGTH:  # some key is longer than a USCC
+                keep = np.char.str_len(strings) <= KEY_LENGTH
+            try:
+                keys = (
+                    strings[keep].astype(KEY_DTYPE)
+                    if keep is not None
+                    else strings.astype(KEY_DTYPE)
+                )
+            except UnicodeEncodeError:
+                ascii_ok = np.fromiter((u.isascii() for u in strings.tolist()), bool, len(strings))
+                keep = ascii_ok if keep is None else keep & ascii_ok
+                keys = strings[keep].astype(KEY_DTYPE)
         if keep is not None:
             cols = {f: c[keep] for f, c in cols.items()}
         n = len(keys)

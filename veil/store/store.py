@@ -328,7 +328,11 @@ class ProviderStore:
             raise InvalidArgument(f"all fields must belong to dataset {dataset_id!r}")
         t = self.tables[dataset_id]
         order_cols = self._ordering(tm)
-        stmt = select(t.c[tm.key], *(t.c[tm.columns[f].column] for f in fids), *order_cols)
+        # each column once (a field is often the order column itself, e.g. a period)
+        names = list(dict.fromkeys([tm.key, *(tm.columns[f].column for f in fids)]))
+        names += [c.name for c in order_cols if c.name not in names]
+        at = {name: i for i, name in enumerate(names)}
+        stmt = select(*(t.c[name] for name in names))
         raw: list[Any] = []
         with self.engine.connect() as conn:
             nulls_last = conn.dialect.name in ("postgresql", "oracle")
@@ -357,11 +361,12 @@ class ProviderStore:
         except UnicodeEncodeError:
             keys = np.array(columns[0], dtype=str)
         sort_keys: list[Any] = [
-            _order_rank(columns[-i], nulls_last) for i in range(1, len(order_cols) + 1)
+            _order_rank(columns[at[c.name]], nulls_last) for c in reversed(order_cols)
         ]
         order = np.lexsort((*sort_keys, keys))  # last key is the primary one
         out: dict[str, npt.NDArray[np.object_]] = {}
-        for fid, column in zip(fids, columns[1 : 1 + len(fids)], strict=True):
+        for fid in fids:
+            column = columns[at[tm.columns[fid].column]]
             values = np.empty(len(column), dtype=object)
             values[:] = self._catalog_column(tm, tm.columns[fid], column)
             out[fid] = values[order]
