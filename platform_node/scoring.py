@@ -410,7 +410,7 @@ class OnlineScoring:
     # -- the request -----------------------------------------------------------------------
 
     async def score(self, request: pb.ScoreRequest, context: Any) -> pb.ScoreResponse:
-        caller = await self.callers.require(context, {"institution"}, purpose=request.purpose)
+        caller = self.callers.identify(context, {"institution"})
         request_id = request.request_id or uuid.uuid4().hex
         if len(request_id) > MAX_REQUEST_ID_LEN or len(request_id) < 16:
             raise InvalidArgument("request_id must be 16..64 characters")
@@ -420,6 +420,9 @@ class OnlineScoring:
         imputed: list[str] = []
         attempt = 0  # rounds run so far, minus one (a drop-out or a stale mask key re-runs)
         try:
+            # Inside the try: a replayed assertion, a suspended institution or a purpose
+            # it was not admitted for is refused *and recorded*, like every other refusal.
+            await self.callers.admit(caller, purpose=request.purpose)
             validate_uscc(request.uscc)
 
             def admit() -> tuple[ModelRecord, GrantRecord]:  # one worker-thread hop

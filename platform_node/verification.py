@@ -181,12 +181,15 @@ class Verification:
         self.fanout = fanout
 
     async def verify(self, request: vpb.VerifyRequest, context: Any) -> vpb.VerifyResponse:
-        caller = await self.callers.require(context, {"institution"}, purpose=request.purpose)
+        caller = self.callers.identify(context, {"institution"})
         request_id = request.request_id or uuid.uuid4().hex
         digest, fields, asked_units, the_plan = "", [], [], None
         question: Question | None = None
         spent = False
         try:
+            # Inside the try: a replayed assertion, a suspended institution or a purpose
+            # it was not admitted for is refused *and recorded*, like every other refusal.
+            await self.callers.admit(caller, purpose=request.purpose)
             if not REQUEST_ID_RE.fullmatch(request_id):
                 raise InvalidArgument(
                     f"request_id must be {MIN_REQUEST_ID} to {MAX_REQUEST_ID} characters "
@@ -236,6 +239,10 @@ class Verification:
             if spent and question is not None:
                 with contextlib.suppress(VeilError):
                     await asyncio.to_thread(self.budgets.refund, question)
+            if not fields:  # refused before the claim was read: its fields, if it has any
+                with contextlib.suppress(VeilError):
+                    parsed = claim_from_json(request.claim_json, self.catalog)
+                    fields = claim_fields(parsed, self.catalog)
             await self._record(
                 request,
                 caller.subject,

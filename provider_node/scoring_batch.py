@@ -27,7 +27,6 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -63,7 +62,6 @@ if TYPE_CHECKING:
     from provider_node.scoring import ProviderScoringServicer
 
 MAX_JOBS = 4
-READ_THREADS = 2
 MASK_CONTEXT = "batch"
 SELECTABLE_FIELDS = frozenset({"samr_industry_code"})
 MAX_FLOOD_SIGMA = 1e-3
@@ -144,11 +142,9 @@ def _load_values(store: ProviderStore, part: ModelPart, catalog: Catalog) -> Job
         keys, columns = store.read_columns(ds_id, sorted(set(by_ds[ds_id])))
         return DatasetRows.of(ds_id, keys, columns)
 
-    # two readers: the driver releases the GIL while the database steps through rows,
-    # so one dataset's rows are fetched while another's are converted (wall time of
-    # the largest stores at InstallBatch; results identical to a serial read)
-    with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="batch-read") as pool:
-        datasets = dict(zip(sorted(by_ds), pool.map(read, sorted(by_ds)), strict=True))
+    # one thread: a second reader gains nothing (measured: sqlite3 takes the GIL back
+    # for every row it steps through, so two readers only contend for it)
+    datasets = {ds_id: read(ds_id) for ds_id in sorted(by_ds)}
     known = _union([d.keys for d in datasets.values()])
     data = JobData(known, {}, {}, {})
     positions = {ds_id: np.searchsorted(known, d.keys) for ds_id, d in datasets.items()}

@@ -576,3 +576,78 @@ def test_read_columns_on_sqlite_and_postgresql(backend: str, tmp_path: Any) -> N
             with engine.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
             engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_results_digest_streams_the_stored_results(backend: str, tmp_path: Any) -> None:
+    """The digest logged when a job finishes is read through the raw DBAPI cursor: it
+    must equal SHA-256 of ``uscc,repr(pd),repr(score),grade`` lines in USCC order
+    computed from ``BatchStore.results`` (SQLAlchemy), on SQLite and PostgreSQL, and
+    cover only the job's own results."""
+    import hashlib
+    import uuid
+
+    from sqlalchemy import insert, text
+
+    from platform_node.batch import BatchStore, chunks
+    from tests.conftest import POSTGRES_URL
+    from veil.store import make_engine
+
+    schema = f"veil_test_{uuid.uuid4().hex[:12]}"
+    if backend == "postgres":
+        admin_engine = make_engine(POSTGRES_URL)
+        try:
+            with admin_engine.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        except Exception as exc:  # pragma: no cover - only where no server runs
+            admin_engine.dispose()
+            pytest.skip(f"PostgreSQL not reachable: {exc}")
+        engine = make_engine(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+    else:
+        engine = make_engine(f"sqlite:///{tmp_path / 'platform.db'}")
+    try:
+        store = BatchStore(engine)
+        import numpy as np
+
+        rng = np.random.default_rng(5)
+        jobs: dict[str, list[tuple[str, float, float, str]]] = {}
+        for job in ("job-a", "job-b"):
+            rows = [
+                (f"9111{i:013d}{job[-1].upper()}", float(p), float(s), g)
+                for i, (p, s, g) in enumerate(
+                    zip(
+                        rng.random(700) ** 3,  # full-precision floats, some tiny
+                        np.round(300 + 550 * rng.random(700), 1),
+                        rng.choice(["AAA", "BB", "C"], 700),
+                        strict=True,
+                    )
+                )
+            ]
+            rng.shuffle(rows)  # stored out of USCC order
+            with engine.begin() as conn:
+                conn.execute(
+                    insert(chunks),
+                    [{"job_id": job, "chunk": c, "usccs": "", "done": 0} for c in range(2)],
+                )
+            dicts = [{"job_id": job, "uscc": u, "pd": p, "score": s, "grade": g} for u, p, s, g in rows]
+            assert store.finish_chunks(job, [(0, dicts[:400]), (1, dicts[400:])]) == 700
+            jobs[job] = rows
+        for job, rows in jobs.items():
+            stored, total = store.results(job, 0, 2**62)
+            assert total == len(rows)
+            h = hashlib.sha256()
+            for r in stored:
+                h.update(f"{r.uscc},{float(r.pd)!r},{float(r.score)!r},{r.grade}\n".encode())
+            want = hashlib.sha256(
+                "".join(f"{u},{p!r},{s!r},{g}\n" for u, p, s, g in sorted(rows)).encode()
+            ).hexdigest()
+            assert store.results_digest(job, fetch=97) == h.hexdigest() == want
+        assert store.results_digest("no-such-job") == hashlib.sha256().hexdigest()
+    finally:
+        engine.dispose()
+        if backend == "postgres":
+            with admin_engine.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            admin_engine.dispose()

@@ -624,3 +624,33 @@ def test_cli_model_and_score_commands(
     assert main(["model", "fit-demo", "--data", str(federation.data), "--out", str(doc)]) == 0
     assert main(["model", "import", str(doc), "--config", admin]) == 0
     assert "imported" in capsys.readouterr().out
+
+
+def test_a_purpose_the_institution_was_not_admitted_for_is_refused_and_recorded(
+    federation: Any, model: spb.ModelInfo, scorer: Enterprise, score_grant: Any
+) -> None:
+    from veil.v1 import authorization_pb2 as apb
+
+    rid = uuid.uuid4().hex
+    code, why = code_of(
+        gateway(
+            federation,
+            "Score",
+            spb.ScoreRequest(
+                uscc=scorer.uscc,
+                model_id=model.model_id,
+                grant_id=score_grant.grant_id,
+                purpose="credit_guarantee",  # demo-bank was admitted for lending only
+                loan_ref=SCORE_LOAN,
+                request_id=rid,
+            ),
+            signer=bank(federation),
+            service=scoring_pb2_grpc.ScoringServiceStub,
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "credit_guarantee" in why
+    uses = scorer.call(
+        "ListGrantUses", apb.ListGrantUsesRequest(grant_id=score_grant.grant_id)
+    ).uses
+    (use,) = [u for u in uses if u.request_id == rid]
+    assert use.outcome == "PERMISSION_DENIED" and not use.providers

@@ -1006,3 +1006,27 @@ def test_compromised_platform_cannot_strip_masks_or_skip_the_grant(
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     # and with everything valid it answers
     assert platform.contribute("tax", [cond], fields, roster, uuid.uuid4().hex).ciphertexts
+
+
+def test_a_purpose_the_institution_was_not_admitted_for_is_refused_and_recorded(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    ent, grant = sample[1]
+    rid = uuid.uuid4().hex
+    err = bank.refused(
+        ent.uscc, grant, NO_ARREARS_ANYWHERE, purpose="credit_guarantee", request_id=rid
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "credit_guarantee" in (err.details() or "")
+    uses = run(
+        call_gateway(
+            ent.config,
+            authorization_pb2_grpc.AuthorizationServiceStub,
+            "ListGrantUses",
+            apb.ListGrantUsesRequest(grant_id=grant),
+        )
+    ).uses
+    (use,) = [u for u in uses if u.request_id == rid]
+    assert use.outcome == "PERMISSION_DENIED" and not use.providers
+    (entry,) = bank.search(rid)
+    assert entry["outcome"] == "PERMISSION_DENIED" and not entry["providers"]
