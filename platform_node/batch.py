@@ -37,6 +37,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -568,13 +569,25 @@ class BatchRunner:
 
     async def _universe(self, selection: Selection) -> list[str]:
         def registered() -> list[str]:
+            # through the DBAPI cursor: a million USCCs as plain tuples, not Row objects
+            stmt = select(public_records.c.uscc).where(
+                public_records.c.dataset_id == REGISTRATION_DATASET
+            )
+            found: set[str] = set()
             with self.engine.connect() as conn:
-                found = conn.execute(
-                    select(public_records.c.uscc).where(
-                        public_records.c.dataset_id == REGISTRATION_DATASET
-                    )
-                ).scalars()
-                return sorted(set(found))
+                sql = str(
+                    stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+                )
+                driver = conn.connection.driver_connection
+                assert driver is not None
+                cursor = driver.cursor()
+                try:
+                    cursor.execute(sql)
+                    while part := cursor.fetchmany(50_000):
+                        found.update(map(itemgetter(0), part))
+                finally:
+                    cursor.close()
+            return sorted(found)
 
         usccs = await asyncio.to_thread(registered)
         if not usccs:

@@ -631,7 +631,9 @@ def test_results_digest_streams_the_stored_results(backend: str, tmp_path: Any) 
                     insert(chunks),
                     [{"job_id": job, "chunk": c, "usccs": "", "done": 0} for c in range(2)],
                 )
-            dicts = [{"job_id": job, "uscc": u, "pd": p, "score": s, "grade": g} for u, p, s, g in rows]
+            dicts = [
+                {"job_id": job, "uscc": u, "pd": p, "score": s, "grade": g} for u, p, s, g in rows
+            ]
             assert store.finish_chunks(job, [(0, dicts[:400]), (1, dicts[400:])]) == 700
             jobs[job] = rows
         for job, rows in jobs.items():
@@ -651,3 +653,28 @@ def test_results_digest_streams_the_stored_results(backend: str, tmp_path: Any) 
             with admin_engine.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
             admin_engine.dispose()
+
+
+def test_dataset_rows_from_byte_keys_equal_those_from_text() -> None:
+    """``read_columns`` hands its ASCII keys over as bytes; grouping them directly must
+    give what the text path gives, including dropping a key longer than a USCC."""
+    import numpy as np
+
+    from veil.scoring.features import DatasetRows
+
+    raw = [b"91110000000000000B", b"91110000000000000A9", b"short", b"91110000000000000A"]
+    x = {"x": np.array([1, 2, 3, 4], dtype=object)}
+    for keys in (np.array(raw), np.array(raw[::2])):
+        as_bytes = DatasetRows.of("d", keys, x if len(keys) == 4 else {"x": x["x"][::2]})
+        as_text = DatasetRows.of(
+            "d", [k.decode() for k in keys], x if len(keys) == 4 else {"x": x["x"][::2]}
+        )
+        assert as_bytes.keys.dtype == as_text.keys.dtype == np.dtype("S18")
+        assert as_bytes.keys.tolist() == as_text.keys.tolist()
+        assert as_bytes.starts.tolist() == as_text.starts.tolist()
+        assert as_bytes.columns["x"].tolist() == as_text.columns["x"].tolist()
+    assert DatasetRows.of("d", np.array(raw), x).keys.tolist() == [
+        b"91110000000000000A",
+        b"91110000000000000B",
+        b"short",
+    ]

@@ -73,7 +73,13 @@ def prepare_scoring(
             values.update(platform or {})
             _update(config, "scoring", values)
         elif node.role == "gateway":
-            _update(config, "gateway", {"jwks_http_listen": f"127.0.0.1:{free_port()}"})
+            # not a port the federation's nodes will bind (they are not listening yet,
+            # so the kernel may hand one of theirs out again)
+            taken = {n.port for n in fed.nodes}
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            _update(config, "gateway", {"jwks_http_listen": f"127.0.0.1:{port}"})
 
 
 def jwks_url(fed: Any) -> str:
