@@ -9,6 +9,7 @@ provider refuses a job that would not flood the noise.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import subprocess
@@ -182,10 +183,15 @@ def test_batch_resumes_after_the_platform_is_killed_mid_run(
             break
         assert state.state == "running" and time.monotonic() < deadline, state
         time.sleep(0.05)
-    restart_platform(federation, signal.SIGKILL)  # a crash: no chance to clean up
-    after_crash = admin(federation, "GetBatch", spb.GetBatchRequest(job_id=job.job_id))
-    assert 2 <= after_crash.chunks_done < job.chunks, "the crash did not land mid-run"
-    done = run(follow_batch(str(federation.workdir / "admin.toml"), job.job_id, show=False))
+    # an operator's `--follow` already running rides out the crash and the restart
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        following = pool.submit(
+            run, follow_batch(str(federation.workdir / "admin.toml"), job.job_id, show=False)
+        )
+        restart_platform(federation, signal.SIGKILL)  # a crash: no chance to clean up
+        after_crash = admin(federation, "GetBatch", spb.GetBatchRequest(job_id=job.job_id))
+        assert 2 <= after_crash.chunks_done < job.chunks, "the crash did not land mid-run"
+        done = following.result(timeout=300)
     assert done.state == "done", done.error
     assert done.chunks_done == done.chunks and done.scored == done.enterprises
     got = results(federation, job.job_id)

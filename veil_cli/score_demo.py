@@ -27,14 +27,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import grpc
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from veil.crypto import PaillierKeys
+from veil.errors import from_rpc_error
 from veil.tokens import KeySet, verify_result
 from veil.v1 import scoring_pb2 as spb
 from veil.v1 import scoring_pb2_grpc
 from veil_cli.authz_setup import KEYS, _update
-from veil_cli.calls import call_gateway, call_platform
+from veil_cli.calls import DEFAULT_TIMEOUT_S, call_gateway, call_platform
+from veil_cli.client import load_client_config
 from veil_cli.render import console, kv_table
 
 SCORING_KEY = "scoring-paillier.key"
@@ -44,6 +47,8 @@ SCORE_PURPOSE = "loan_origination"
 SCORE_LOAN = "LOAN-2026-SCORE-001"
 BATCH_POLL_S = 0.3
 BATCH_TIMEOUT_S = 600.0
+BATCH_OUTAGE_S = 60.0
+"""How long a follow waits for a platform that stopped answering (a restart resumes jobs)."""
 
 
 def prepare_scoring(
@@ -135,8 +140,19 @@ async def score(
     return answer
 
 
-async def follow_batch(admin_config: str, job_id: str, *, show: bool = True) -> spb.BatchJob:
-    """Poll a job until it is no longer running, with a progress bar."""
+async def follow_batch(
+    admin_config: str,
+    job_id: str,
+    *,
+    show: bool = True,
+    outage_s: float = BATCH_OUTAGE_S,
+) -> spb.BatchJob:
+    """Poll a job until it is no longer running, with a progress bar.
+
+    One channel serves every poll. A platform that does not answer (restarting after a
+    crash: jobs resume) is polled again for up to ``outage_s`` seconds since its last
+    answer before the follow gives up with UNAVAILABLE; any other error ends it at once.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + BATCH_TIMEOUT_S
     columns = (
@@ -146,21 +162,31 @@ async def follow_batch(admin_config: str, job_id: str, *, show: bool = True) -> 
         TextColumn("{task.completed:,.0f}/{task.total:,.0f} enterprises"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, disable=not show, transient=False) as progress:
-        task = progress.add_task(job_id[:8], total=0)
-        while True:
-            job: spb.BatchJob = await call_platform(
-                admin_config,
-                scoring_pb2_grpc.BatchAdminStub,
-                "GetBatch",
-                spb.GetBatchRequest(job_id=job_id),
-            )
-            progress.update(task, total=job.enterprises, completed=job.scored)
-            if job.state != "running":
-                return job
-            if loop.time() > deadline:
-                return job
-            await asyncio.sleep(BATCH_POLL_S)
+    config = load_client_config(admin_config)
+    async with config.platform_channel() as channel:
+        stub = scoring_pb2_grpc.BatchAdminStub(channel)
+        last_answer = loop.time()
+        with Progress(*columns, console=console, disable=not show, transient=False) as progress:
+            task = progress.add_task(job_id[:8], total=0)
+            while True:
+                try:
+                    job: spb.BatchJob = await stub.GetBatch(
+                        spb.GetBatchRequest(job_id=job_id), timeout=DEFAULT_TIMEOUT_S
+                    )
+                except grpc.aio.AioRpcError as err:
+                    transient = err.code() in (
+                        grpc.StatusCode.UNAVAILABLE,
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                    )
+                    if not transient or loop.time() - last_answer > outage_s:
+                        raise from_rpc_error(err) from None
+                    await asyncio.sleep(BATCH_POLL_S)
+                    continue
+                last_answer = loop.time()
+                progress.update(task, total=job.enterprises, completed=job.scored)
+                if job.state != "running" or loop.time() > deadline:
+                    return job
+                await asyncio.sleep(BATCH_POLL_S)
 
 
 def step(title: str) -> None:
