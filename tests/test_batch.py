@@ -10,6 +10,7 @@ provider refuses a job that would not flood the noise.
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import os
 import signal
 import subprocess
@@ -684,3 +685,26 @@ def test_dataset_rows_from_byte_keys_equal_those_from_text() -> None:
         b"91110000000000000B",
         b"short",
     ]
+
+
+def test_counts_are_transformed_online_and_in_batch_alike() -> None:
+    """``transform`` applies after every aggregate, ``count`` included: a count clipped
+    to [0, 3] reads 3 for an enterprise with five rows, online and in batch, and the
+    default of an enterprise without rows is the transformed empty count."""
+    import numpy as np
+
+    from veil.scoring.features import DatasetRows, batch_values, feature_value
+    from veil.scoring.spec import Aggregate, FeatureSpec, Transform
+
+    clipped = FeatureSpec(
+        "c", "court", "x", "ds", Aggregate.COUNT, transform=Transform(clip=(0.0, 3.0))
+    )
+    logged = FeatureSpec("l", "court", "x", "ds", Aggregate.COUNT, transform=Transform(log=True))
+    a, b = "91110000000000000A", "91110000000000000B"
+    rows = DatasetRows.of("ds", [a] * 5 + [b], {"x": np.array([1] * 6, dtype=object)})
+    for spec, want in ((clipped, [3.0, 1.0]), (logged, [math.log(5.0), 0.0])):
+        online = [feature_value(spec, {"ds": rows.rows(g)}) for g in range(2)]  # type: ignore[arg-type]
+        assert online == want
+        assert batch_values(spec, rows).tolist() == want
+    assert feature_value(clipped, {}) == 0.0  # no rows: count 0, clipped
+    assert feature_value(logged, {}) is None  # log of 0: missing, as documented

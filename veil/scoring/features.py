@@ -52,9 +52,9 @@ def feature_value(spec: FeatureSpec, rows_by_dataset: Rows) -> float | str | Non
     rows = rows_by_dataset.get(spec.dataset, ())
     agg = spec.aggregate
     if agg == Aggregate.COUNT:
-        return float(len(rows))
+        return transform_number(spec, float(len(rows)))
     if agg == Aggregate.EXISTS:
-        return 1.0 if rows else 0.0
+        return transform_number(spec, 1.0 if rows else 0.0)
     if agg in (Aggregate.VALUE, Aggregate.LATEST):
         if not rows:
             return None
@@ -252,10 +252,10 @@ def batch_values(
         raise InvalidArgument(f"feature {spec.name} reads {spec.dataset}, not {data.dataset}")
     agg = spec.aggregate
     counts = (data.ends - data.starts).astype(np.float64)
-    if agg == Aggregate.COUNT:  # as feature_value: counts are not transformed
-        return counts
+    if agg == Aggregate.COUNT:
+        return transform_column(spec, counts)
     if agg == Aggregate.EXISTS:
-        return np.ones(len(data.keys))
+        return transform_column(spec, np.ones(len(data.keys)))
     if not len(data.keys):
         return np.empty(0)
     last = data.ends - 1
