@@ -40,10 +40,10 @@ from veil.claims import (
 )
 from veil.composite import (
     CIPHERTEXTS,
+    Combined,
     MalformedContribution,
     Protocol,
     ciphertexts_digest,
-    combined_reader,
     decide,
 )
 from veil.crypto import PaillierKeys, public_key_bytes
@@ -305,18 +305,19 @@ class Fanout:
                     f"provider {unit!r}'s signature does not cover its contribution"
                 )
         contributions = [list(answers[u].ciphertexts) for u in plan.providers]
-        read = combined_reader(self.paillier, contributions, plan.providers)
+        combined = Combined(self.paillier, contributions, plan.providers)
         threshold = plan.sum_value if isinstance(plan.sum_value, Decimal) else None
 
         def conclude() -> tuple[Truth, dict[str, str]]:
             return decide(
                 plan.protocol,
-                read,
+                combined.read,
                 self.paillier.public.n,
                 k=plan.k,
                 total=plan.total,
                 op=plan.sum_op,
                 threshold=threshold,
+                zero=combined.is_zero,
             )
 
         try:

@@ -14,6 +14,7 @@ import pytest
 from veil.claims import Truth, t_all, t_any, t_at_least
 from veil.composite import (
     SUM_BOUND,
+    Combined,
     MalformedContribution,
     Protocol,
     combined_reader,
@@ -106,6 +107,10 @@ def test_all_any_count_equal_the_plaintext_combination(
         ):
             _, answers = run_protocol(protocol, keys, mask_keys, pool, parts=parts)
             assert combine(protocol, keys, answers)[0] is expected, (protocol, parts)
+            # the platform's path: the half-cost zero test instead of decryption
+            combined = Combined(keys, [answers[u] for u in sorted(answers)])
+            got = decide(protocol, combined.read, keys.public.n, zero=combined.is_zero)
+            assert got == (expected, {}), (protocol, parts)
         k = rng.randint(1, m)
         _, answers = run_protocol(Protocol.COUNT, keys, mask_keys, pool, parts=parts, total=m)
         result, revealed = combine(Protocol.COUNT, keys, answers, k=k, total=m)

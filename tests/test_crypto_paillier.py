@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import pickle
+import random
 import signal
 import stat
 import threading
@@ -481,3 +482,31 @@ def test_private_key_never_in_repr_str_pickle_or_logs(
         pickle.dumps(keys)
     with pytest.raises(TypeError):
         pickle.dumps(pool)
+
+
+def test_is_zero_equals_decrypting_to_zero(keys: PaillierKeys, pool: RandomnessPool) -> None:
+    rng = random.Random(9)
+    n = keys.public.n
+    plaintexts = [0, 1, n - 1, 2**64, *(rng.randrange(1, n) for _ in range(20))]
+    for m in plaintexts:
+        c = encrypt(keys.public, m, pool)
+        assert keys.is_zero(c) is (keys.decrypt(c) == 0), m
+    # a product of fresh encryptions of values that cancel is a zero
+    a = rng.randrange(n)
+    assert keys.is_zero(add(encrypt(keys.public, a, pool), encrypt(keys.public, n - a, pool)))
+
+
+def test_is_zero_answers_for_multiples_of_p_as_documented(small: PaillierKeys) -> None:
+    """The test reads the plaintext mod p only: a multiple of p reads as zero.  That is
+    why it is used only where a non-zero plaintext is uniform (error ≤ 1/p)."""
+    c = textbook_encrypt(P_SMALL * Q_SMALL, P_SMALL * 3, 5)
+    ct = ciphertext_from_bytes(small.public, c.to_bytes(23, "big"))
+    assert small.decrypt(ct) == P_SMALL * 3 and small.is_zero(ct)
+    assert not small.is_zero(encrypt(small.public, Q_SMALL * 3))
+
+
+def test_is_zero_refuses_another_keys_ciphertext(
+    keys: PaillierKeys, small: PaillierKeys, pool: RandomnessPool
+) -> None:
+    with pytest.raises(KeyMismatch):
+        small.is_zero(encrypt(keys.public, 0, pool))

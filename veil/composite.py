@@ -17,9 +17,12 @@ time; ``D_i``/``U_i`` counts of the provider's *decisive* / *no-record* conditio
           no condition anywhere is false or lacks a record, otherwise uniform on Z_n (one
           non-zero ``r·D_i`` or ``r'·U_i`` is uniform, D_i, U_i < n being invertible); the
           second is 0 iff nothing is false.  The platform reads: first = 0 → true (one
-          decryption: the common case of an honest declaration); else second ≠ 0 →
+          zero test: the common case of an honest declaration); else second ≠ 0 →
           false, else no record — the answer and nothing else (except with probability
-          2/n).  When the answer is false the first sum is uniform whatever U is.
+          about 2/p).  When the answer is false the first sum is uniform whatever U is.
+          A zero test (:meth:`~veil.crypto.PaillierKeys.is_zero`) costs half a
+          decryption and reads the sum mod p only, so the platform never even decrypts
+          the uniform value of a non-zero sum.
 ``any``   the same with decisive = true: first = 0 → false; else second ≠ 0 → true;
           else no record.
 ``count`` ``at_least k`` of m conditions: ``c = T_i + (m+1)·U_i`` (true / no-record
@@ -61,6 +64,7 @@ from veil.errors import InvalidArgument, MalformedCiphertext, Unavailable
 __all__ = [
     "CIPHERTEXTS",
     "SUM_SCALE",
+    "Combined",
     "MalformedContribution",
     "Protocol",
     "ciphertexts_digest",
@@ -148,12 +152,15 @@ def decide(
     total: int = 0,
     op: str = "",
     threshold: Decimal | None = None,
+    zero: Callable[[int], bool] | None = None,
 ) -> tuple[Truth, dict[str, str]]:
     """The answer from the decrypted sums, and what the platform learned beyond it
     (``{"true": "2", "no_record": "0"}`` for count, ``{"sum": "…"}`` for sum).
 
     ``sums(i)`` decrypts the i-th combined ciphertext; the second one of all/any is
     decrypted only when the first does not decide (a plain sequence works too).
+    ``all``/``any`` need only whether a sum is 0: ``zero(i)`` answers that
+    (:meth:`Combined.is_zero`, half a decryption) when given.
     """
     if not callable(sums):
         values = list(sums)
@@ -162,9 +169,11 @@ def decide(
         decisive, other = (
             (Truth.FALSE, Truth.TRUE) if protocol is Protocol.ALL else (Truth.TRUE, Truth.FALSE)
         )
-        if sums(0) % n == 0:
+        read = sums
+        is_zero = zero if zero is not None else (lambda i: read(i) % n == 0)
+        if is_zero(0):
             return other, {}
-        return (decisive if sums(1) % n else Truth.NO_RECORD), {}
+        return (Truth.NO_RECORD if is_zero(1) else decisive), {}
     if protocol is Protocol.COUNT:
         value = sums(0) % n
         true, unknown = value % (total + 1), value // (total + 1)
@@ -221,35 +230,60 @@ def masked_ciphertexts(
     return out
 
 
-def combined_reader(
-    keys: PaillierKeys,
-    answers: Sequence[Sequence[bytes]],
-    units: Sequence[str] = (),
-) -> Callable[[int], int]:
-    """Platform side: ``read(i)`` = Dec(Π_providers c_i) = Σ_providers x_i mod n.
+class Combined:
+    """Platform side: the product ``Π_providers c_i`` of each ciphertext index, parsed
+    once, read by decryption (``read(i)`` = Σ_providers x_i mod n) or by the half-cost
+    zero test (``is_zero(i)``, :meth:`~veil.crypto.PaillierKeys.is_zero`).
 
     Each ciphertext is parsed (and refused if malformed: :class:`MalformedContribution`
     naming ``units[j]``, the provider of ``answers[j]``) before it is combined; no single
     provider's ciphertext is ever decrypted.
     """
-    pk = keys.public
-    cache: dict[int, int] = {}
 
-    def parse(j: int, blob: bytes) -> Ciphertext:
+    def __init__(
+        self,
+        keys: PaillierKeys,
+        answers: Sequence[Sequence[bytes]],
+        units: Sequence[str] = (),
+    ) -> None:
+        self.keys = keys
+        self.answers = answers
+        self.units = units
+        self._products: dict[int, Ciphertext] = {}
+        self._sums: dict[int, int] = {}
+
+    def _parse(self, j: int, blob: bytes) -> Ciphertext:
         try:
-            return ciphertext_from_bytes(pk, blob)
+            return ciphertext_from_bytes(self.keys.public, blob)
         except MalformedCiphertext as exc:
-            who = units[j] if j < len(units) else f"#{j}"
+            who = self.units[j] if j < len(self.units) else f"#{j}"
             raise MalformedContribution(
                 f"provider {who!r} sent a malformed ciphertext ({exc.message}); rejected, "
                 "the check is not answered",
                 details={"provider": who, "reason": exc.details.get("reason", "malformed")},
             ) from None
 
-    def read(i: int) -> int:
-        if i not in cache:
-            cts = [parse(j, bytes(a[i])) for j, a in enumerate(answers)]
-            cache[i] = keys.decrypt(add_many(cts))
-        return cache[i]
+    def product(self, i: int) -> Ciphertext:
+        if i not in self._products:
+            cts = [self._parse(j, bytes(a[i])) for j, a in enumerate(self.answers)]
+            self._products[i] = add_many(cts)
+        return self._products[i]
 
-    return read
+    def read(self, i: int) -> int:
+        if i not in self._sums:
+            self._sums[i] = self.keys.decrypt(self.product(i))
+        return self._sums[i]
+
+    def is_zero(self, i: int) -> bool:
+        if i in self._sums:
+            return self._sums[i] == 0
+        return self.keys.is_zero(self.product(i))
+
+
+def combined_reader(
+    keys: PaillierKeys,
+    answers: Sequence[Sequence[bytes]],
+    units: Sequence[str] = (),
+) -> Callable[[int], int]:
+    """``read(i)`` = Dec(Π_providers c_i) = Σ_providers x_i mod n (see :class:`Combined`)."""
+    return Combined(keys, answers, units).read
