@@ -140,38 +140,6 @@ class Guard:
         self._skipped_seq = 0  # relayed notices that failed verification are not re-fetched
         metadata.create_all(engine)
 
-    async def check(
-        self,
-        *,
-        request_id: str,
-        uscc: str,
-        fields: Sequence[str],
-        request_token: str,
-        grant_jws: str,
-        now: float | None = None,
-    ) -> tuple[RequestClaims, Grant]:
-        """Verify everything about one request; raise (and read nothing) on any failure.
-
-        :meth:`authenticate`, then the replay claim and the revocation look-up in a
-        transaction of their own.  A handler that writes a ledger row should instead
-        call :meth:`authenticate` and answer inside :meth:`claimed` (one commit).
-        """
-        claims, grant = await self.authenticate(
-            request_id=request_id,
-            uscc=uscc,
-            fields=fields,
-            request_token=request_token,
-            grant_jws=grant_jws,
-            now=now,
-        )
-
-        def claim() -> None:
-            with self.claimed(claims, grant):
-                pass
-
-        await asyncio.to_thread(claim)
-        return claims, grant
-
     async def authenticate(
         self,
         *,

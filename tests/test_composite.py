@@ -17,7 +17,6 @@ from veil.composite import (
     Combined,
     MalformedContribution,
     Protocol,
-    combined_reader,
     decide,
     masked_ciphertexts,
     plain_contribution,
@@ -84,7 +83,7 @@ def run_protocol(
 
 
 def combine(protocol: Protocol, keys: PaillierKeys, answers: dict[str, list[bytes]], **kw: object):  # type: ignore[no-untyped-def]
-    read = combined_reader(keys, [answers[u] for u in sorted(answers)])
+    read = Combined(keys, [answers[u] for u in sorted(answers)]).read
     return decide(protocol, read, keys.public.n, **kw)  # type: ignore[arg-type]
 
 
@@ -140,7 +139,7 @@ def test_sum_equals_the_plaintext_sum(
     sums["housing_fund"] = (Decimal(0), 1)  # no record: no_record, and the sum is hidden
     _, answers = run_protocol(Protocol.SUM, keys, mask_keys, pool, sums=sums)
     assert combine(Protocol.SUM, keys, answers, op="ge", threshold=Decimal(1)) == (N, {})
-    read = combined_reader(keys, [answers[u] for u in sorted(answers)])
+    read = Combined(keys, [answers[u] for u in sorted(answers)]).read
     assert SUM_BOUND < read(0) < keys.public.n - SUM_BOUND  # uniform junk, not a partial sum
 
 
@@ -298,7 +297,7 @@ def test_a_malformed_ciphertext_is_rejected_naming_its_provider(
     units = sorted(answers)
     n = keys.public.n
     answers["samr"] = [mangle(answers["samr"][0], n), answers["samr"][1]]  # type: ignore[operator]
-    read = combined_reader(keys, [answers[u] for u in units], units)
+    read = Combined(keys, [answers[u] for u in units], units).read
     with pytest.raises(MalformedContribution) as info:
         decide(Protocol.ALL, read, n)
     assert info.value.code.name == "UNAVAILABLE"

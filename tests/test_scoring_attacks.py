@@ -515,7 +515,7 @@ def test_rerun_ids_are_new_and_fit_the_stores() -> None:
     """A drop-out re-run asks under a new id (new masks; providers refuse a replayed one)
     that still fits the 64-character request-id columns of every store (PostgreSQL
     enforces them)."""
-    from platform_node.scoring import MAX_REQUEST_ID_LEN, rerun_id
+    from veil.request_ids import MAX_REQUEST_ID_LEN, rerun_id
 
     for rid in ("a" * 16, uuid.uuid4().hex, "b" * MAX_REQUEST_ID_LEN):
         ids = [rerun_id(rid, attempt) for attempt in range(12)]

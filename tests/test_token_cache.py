@@ -142,10 +142,12 @@ def make_guard(tmp_path: Path) -> Guard:
 
 
 def check(guard: Guard, rid: str, grant_jws: str, now: int = NOW) -> object:
+    """A handler's two steps: the stateless checks, then the replay claim and the
+    revocation look-up (here with nothing read inside)."""
     claims = make_claims(request_id=rid, issued_at=now, expires=now + 60)
     token = issue_request_token(PLATFORM, claims)
-    return asyncio.run(
-        guard.check(
+    verified, grant = asyncio.run(
+        guard.authenticate(
             request_id=rid,
             uscc=USCC,
             fields=["tax_credit_rating"],
@@ -154,6 +156,9 @@ def check(guard: Guard, rid: str, grant_jws: str, now: int = NOW) -> object:
             now=now,
         )
     )
+    with guard.claimed(verified, grant):
+        pass
+    return verified
 
 
 def test_guard_refuses_a_revoked_grant_whose_verification_is_cached(tmp_path: Path) -> None:

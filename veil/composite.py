@@ -68,7 +68,6 @@ __all__ = [
     "MalformedContribution",
     "Protocol",
     "ciphertexts_digest",
-    "combined_reader",
     "decide",
     "mask_context",
     "masked_ciphertexts",
@@ -278,12 +277,3 @@ class Combined:
         if i in self._sums:
             return self._sums[i] == 0
         return self.keys.is_zero(self.product(i))
-
-
-def combined_reader(
-    keys: PaillierKeys,
-    answers: Sequence[Sequence[bytes]],
-    units: Sequence[str] = (),
-) -> Callable[[int], int]:
-    """``read(i)`` = Dec(Π_providers c_i) = Σ_providers x_i mod n (see :class:`Combined`)."""
-    return Combined(keys, answers, units).read
