@@ -6,15 +6,18 @@ that its recipient can demand an inclusion proof.  If the append fails, the call
 fails too: there is no unlogged use.
 
 Batching (group commit).  ``record`` enqueues the canonical entry bytes and waits.
-One sequencer task takes the first waiting entry, lingers ``batch_wait_s`` (2 ms by
+One sequencer task takes the first waiting entry, lingers ``batch_wait_s`` (0 by
 default, at most 50 ms) for more, drains up to ``batch_max`` (500) and appends them
 in one database transaction (:meth:`veil.tlog.LogStore.append_batch`: leaves, tree
 nodes and head size, all or nothing); only after COMMIT is each waiter woken with
 its index.  While one batch is being written the next one accumulates, so batch size
-grows with load and the fsync cost is shared: an acknowledged entry is durable, an
+grows with load and the fsync cost is shared without any lingering (a linger only
+adds its length to every request's latency when the log is not busy; keep it 0 unless
+the disk's fsync is far slower than a request): an acknowledged entry is durable, an
 unacknowledged one may be lost whole but never half-written.  The search index
 (:mod:`platform_node.audit_index`) is written afterwards, off the acknowledgement
-path, and catches up from the log after a crash.
+path (every ``INDEX_DELAY_S`` at most, many batches in one transaction), and catches
+up from the log after a crash; searches sync it first.
 
 Checkpoints.  A background task signs a C2SP checkpoint with the platform's Ed25519
 log key whenever the tree grew (every ``checkpoint_interval_s``, 1 s by default),
@@ -29,7 +32,7 @@ Configuration (platform node TOML)::
     origin = "veil.example/log"     # checkpoint origin = key name
     checkpoint_interval_s = 1.0
     batch_max = 500
-    batch_wait_ms = 2
+    batch_wait_ms = 0
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy import Connection
 
 from platform_node.audit_index import AuditIndex
 from veil.audit.entry import AuditEvent, EventType, encode_entry, lookup_result_digest
@@ -57,6 +62,7 @@ LOG_TABLE_PREFIX = "audit_log_"
 INDEX_TABLE_PREFIX = "audit_index_"
 MAX_BATCH_WAIT_S = 0.05
 CLOSE_TIMEOUT_S = 10.0
+INDEX_DELAY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ class LogSettings:
     origin: str
     checkpoint_interval_s: float = 1.0
     batch_max: int = 500
-    batch_wait_s: float = 0.002
+    batch_wait_s: float = 0.0
 
 
 def log_settings(config: NodeConfig) -> LogSettings:
@@ -91,7 +97,7 @@ def log_settings(config: NodeConfig) -> LogSettings:
         origin=origin,
         checkpoint_interval_s=number("checkpoint_interval_s", 1.0, 0.05, 3600),
         batch_max=int(number("batch_max", 500, 1, 10_000)),
-        batch_wait_s=number("batch_wait_ms", 2, 0, MAX_BATCH_WAIT_S * 1000) / 1000,
+        batch_wait_s=number("batch_wait_ms", 0, 0, MAX_BATCH_WAIT_S * 1000) / 1000,
     )
 
 
@@ -128,6 +134,7 @@ def _outcome(error: BaseException | None) -> str:
 class _Pending:
     leaf: bytes
     done: asyncio.Future[int]
+    along: Callable[[Connection], None] | None = None
 
 
 class AuditLog:
@@ -141,7 +148,7 @@ class AuditLog:
         *,
         actor: str,
         batch_max: int = 500,
-        batch_wait_s: float = 0.002,
+        batch_wait_s: float = 0.0,
         checkpoint_interval_s: float = 1.0,
     ) -> None:
         self.store = store
@@ -160,7 +167,9 @@ class AuditLog:
         self._unacknowledged = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._indexing: set[asyncio.Task[None]] = set()
+        self._to_index: list[tuple[int, list[bytes]]] = []
+        self._index_due = asyncio.Event()
+        self._indexing: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(
@@ -198,6 +207,7 @@ class AuditLog:
         self._tasks = [
             asyncio.create_task(self._sequencer(), name="audit-sequencer"),
             asyncio.create_task(self._checkpointer(), name="audit-checkpointer"),
+            asyncio.create_task(self._indexer(), name="audit-indexer"),
         ]
 
     @property
@@ -210,25 +220,52 @@ class AuditLog:
 
     # -- writing ------------------------------------------------------------------------
 
-    async def record(self, event: AuditEvent) -> int:
-        """Append ``event`` (timestamped now) and return its index once durable."""
+    async def record(
+        self, event: AuditEvent, *, along: Callable[[Connection], None] | None = None
+    ) -> int:
+        """Append ``event`` (timestamped now) and return its index once durable.
+
+        ``along`` writes the caller's own record of the event (a grant's use, a cached
+        answer) in the same transaction as the entry (:meth:`LogStore.append_batch`):
+        one commit instead of two on the request's path, and never one without the
+        other.  The platform keeps its registries and its log in one database.
+        """
         if self._closed:
             raise Unavailable("the transparency log is shutting down")
         leaf = encode_entry(event, dt.datetime.now(dt.UTC))
-        pending = _Pending(leaf, asyncio.get_running_loop().create_future())
+        pending = _Pending(leaf, asyncio.get_running_loop().create_future(), along)
         self._unacknowledged += 1
         self._idle.clear()
         self._queue.put_nowait(pending)
         return await asyncio.shield(pending.done)
 
-    def _index(self, first: int, leaves: list[bytes]) -> None:
-        """Runs in a worker thread after the batch was acknowledged.  The index is
+    def _index(self, batches: list[tuple[int, list[bytes]]]) -> None:
+        """Runs in a worker thread, after the batches were acknowledged.  The index is
         derived data: if this fails (or the process dies first), the next sync
-        re-indexes from the log."""
-        try:
-            self.index.add(first, leaves)
-        except Exception:
-            log.exception("indexing log entries %d..%d failed", first, first + len(leaves) - 1)
+        re-indexes from the log (searches sync first, so they never miss an entry)."""
+        runs: list[tuple[int, list[bytes]]] = []
+        for first, leaves in batches:  # consecutive batches: one transaction
+            if runs and runs[-1][0] + len(runs[-1][1]) == first:
+                runs[-1][1].extend(leaves)
+            else:
+                runs.append((first, list(leaves)))
+        for first, leaves in runs:
+            try:
+                self.index.add(first, leaves)
+            except Exception:
+                log.exception("indexing log entries %d..%d failed", first, first + len(leaves) - 1)
+
+    async def _indexer(self) -> None:
+        """Index acknowledged entries every ``INDEX_DELAY_S`` at most: one transaction
+        for many batches, and none competing with the requests they acknowledged."""
+        while True:
+            await self._index_due.wait()
+            await asyncio.sleep(INDEX_DELAY_S)
+            self._index_due.clear()
+            batches, self._to_index = self._to_index, []
+            if batches:  # shielded: close() waits for it rather than racing it
+                self._indexing = asyncio.ensure_future(asyncio.to_thread(self._index, batches))
+                await asyncio.shield(self._indexing)
 
     async def _sequencer(self) -> None:
         while True:
@@ -238,8 +275,9 @@ class AuditLog:
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             leaves = [p.leaf for p in batch]
+            along = [p.along for p in batch if p.along is not None]
             try:
-                first = await asyncio.to_thread(self.store.append_batch, leaves)
+                first = await asyncio.to_thread(self.store.append_batch, leaves, along)
             except Exception as exc:
                 log.exception("appending %d log entries failed", len(batch))
                 error = Unavailable(f"the transparency log could not append: {type(exc).__name__}")
@@ -250,10 +288,9 @@ class AuditLog:
                 for i, p in enumerate(batch):
                     if not p.done.done():
                         p.done.set_result(first + i)
-                # Index off the acknowledgement path, overlapping the next batch.
-                task = asyncio.create_task(asyncio.to_thread(self._index, first, leaves))
-                self._indexing.add(task)
-                task.add_done_callback(self._indexing.discard)
+                # Index off the acknowledgement path, later and in bulk (_indexer).
+                self._to_index.append((first, leaves))
+                self._index_due.set()
             self._unacknowledged -= len(batch)
             if not self._unacknowledged:
                 self._idle.set()
@@ -301,11 +338,15 @@ class AuditLog:
             await self.checkpoint(fresh=True)
         for task in self._tasks:
             task.cancel()
-        if self._indexing:
-            await asyncio.gather(*self._indexing, return_exceptions=True)
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._indexing is not None:
+            with contextlib.suppress(Exception):
+                await self._indexing
+        if self._to_index:  # what the cancelled indexer had not done yet
+            batches, self._to_index = self._to_index, []
+            await asyncio.to_thread(self._index, batches)
         self.index.close()
         self.store.close()
 

@@ -31,6 +31,7 @@ import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.rpc import error_details_pb2
 from sqlalchemy import (
@@ -199,6 +200,22 @@ class VerificationBudgets:
                     quota.consume(conn, q.institution, at, 1)
             raise
 
+    def admit_on(
+        self, conn: Connection, q: Question, now: dt.datetime | None = None
+    ) -> CachedAnswer | None:
+        """:meth:`admit` inside the caller's write transaction (which must commit when
+        this raises the budget's ``ResourceExhausted``: the quota stays consumed).  The
+        daily quota, then the cache or the budget, each in a savepoint: a quota refusal
+        takes nothing, a budget refusal takes the quota only."""
+        at = _now(now)
+        with conn.begin_nested():
+            quota.consume(conn, q.institution, at, 1)
+        with conn.begin_nested():
+            found = self._cached(conn, q, at)
+            if found is None:
+                self._spend(conn, q)
+            return found
+
     # --- cache ---
 
     def cached(self, q: Question, now: dt.datetime | None = None) -> CachedAnswer | None:
@@ -220,25 +237,38 @@ class VerificationBudgets:
     def remember(self, q: Question, answer: CachedAnswer, now: dt.datetime | None = None) -> None:
         if self.policy.cache_ttl_s == 0:
             return
-        expires = _now(now) + dt.timedelta(seconds=self.policy.cache_ttl_s)
-        values = {
+        values = self._cache_values(answer, now)
+        with self.engine.begin() as conn:
+            self._remember(conn, q, values)
+
+    def remember_on(
+        self, conn: Connection, q: Question, answer: CachedAnswer, now: dt.datetime | None = None
+    ) -> None:
+        """:meth:`remember` in a transaction of the caller's (the log append's)."""
+        if self.policy.cache_ttl_s == 0:
+            return
+        self._remember(conn, q, self._cache_values(answer, now))
+
+    def _cache_values(self, answer: CachedAnswer, now: dt.datetime | None) -> dict[str, Any]:
+        return {
             "result": answer.result,
             "protocol": answer.protocol,
             "providers": json.dumps(list(answer.providers)),
             "attestations": json.dumps(list(answer.attestations)),
-            "expires_at": expires,
+            "expires_at": _now(now) + dt.timedelta(seconds=self.policy.cache_ttl_s),
         }
-        with self.engine.begin() as conn:
-            conn.execute(delete(answer_cache).where(*self._cache_key(q)))
-            conn.execute(
-                insert(answer_cache).values(
-                    grant_id=q.grant_id,
-                    institution=q.institution,
-                    uscc=q.uscc,
-                    claims_sha256=q.claims_sha256,
-                    **values,
-                )
+
+    def _remember(self, conn: Connection, q: Question, values: dict[str, Any]) -> None:
+        conn.execute(delete(answer_cache).where(*self._cache_key(q)))
+        conn.execute(
+            insert(answer_cache).values(
+                grant_id=q.grant_id,
+                institution=q.institution,
+                uscc=q.uscc,
+                claims_sha256=q.claims_sha256,
+                **values,
             )
+        )
 
     @staticmethod
     def _cache_key(q: Question) -> list[ColumnElement[bool]]:

@@ -13,6 +13,8 @@ import datetime as dt
 from collections.abc import Collection
 from typing import Any
 
+from sqlalchemy import Connection
+
 from platform_node.registry import InstitutionRegistry, ReplayGuard
 from veil.caller import Caller, caller_from_metadata
 from veil.errors import PermissionDenied, Unauthenticated
@@ -50,11 +52,23 @@ class CallerCheck:
     async def admit(self, caller: Caller, *, purpose: str | None = None) -> None:
         """Consume the assertion's ``jti`` (replay) and, for an institution, require it
         to be active now and allowed ``purpose`` (when given)."""
+        await asyncio.to_thread(self.admit_blocking, caller, purpose=purpose)
+
+    def claim_on(self, conn: Connection, caller: Caller) -> None:
+        """Consume the assertion's ``jti`` in the caller's write transaction
+        (:meth:`ReplayGuard.claim_on`); pair it with :meth:`require_active`."""
         expires = dt.datetime.fromtimestamp(caller.expires, dt.UTC)
+        self.replay.claim_on(conn, caller.namespace, caller.jti, expires)
 
-        def check() -> None:  # one worker-thread hop for both
-            self.replay.claim(caller.namespace, caller.jti, expires)
-            if caller.kind == "institution":
-                self.institutions.require_active(caller.subject, purpose)
+    def require_active(self, caller: Caller, *, purpose: str | None = None) -> None:
+        """For an institution: active now and allowed ``purpose`` (when given)."""
+        if caller.kind == "institution":
+            self.institutions.require_active(caller.subject, purpose)
 
-        await asyncio.to_thread(check)
+    def admit_blocking(self, caller: Caller, *, purpose: str | None = None) -> None:
+        """:meth:`admit` for a handler that is already in a worker thread (it saves the
+        request one thread hop when the handler has more database work to do there)."""
+        expires = dt.datetime.fromtimestamp(caller.expires, dt.UTC)
+        self.replay.claim(caller.namespace, caller.jti, expires)
+        if caller.kind == "institution":
+            self.institutions.require_active(caller.subject, purpose)

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from platform_node.audit import AuditLog
 from platform_node.batch import BatchAdminServicer, BatchRunner, BatchStore, Deliveries
@@ -52,6 +52,7 @@ from platform_node.models.admin import ModelAdminServicer, model_info
 from platform_node.models.registry import ModelRecord, ModelRegistry
 from platform_node.providers import ProviderRegistry, provider_error
 from platform_node.registry import GrantRecord, GrantRegistry, InstitutionRegistry
+from platform_node.registry.schema import write_tx
 from platform_node.signing import PlatformKeys
 from veil.audit.entry import AuditEvent, EventType
 from veil.config import NodeConfig
@@ -410,6 +411,7 @@ class OnlineScoring:
     # -- the request -----------------------------------------------------------------------
 
     async def score(self, request: pb.ScoreRequest, context: Any) -> pb.ScoreResponse:
+
         caller = self.callers.identify(context, {"institution"})
         request_id = request.request_id or uuid.uuid4().hex
         if len(request_id) > MAX_REQUEST_ID_LEN or len(request_id) < 16:
@@ -422,23 +424,36 @@ class OnlineScoring:
         try:
             # Inside the try: a replayed assertion, a suspended institution or a purpose
             # it was not admitted for is refused *and recorded*, like every other refusal.
-            await self.callers.admit(caller, purpose=request.purpose)
-            validate_uscc(request.uscc)
-
             def admit() -> tuple[ModelRecord, GrantRecord]:  # one worker-thread hop
+                """The reads, then one transaction: the assertion consumed (also when a
+                read refused: a refusal is no way to replay it) and the daily quota."""
                 nonlocal record  # known to the failure log even if a later check refuses
-                record = found = self.models.scorable(request.model_id, request.version)
-                self._check_registered(found.spec)
-                granted = self.grants.authorize(
-                    grant_id=request.grant_id,
-                    uscc=request.uscc,
-                    institution=caller.subject,
-                    fields=list(found.spec.fields),
-                    use=USE,
-                    purpose=request.purpose,
-                    loan_ref=request.loan_ref,
-                )
-                self.institutions.consume_quota(caller.subject)
+                refusal: VeilError | None = None
+                try:
+                    self.callers.require_active(caller, purpose=request.purpose)
+                    validate_uscc(request.uscc)
+                    record = found = self.models.scorable(request.model_id, request.version)
+                    self._check_registered(found.spec)
+                    granted = self.grants.authorize(
+                        grant_id=request.grant_id,
+                        uscc=request.uscc,
+                        institution=caller.subject,
+                        fields=list(found.spec.fields),
+                        use=USE,
+                        purpose=request.purpose,
+                        loan_ref=request.loan_ref,
+                    )
+                except VeilError as exc:
+                    refusal = exc
+                with write_tx(self.institutions.engine) as conn:
+                    self.callers.claim_on(conn, caller)
+                    if refusal is None:
+                        try:
+                            self.institutions.consume_quota_on(conn, caller.subject)
+                        except VeilError as exc:
+                            refusal = exc
+                if refusal is not None:
+                    raise refusal
                 return found, granted
 
             scored, grant = await asyncio.to_thread(admit)
@@ -593,20 +608,24 @@ class OnlineScoring:
         ids of :func:`veil.request_ids.round_ids` in their ledgers are this request."""
         fields = list(record.spec.fields) if record is not None else []
 
-        async def use() -> None:
-            """The grant's own record of uses, written alongside the log append."""
-            if request.grant_id:
-                with contextlib.suppress(VeilError):
-                    await asyncio.to_thread(
-                        self.grants.record_use,
-                        request.grant_id,
-                        request_id=request_id,
-                        institution=institution,
-                        fields=fields,
-                        use=USE,
-                        outcome=outcome,
-                        providers=answered,
-                    )
+        writer = None
+        if request.grant_id:
+            with contextlib.suppress(VeilError):
+                writer = self.grants.use_writer(
+                    request.grant_id,
+                    request_id=request_id,
+                    institution=institution,
+                    fields=fields,
+                    use=USE,
+                    outcome=outcome,
+                    providers=answered,
+                )
+
+        def use(conn: Connection) -> None:
+            """The grant's own record of uses, in the log append's transaction."""
+            if writer is not None:  # an unknown grant or a repeated id: not recorded there
+                with contextlib.suppress(VeilError), conn.begin_nested():
+                    writer(conn)
 
         detail: dict[str, str | int] = {"loan_ref": request.loan_ref} if request.loan_ref else {}
         if record is not None:
@@ -630,8 +649,7 @@ class OnlineScoring:
             outcome=outcome,
             detail={k: v for k, v in detail.items() if _detail_ok(v)},
         )
-        _, index = await asyncio.gather(use(), self.audit.record(event))
-        return int(index)
+        return await self.audit.record(event, along=use)
 
 
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")

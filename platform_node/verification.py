@@ -47,11 +47,12 @@ import logging
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+from sqlalchemy import Connection
 
 from platform_node.audit import AuditLog
 from platform_node.budgets import BudgetPolicy, CachedAnswer, Question, VerificationBudgets
@@ -59,6 +60,7 @@ from platform_node.mask_directory import MaskDirectory
 from platform_node.providers import ProviderRegistry
 from platform_node.registry import GrantRegistry, InstitutionRegistry
 from platform_node.registry.grants import GrantRecord
+from platform_node.registry.schema import write_tx
 from platform_node.service import AuthorizationParts
 from platform_node.verification_fanout import (
     AnswerKeys,
@@ -69,6 +71,7 @@ from platform_node.verification_fanout import (
 )
 from platform_node.verification_plan import Plan, plan
 from veil.audit.entry import AuditEvent, EventType
+from veil.caller import Caller
 from veil.catalog import Catalog
 from veil.claims import Truth, canonical_json, claim_fields, claim_from_json, claim_sha256
 from veil.claims_grid import Grid, snap
@@ -157,6 +160,21 @@ def result_digest(claims: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+@dataclass
+class _Admission:
+    """What :meth:`Verification._admit` learned, also when it refused part-way."""
+
+    claim: Any = None
+    digest: str = ""
+    fields: list[str] = field(default_factory=list)
+    plan: Plan | None = None
+    question: Question | None = None
+    record: GrantRecord | None = None
+    cached: CachedAnswer | None = None
+    spent: bool = False
+    asked_units: list[str] = field(default_factory=list)
+
+
 class Verification:
     def __init__(
         self,
@@ -183,62 +201,37 @@ class Verification:
     async def verify(self, request: vpb.VerifyRequest, context: Any) -> vpb.VerifyResponse:
         caller = self.callers.identify(context, {"institution"})
         request_id = request.request_id or uuid.uuid4().hex
-        digest, fields, asked_units, the_plan = "", [], [], None
-        question: Question | None = None
-        spent = False
+        state = _Admission()
+
         try:
-            # Inside the try: a replayed assertion, a suspended institution or a purpose
-            # it was not admitted for is refused *and recorded*, like every other refusal.
-            await self.callers.admit(caller, purpose=request.purpose)
-            if not REQUEST_ID_RE.fullmatch(request_id):
-                raise InvalidArgument(
-                    f"request_id must be {MIN_REQUEST_ID} to {MAX_REQUEST_ID} characters "
-                    "from A-Z a-z 0-9 . _ : @ -"
+            await asyncio.to_thread(self._admit, caller, request, request_id, state)
+            if state.cached is not None:
+                outcome = Outcome(
+                    Truth(state.cached.result), state.cached.providers, state.cached.attestations
                 )
-            validate_uscc(request.uscc)
-            claim = snap(
-                claim_from_json(request.claim_json, self.catalog), self.settings.grid, self.catalog
-            )
-            digest = claim_sha256(claim)
-            fields = claim_fields(claim, self.catalog)
-            the_plan = plan(claim, self.catalog)
-            missing = sorted(set(the_plan.providers) - set(self.registry.links))
-            if missing:
-                raise FailedPrecondition(
-                    f"no registered provider holds {', '.join(missing)} data at this platform"
-                )
-            if request.plaintext_baseline and not self.settings.plaintext_baseline:
-                raise FailedPrecondition(
-                    "the plaintext baseline is a benchmark setting this platform does not allow"
-                )
-            question = Question(
-                request.grant_id, caller.subject, request.uscc, digest, tuple(fields)
-            )
-            record, cached = await asyncio.to_thread(self._admit, request, question)
-            spent = cached is None
-            if cached is not None:
-                outcome = Outcome(Truth(cached.result), cached.providers, cached.attestations)
-                protocol = Protocol(cached.protocol)
+                protocol = Protocol(state.cached.protocol)
             else:
+                assert state.plan is not None and state.record is not None
                 asked = Asked(
                     request_id=request_id,
                     uscc=request.uscc,
                     institution=caller.subject,
                     grant_id=request.grant_id,
-                    grant_jws=record.jws,
+                    grant_jws=state.record.jws,
                     purpose=request.purpose,
                     loan_ref=request.loan_ref,
-                    claims_sha256=digest,
+                    claims_sha256=state.digest,
                 )
-                asked_units = list(the_plan.providers)
-                outcome, protocol = await self._ask(the_plan, asked, request.plaintext_baseline)
+                state.asked_units = list(state.plan.providers)
+                outcome, protocol = await self._ask(state.plan, asked, request.plaintext_baseline)
         except VeilError as exc:
             failed: tuple[str, ...] = ()
             if isinstance(exc, ProviderCallFailed):
                 failed = tuple(sorted({u.split("#")[0] for u in exc.failed}))
-            if spent and question is not None:
+            if state.spent and state.question is not None:
                 with contextlib.suppress(VeilError):
-                    await asyncio.to_thread(self.budgets.refund, question)
+                    await asyncio.to_thread(self.budgets.refund, state.question)
+            fields = state.fields
             if not fields:  # refused before the claim was read: its fields, if it has any
                 with contextlib.suppress(VeilError):
                     parsed = claim_from_json(request.claim_json, self.catalog)
@@ -249,36 +242,90 @@ class Verification:
                 request_id,
                 fields,
                 outcome=exc.code.name,
-                answered=[u for u in asked_units if u not in failed],
+                answered=[u for u in state.asked_units if u not in failed],
                 failed=list(failed),
-                protocol=the_plan.protocol if the_plan else None,
+                protocol=state.plan.protocol if state.plan else None,
             )
             raise (exc.cause if isinstance(exc, ProviderCallFailed) else exc) from None
         remember = None
-        if cached is None:
+        if state.cached is None:
+            assert state.question is not None
             answer = CachedAnswer(
                 outcome.result.value, protocol.value, outcome.providers, outcome.attestations
             )
-            remember = (question, answer)
+            remember = (state.question, answer)
         return await self._answer(
             request,
             caller.subject,
             request_id,
-            digest,
-            claim,
-            fields,
+            state.digest,
+            state.claim,
+            state.fields,
             outcome,
             protocol,
-            cached=cached is not None,
+            cached=state.cached is not None,
             remember=remember,
         )
 
     def _admit(
-        self, request: vpb.VerifyRequest, q: Question
-    ) -> tuple[GrantRecord, CachedAnswer | None]:
-        """The grant, then the daily quota and the cache or the budget (one worker thread,
-        one write transaction: :meth:`VerificationBudgets.admit`)."""
-        record = self.grants.authorize(
+        self, caller: Caller, request: vpb.VerifyRequest, request_id: str, state: _Admission
+    ) -> None:
+        """Everything before the providers are asked, in one worker thread and one write
+        transaction.  Refusals come in this order: a replayed assertion, an institution
+        not active or not admitted for the purpose, the request, the claim (snapped to
+        the grid and planned), the grant, then the daily quota or the budget
+        (:meth:`VerificationBudgets.admit_on`), or the answer comes from the cache.  The
+        reads run first; the transaction then consumes the assertion — also when a
+        later check refused, so that a refusal is never a way to replay it — and, if
+        nothing refused, the quota and the cache or budget.  ``state`` keeps what was
+        learned before a refusal, for the record of it."""
+        refusal: VeilError | None = None
+        try:
+            self.callers.require_active(caller, purpose=request.purpose)
+            self._read_request(caller, request, request_id, state)
+        except VeilError as exc:
+            refusal = exc
+        with write_tx(self.budgets.engine) as conn:
+            self.callers.claim_on(conn, caller)
+            if refusal is None:
+                assert state.question is not None
+                try:
+                    state.cached = self.budgets.admit_on(conn, state.question)
+                except VeilError as exc:
+                    refusal = exc  # the assertion (and a refused budget's quota) commit
+        if refusal is not None:
+            raise refusal
+        state.spent = state.cached is None
+
+    def _read_request(
+        self, caller: Caller, request: vpb.VerifyRequest, request_id: str, state: _Admission
+    ) -> None:
+        if not REQUEST_ID_RE.fullmatch(request_id):
+            raise InvalidArgument(
+                f"request_id must be {MIN_REQUEST_ID} to {MAX_REQUEST_ID} characters "
+                "from A-Z a-z 0-9 . _ : @ -"
+            )
+        validate_uscc(request.uscc)
+        state.claim = snap(
+            claim_from_json(request.claim_json, self.catalog), self.settings.grid, self.catalog
+        )
+        state.digest = claim_sha256(state.claim)
+        state.fields = claim_fields(state.claim, self.catalog)
+        state.plan = plan(state.claim, self.catalog)
+        missing = sorted(set(state.plan.providers) - set(self.registry.links))
+        if missing:
+            raise FailedPrecondition(
+                f"no registered provider holds {', '.join(missing)} data at this platform"
+            )
+        if request.plaintext_baseline and not self.settings.plaintext_baseline:
+            raise FailedPrecondition(
+                "the plaintext baseline is a benchmark setting this platform does not allow"
+            )
+        q = Question(
+            request.grant_id, caller.subject, request.uscc, state.digest, tuple(state.fields)
+        )
+        state.question = q
+        state.record = self.grants.authorize(
             grant_id=request.grant_id,
             uscc=request.uscc,
             institution=q.institution,
@@ -287,7 +334,6 @@ class Verification:
             purpose=request.purpose,
             loan_ref=request.loan_ref,
         )
-        return record, self.budgets.admit(q)
 
     async def _ask(self, the_plan: Plan, asked: Asked, baseline: bool) -> tuple[Outcome, Protocol]:
         if the_plan.protocol is Protocol.SINGLE:
@@ -338,6 +384,7 @@ class Verification:
             cached=cached,
             remember=remember,
         )
+
         signed = sign_result(self.keys.current, {**body, "log_index": log_index})
         return vpb.VerifyResponse(
             request_id=request_id,
@@ -369,22 +416,26 @@ class Verification:
         cached: bool = False,
         remember: tuple[Question, CachedAnswer] | None = None,
     ) -> int:
-        def bookkeeping() -> None:  # one worker thread for the cache and the grant's uses
-            if remember is not None:
-                self.budgets.remember(*remember)
-            if request.grant_id and fields:
-                with contextlib.suppress(VeilError):
-                    self.grants.record_use(
-                        request.grant_id,
-                        request_id=request_id,
-                        institution=institution,
-                        fields=fields,
-                        use="verify",
-                        outcome=outcome,
-                        providers=answered,
-                    )
+        writer = None
+        if request.grant_id and fields:
+            with contextlib.suppress(VeilError):
+                writer = self.grants.use_writer(
+                    request.grant_id,
+                    request_id=request_id,
+                    institution=institution,
+                    fields=fields,
+                    use="verify",
+                    outcome=outcome,
+                    providers=answered,
+                )
 
-        await asyncio.to_thread(bookkeeping)
+        def bookkeeping(conn: Connection) -> None:  # the cache and the grant's uses
+            if remember is not None:
+                self.budgets.remember_on(conn, *remember)
+            if writer is not None:  # an unknown grant or a repeated id: not recorded there
+                with contextlib.suppress(VeilError), conn.begin_nested():
+                    writer(conn)
+
         detail: dict[str, str | int] = {"loan_ref": request.loan_ref} if request.loan_ref else {}
         if fields:
             detail["fields"] = ",".join(fields)
@@ -392,25 +443,23 @@ class Verification:
             detail["protocol"] = protocol.value
         if cached:
             detail["cached"] = 1
-        return await self.audit.record(
-            AuditEvent(
-                type=EventType.VERIFICATION,
-                actor=f"institution/{institution}",
-                request_id=request_id if _identifier(request_id) else "",
-                enterprise=request.uscc if _valid_uscc(request.uscc) else "",
-                grant=request.grant_id if _identifier(request.grant_id) else "",
-                purpose=request.purpose if _identifier(request.purpose) else "",
-                providers=answered,
-                providers_failed=failed,
-                result_sha256=result_sha256,
-                outcome=outcome,
-                detail={
-                    k: v
-                    for k, v in detail.items()
-                    if not isinstance(v, str) or _identifier(v, 1024)
-                },
-            )
+        event = AuditEvent(
+            type=EventType.VERIFICATION,
+            actor=f"institution/{institution}",
+            request_id=request_id if _identifier(request_id) else "",
+            enterprise=request.uscc if _valid_uscc(request.uscc) else "",
+            grant=request.grant_id if _identifier(request.grant_id) else "",
+            purpose=request.purpose if _identifier(request.purpose) else "",
+            providers=answered,
+            providers_failed=failed,
+            result_sha256=result_sha256,
+            outcome=outcome,
+            detail={
+                k: v for k, v in detail.items() if not isinstance(v, str) or _identifier(v, 1024)
+            },
         )
+        # One commit: the log entry, the grant's record of the use and the cached answer.
+        return await self.audit.record(event, along=bookkeeping)
 
     async def policy(self) -> vpb.VerificationPolicy:
         units = sorted(self.registry.links)

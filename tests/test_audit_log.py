@@ -190,9 +190,9 @@ def test_concurrent_records_are_batched_dense_and_durable(tmp_path: Path) -> Non
         audit = await open_log(tmp_path, batch_wait_s=0.005)
         original = audit.store.append_batch
 
-        def spy(entries: Any) -> int:
+        def spy(entries: Any, along: Any = ()) -> int:
             calls.append(len(entries))
-            return original(entries)
+            return original(entries, along)
 
         audit.store.append_batch = spy  # type: ignore[method-assign]
         try:

@@ -10,6 +10,7 @@ import random
 import signal
 import stat
 import threading
+import time
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -286,6 +287,20 @@ def test_pool_values_are_nth_residues(keys: PaillierKeys, short: bool) -> None:
     assert len(set(values)) == 6
     for v in values:
         assert keys.decrypt(Ciphertext(keys.public, int(v))) == 0  # an encryption of 0
+
+
+def test_pool_refills_in_bursts_from_half_empty(keys: PaillierKeys) -> None:
+    """Taking a value does not wake the refill thread until half the pool is used (so
+    most requests run without it competing for the CPU); then it fills up again."""
+    with RandomnessPool(keys.public, 8, short_exponent=True) as p:
+        assert p.wait_ready(timeout=60)
+        for _ in range(3):
+            p.take()
+        time.sleep(0.3)  # ample time for a refill, had one been woken
+        assert p.ready == 5
+        p.take()  # half left: the thread refills to full
+        assert p.wait_ready(timeout=60)
+        assert p.ready == 8 and p.inline_count == 0
 
 
 def test_rerandomize_changes_ciphertext_not_plaintext(

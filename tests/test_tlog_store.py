@@ -166,6 +166,23 @@ def test_random_batches_round_trip(store: LogStore, db_url: str) -> None:
     check_storage(db_url, len(entries))
 
 
+def test_writes_along_commit_with_the_batch_and_fail_alone(store: LogStore, db_url: str) -> None:
+    """``append_batch(entries, along)``: the caller's own rows commit in the entries'
+    transaction; one that raises is rolled back to its savepoint, the rest commits."""
+    raw(db_url, "CREATE TABLE side (x INTEGER PRIMARY KEY)")
+
+    def put(x: int) -> Callable[[Any], None]:
+        return lambda conn: conn.execute(text("INSERT INTO side VALUES (:x)"), {"x": x})
+
+    def put_then_fail(conn: Any) -> None:
+        put(2)(conn)
+        raise RuntimeError("a write along that fails")
+
+    assert store.append_batch([b"a", b"b"], [put(1), put_then_fail, put(3)]) == 0
+    assert store.size() == 2
+    assert [r[0] for r in raw(db_url, "SELECT x FROM side ORDER BY x")] == [1, 3]
+
+
 def test_duplicate_entries_prove_first_occurrence(store: LogStore) -> None:
     store.append_batch([b"a", b"dup", b"b", b"dup"])
     assert store.inclusion_proof_by_leaf_hash(m.leaf_hash(b"dup"), 4)[0] == 1

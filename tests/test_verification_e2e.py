@@ -215,6 +215,24 @@ class Bank:
         )
         return self.call("Verify", request, verification_pb2_grpc.VerificationServiceStub)
 
+    def verify_with_assertion(self, token: str, request: vpb.VerifyRequest) -> Any:
+        """One Verify carrying ``token`` as its client assertion (no fresh one)."""
+        node = self.fed.node("gateway")
+
+        async def once() -> Any:
+            async with secure_channel(
+                node.address, self.fed.client_tls(INSTITUTION), PeerIdentity("gateway", node.name)
+            ) as channel:
+                stub = verification_pb2_grpc.VerificationServiceStub(channel)
+                try:
+                    return await stub.Verify(
+                        request, metadata=(("authorization", f"Bearer {token}"),), timeout=20.0
+                    )
+                except grpc.aio.AioRpcError as err:
+                    return err
+
+        return self.loop.run_until_complete(once())
+
     def refused(self, uscc: str, grant: str, claim: Any, **kw: Any) -> grpc.aio.AioRpcError:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             self.verify(uscc, grant, claim, **kw)
@@ -740,6 +758,36 @@ def test_budget_exhaustion_is_resource_exhausted_with_quota_failure(
     assert bank.verify(
         ent.uscc, grant, {"field": field, "op": "ge", "value": 3, "unit": "month"}
     ).cached
+
+
+def test_a_refused_question_still_consumes_its_assertion(federation: Any, bank: Bank) -> None:
+    """The platform consumes the assertion in the transaction that admits the question,
+    and commits that part also when a later check refuses: a refusal (here an unknown
+    field, then a spent budget) is never a way to use the same assertion again."""
+    ent = Enterprise(federation, usccs(federation, 8)[6])
+    grant = ent.grant(("tax_consecutive_normal_months",))
+
+    def ask(claim: Any) -> vpb.VerifyRequest:
+        return vpb.VerifyRequest(
+            uscc=ent.uscc,
+            grant_id=grant,
+            purpose=PURPOSE,
+            loan_ref=LOAN,
+            claim_json=json.dumps(claim),
+        )
+
+    good = {"field": "tax_consecutive_normal_months", "op": "ge", "value": 1, "unit": "month"}
+    token = bank.identity.assertion()
+    first = bank.verify_with_assertion(
+        token, ask({"field": "no_such_field", "op": "eq", "value": 1})
+    )
+    assert isinstance(first, grpc.aio.AioRpcError)
+    assert first.code() == grpc.StatusCode.INVALID_ARGUMENT
+    again = bank.verify_with_assertion(token, ask(good))
+    assert isinstance(again, grpc.aio.AioRpcError)
+    assert again.code() == grpc.StatusCode.UNAUTHENTICATED and "replay" in again.details()
+    fresh = bank.verify_with_assertion(bank.identity.assertion(), ask(good))
+    assert isinstance(fresh, vpb.VerifyResponse) and fresh.signed_result
 
 
 def test_binary_search_cannot_pin_a_value_closer_than_the_grid(federation: Any, bank: Bank) -> None:

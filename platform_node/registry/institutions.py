@@ -179,26 +179,27 @@ class InstitutionRegistry:
             for r in rows
         ]
 
-    def require_active(self, institution_id: str, purpose: str | None = None) -> Institution:
-        """The institution if it may call now (for ``purpose``, when given).
+    def require_active(self, institution_id: str, purpose: str | None = None) -> None:
+        """Return if the institution may call now (for ``purpose``, when given).
 
         :class:`~veil.errors.PermissionDenied` naming the state when it is not active, or
         naming the purpose when that is not among the institution's allowed purposes;
-        :class:`~veil.errors.NotFound` when there is no such institution.
+        :class:`~veil.errors.NotFound` when there is no such institution.  Runs on every
+        forwarded call, so it reads the one row and not the keys.
         """
-        inst = self.get(institution_id)
-        if inst.state != "active":
+        with self.engine.connect() as conn:
+            row = self._row(conn, institution_id)
+        if row.state != "active":
             raise PermissionDenied(
-                f"institution {inst.id!r} is {inst.state}, not active",
-                details={"institution": inst.id, "state": inst.state},
+                f"institution {row.id!r} is {row.state}, not active",
+                details={"institution": row.id, "state": row.state},
             )
-        if purpose is not None and purpose not in inst.purposes:
+        if purpose is not None and purpose not in row.purposes:
             raise PermissionDenied(
-                f"purpose {str(purpose)[:40]!r} is not allowed for institution {inst.id!r} "
-                f"(allowed: {', '.join(inst.purposes)})",
-                details={"institution": inst.id, "purpose": str(purpose)[:64]},
+                f"purpose {str(purpose)[:40]!r} is not allowed for institution {row.id!r} "
+                f"(allowed: {', '.join(row.purposes)})",
+                details={"institution": row.id, "purpose": str(purpose)[:64]},
             )
-        return inst
 
     # --- mutations ---
 
@@ -441,6 +442,16 @@ class InstitutionRegistry:
         _checks.positive_int(cost, "cost")
         at = utc_now(now)
         with write_tx(self.engine) as conn:
+            return quota.consume(conn, institution_id, at, cost)
+
+    def consume_quota_on(
+        self, conn: Connection, institution_id: str, now: dt.datetime | None = None, cost: int = 1
+    ) -> int:
+        """:meth:`consume_quota` inside the caller's write transaction, in a savepoint
+        of its own (a refusal takes nothing and leaves the transaction usable)."""
+        _checks.positive_int(cost, "cost")
+        at = utc_now(now)
+        with conn.begin_nested():
             return quota.consume(conn, institution_id, at, cost)
 
     def quota_remaining(self, institution_id: str, now: dt.datetime | None = None) -> int:

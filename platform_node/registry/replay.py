@@ -26,7 +26,7 @@ import datetime as dt
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, insert
+from sqlalchemy import Connection, Engine, delete, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -92,6 +92,32 @@ class ReplayGuard:
         else:  # pragma: no cover - other backends: one transaction per claim
             try:
                 with self.engine.begin() as conn:
+                    conn.execute(_CLAIM, row)
+                replayed = False
+            except IntegrityError:
+                replayed = True
+        if replayed:
+            raise Replayed(
+                f"token id already used ({namespace}): replayed token refused",
+                details={"namespace": namespace},
+            )
+
+    def claim_on(
+        self, conn: Connection, namespace: str, token_id: str, expires_at: dt.datetime
+    ) -> None:
+        """:meth:`claim` inside the caller's write transaction on this guard's database
+        (a handler that writes anyway saves a commit).  It counts once that commits."""
+        _checks.text(namespace, "namespace", max_len=128)
+        _checks.text(token_id, "token id", max_len=256)
+        if not isinstance(expires_at, dt.datetime) or expires_at.tzinfo is None:
+            raise InvalidArgument("expires_at must be a timezone-aware datetime")
+        row = {"namespace": namespace, "token_id": token_id, "expires_at": expires_at}
+        statement = _CLAIM_IF_NEW.get(conn.dialect.name)
+        if statement is not None:
+            replayed = conn.execute(statement, row).first() is None
+        else:  # pragma: no cover - other backends
+            try:
+                with conn.begin_nested():
                     conn.execute(_CLAIM, row)
                 replayed = False
             except IntegrityError:

@@ -4,7 +4,8 @@ A randomizer costs one exponentiation with an |n|-bit exponent (about 9 ms at 20
 29 ms at 3072 on the 2-core reference machine; docs/performance.md).
 :class:`RandomnessPool` computes them in a background thread while the process is idle,
 so :meth:`RandomnessPool.take` usually returns at once — and never waits longer than
-computing one value itself.
+computing one value itself.  The thread refills in bursts, from half-empty to full, so
+that most requests run without it competing for the CPU.
 
 Two modes, with different guarantees.  Choose by *who will see the ciphertexts*:
 
@@ -113,6 +114,11 @@ class _State:
     def __init__(self, key: PublicKey, size: int, make: Callable[[], mpz] | None) -> None:
         self.key = key
         self.size = size
+        # Refill in bursts: wake the worker only once half the pool is used, then fill it
+        # up.  Waking it on every take put one randomizer's work (and two thread
+        # switches) inside nearly every request; bursts keep it off most of them.
+        self.low_water = size // 2
+        self.filling = True
         self.cond = threading.Condition()
         self.values: collections.deque[mpz] = collections.deque()
         self.closed = False
@@ -158,7 +164,13 @@ def _worker(state: _State, setup: Callable[[], Callable[[], mpz]] | None) -> Non
     pid = state.pid
     while True:
         with state.cond:
-            while not state.closed and len(state.values) >= state.size and state.pid == pid:
+            while not state.closed and state.pid == pid:
+                if len(state.values) >= state.size:
+                    state.filling = False
+                elif len(state.values) <= state.low_water:
+                    state.filling = True
+                if state.filling:
+                    break
                 state.cond.wait()
             if state.closed or state.pid != pid:
                 return
@@ -243,7 +255,8 @@ class RandomnessPool:
             forked = os.getpid() != state.pid
             if not forked and state.values:
                 value = state.values.popleft()
-                state.cond.notify_all()
+                if len(state.values) <= state.low_water and not state.filling:
+                    state.cond.notify_all()
                 return value
             make = state.make
             state.inline += 1

@@ -17,8 +17,9 @@ Guarantees:
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -54,6 +55,8 @@ from veil.errors import (
 from veil.tlog.schema import WRITE_OPTION, Tables, make_engine, node_key
 
 _HEAD_ID = 1
+
+log = logging.getLogger("veil.tlog")
 
 
 def _checkpoint_of(note: bytes) -> Checkpoint:
@@ -150,11 +153,21 @@ class LogStore:
         """Append one entry; returns its index.  Prefer :meth:`append_batch`."""
         return self.append_batch([entry])
 
-    def append_batch(self, entries: Sequence[bytes]) -> int:
+    def append_batch(
+        self,
+        entries: Sequence[bytes],
+        along: Sequence[Callable[[Connection], None]] = (),
+    ) -> int:
         """Append ``entries`` atomically; returns the index of the first one.
 
         When this returns, the entries are committed (durably, on SQLite with
         ``synchronous=FULL``); if it raises, none of them is in the log.
+
+        ``along``: writes of the caller's own that belong with these entries (a use
+        recorded in a registry kept in the same database), run in the same transaction
+        after the entries, each in a savepoint of its own: one that raises is rolled
+        back alone (and logged) and the batch still commits: the log entry is the record
+        of the event, these are indexes of it.
         """
         if not entries:
             raise InvalidArgument("append_batch needs at least one entry")
@@ -188,6 +201,12 @@ class LogStore:
                     .where(self._t.head.c.id == _HEAD_ID)
                     .values(size=size + len(data))
                 )
+                for write in along:
+                    try:
+                        with conn.begin_nested():
+                            write(conn)
+                    except Exception:  # rolled back to its savepoint; the rest commits
+                        log.exception("a write along with log entries failed; rolled back alone")
             # Committed: only now does the cached frontier move forward.
             self._frontier, self._size = frontier, size + len(data)
         return size
