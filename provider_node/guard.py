@@ -177,19 +177,26 @@ class Guard:
         leaves.  Any exception rolls it all back (the request id stays unclaimed: nothing
         was answered) — record the refusal in a transaction of its own.
         """
+        with self.engine.begin() as conn:
+            self.claim_on(conn, claims, grant)
+            yield conn
+
+    def claim_on(self, conn: Connection, claims: RequestClaims, grant: Grant) -> None:
+        """:meth:`claimed`'s checks on a transaction of the caller's: a batch answers
+        each item in a savepoint of one transaction (``conn.begin_nested()``), so that a
+        refused item rolls back alone.  :class:`Replayed`, :class:`GrantRevoked`."""
         expires_at = dt.datetime.fromtimestamp(
             claims.expires + MAX_REQUEST_TOKEN_LIFETIME_S, dt.UTC
         )
-        with self.engine.begin() as conn:
-            try:
+        try:
+            with conn.begin_nested():
                 conn.execute(_CLAIM, {"request_id": claims.request_id, "expires_at": expires_at})
-            except IntegrityError:
-                raise Replayed(
-                    f"request {claims.request_id} was already presented to {self.unit}"
-                ) from None
-            if _revoked(conn, grant.uscc, grant.grant_id):
-                raise GrantRevoked(f"grant {grant.grant_id} was revoked by the enterprise")
-            yield conn
+        except IntegrityError:
+            raise Replayed(
+                f"request {claims.request_id} was already presented to {self.unit}"
+            ) from None
+        if _revoked(conn, grant.uscc, grant.grant_id):
+            raise GrantRevoked(f"grant {grant.grant_id} was revoked by the enterprise")
 
     def is_revoked(self, uscc: str, grant_id: str) -> bool:
         with self.engine.connect() as conn:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 
@@ -129,7 +129,13 @@ def _rich_status(err: grpc.RpcError) -> tuple[str, dict[str, str], list[Message]
         status = rpc_status.from_call(err)  # type: ignore[arg-type]
     except (ValueError, AttributeError, TypeError):
         return "", {}, []
-    reason, meta, extra = "", {}, []
+    return _status_parts(status)
+
+
+def _status_parts(status: status_pb2.Status | None) -> tuple[str, dict[str, str], list[Message]]:
+    reason: str = ""
+    meta: dict[str, str] = {}
+    extra: list[Message] = []
     if status is not None:
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
@@ -144,6 +150,38 @@ def _rich_status(err: grpc.RpcError) -> tuple[str, dict[str, str], list[Message]
     return reason, meta, extra
 
 
+def from_status_bytes(data: bytes) -> VeilError:
+    """The :class:`VeilError` a serialized ``google.rpc.Status`` stands for (one item's
+    refusal in a batched answer; :func:`veil._internal.status.error_status`)."""
+    status = status_pb2.Status()
+    try:
+        status.ParseFromString(data)
+    except Exception:  # a peer's bytes: unreadable means a misbehaving peer, not a crash
+        return VeilError("an item's error status could not be read")
+    try:
+        code = grpc.StatusCode[_CODE_NAMES[status.code]]
+    except KeyError:
+        code = grpc.StatusCode.UNKNOWN
+    return _error_of(code, status.message, *_status_parts(status))
+
+
+def _error_of(
+    code: grpc.StatusCode, message: str, reason: str, meta: dict[str, str], extra: list[Message]
+) -> VeilError:
+    cls = _subclass_by_name(reason) or _BY_CODE.get(code, VeilError)
+    if cls.code != code:
+        cls = _BY_CODE.get(code, VeilError)
+    try:
+        out = cls(message or code.name, details=meta, extra=extra)
+    except TypeError:  # a subclass with its own constructor (e.g. ConfigError)
+        out = _BY_CODE.get(code, VeilError)(message or code.name, details=meta, extra=extra)
+    out.code = code
+    return out
+
+
+_CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
+
+
 def from_rpc_error(err: grpc.RpcError) -> VeilError:
     """Turn a client-side ``grpc.RpcError`` into the matching :class:`VeilError`.
 
@@ -154,16 +192,7 @@ def from_rpc_error(err: grpc.RpcError) -> VeilError:
     """
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = err.details() if hasattr(err, "details") else str(err)
-    reason, meta, extra = _rich_status(err)
-    cls = _subclass_by_name(reason) or _BY_CODE.get(code, VeilError)
-    if cls.code != code:
-        cls = _BY_CODE.get(code, VeilError)
-    try:
-        out = cls(details or code.name, details=meta, extra=extra)
-    except TypeError:  # a subclass with its own constructor (e.g. ConfigError)
-        out = _BY_CODE.get(code, VeilError)(details or code.name, details=meta, extra=extra)
-    out.code = code
-    return out
+    return _error_of(code, details or "", *_rich_status(err))
 
 
 # --- Transparency log (issue 7): Merkle proofs, signed notes, the log store. ---

@@ -22,14 +22,14 @@ ERROR_DOMAIN = "veil.v1"
 DETAILS_TRAILER = "grpc-status-details-bin"
 
 
-def rich_status_trailer(
+def rich_status(
     code: grpc.StatusCode,
     message: str,
     reason: str,
     metadata: Mapping[str, str] | None = None,
     extra: Sequence[Message] = (),
-) -> tuple[tuple[str, bytes], ...]:
-    """Trailing metadata carrying a serialized ``google.rpc.Status``."""
+) -> status_pb2.Status:
+    """A ``google.rpc.Status`` whose first detail is the ``ErrorInfo``."""
     info = error_details_pb2.ErrorInfo(
         reason=reason, domain=ERROR_DOMAIN, metadata=dict(metadata or {})
     )
@@ -38,8 +38,26 @@ def rich_status_trailer(
         packed = any_pb2.Any()
         packed.Pack(msg)
         details.append(packed)
-    status = status_pb2.Status(code=code.value[0], message=message, details=details)
+    return status_pb2.Status(code=code.value[0], message=message, details=details)
+
+
+def rich_status_trailer(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    metadata: Mapping[str, str] | None = None,
+    extra: Sequence[Message] = (),
+) -> tuple[tuple[str, bytes], ...]:
+    """Trailing metadata carrying a serialized ``google.rpc.Status``."""
+    status = rich_status(code, message, reason, metadata, extra)
     return ((DETAILS_TRAILER, status.SerializeToString()),)
+
+
+def error_status(exc: VeilError) -> bytes:
+    """``exc`` as a serialized ``google.rpc.Status``: one item's refusal in a batched
+    answer (read back with :func:`veil.errors.from_status_bytes`)."""
+    status = rich_status(exc.code, exc.message, type(exc).__name__, exc.details, exc.extra)
+    return status.SerializeToString()
 
 
 def error_trailer(exc: VeilError) -> tuple[tuple[str, bytes], ...]:

@@ -37,6 +37,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # SQLAlchemy's recipe for pysqlite: stop the driver's own implicit BEGINs and
+            # emit BEGIN ourselves (below), so a transaction starts where SQLAlchemy says
+            # and SAVEPOINTs (begin_nested) nest inside it instead of committing early.
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             database = parsed.database or ""
             if database and database != ":memory:" and not database.startswith("file::memory:"):
@@ -45,6 +49,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA busy_timeout=5000")
             cur.execute("PRAGMA synchronous=FULL")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)

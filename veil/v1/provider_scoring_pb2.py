@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from veil.v1 import masks_pb2 as veil_dot_v1_dot_masks__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eveil/v1/provider_scoring.proto\x12\x07veil.v1\x1a\x13veil/v1/masks.proto\"5\n\x10\x45ncryptedFeature\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x02 \x03(\x0c\"\xb2\x01\n\x13InstallModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x12\n\npaillier_n\x18\x04 \x01(\x0c\x12\x11\n\tpart_json\x18\x05 \x01(\t\x12+\n\x08\x66\x65\x61tures\x18\x06 \x03(\x0b\x32\x19.veil.v1.EncryptedFeature\x12\x14\n\x0cmodel_sha256\x18\x07 \x01(\t\"I\n\x14InstallModelResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"\xd2\x01\n\x13PartialScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x0e\n\x06\x66ields\x18\x06 \x03(\t\x12\x15\n\rrequest_token\x18\x07 \x01(\t\x12\x11\n\tgrant_jws\x18\x08 \x01(\t\x12,\n\x0cparticipants\x18\t \x03(\x0b\x32\x16.veil.v1.SignedMaskKey\">\n\x14PartialScoreResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"\xe1\x01\n\x10InstallBatchPart\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x1b\n\x13\x63kks_public_context\x18\x04 \x01(\x0c\x12\x11\n\tpart_json\x18\x05 \x01(\t\x12\x13\n\x0b\x66lood_sigma\x18\x06 \x01(\x01\x12\x12\n\nmask_bound\x18\x07 \x01(\x01\x12\r\n\x05slots\x18\x08 \x01(\r\x12\x0f\n\x07\x66\x65\x61ture\x18\t \x01(\t\x12\r\n\x05index\x18\n \x01(\r\x12\x12\n\nciphertext\x18\x0b \x01(\x0c\"&\n\x14InstallBatchResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"q\n\x13\x42\x61tchPartialRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x63hunk\x18\x02 \x01(\r\x12\r\n\x05usccs\x18\x03 \x03(\t\x12,\n\x0cparticipants\x18\x04 \x03(\x0b\x32\x16.veil.v1.SignedMaskKey\"I\n\x14\x42\x61tchPartialResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x63hunk\x18\x02 \x01(\r\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"O\n\x18SelectEnterprisesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x10\n\x08prefixes\x18\x03 \x03(\t\"*\n\x19SelectEnterprisesResponse\x12\r\n\x05usccs\x18\x01 \x03(\t2\xa0\x03\n\x0fProviderScoring\x12K\n\x0cInstallModel\x12\x1c.veil.v1.InstallModelRequest\x1a\x1d.veil.v1.InstallModelResponse\x12K\n\x0cPartialScore\x12\x1c.veil.v1.PartialScoreRequest\x1a\x1d.veil.v1.PartialScoreResponse\x12J\n\x0cInstallBatch\x12\x19.veil.v1.InstallBatchPart\x1a\x1d.veil.v1.InstallBatchResponse(\x01\x12K\n\x0c\x42\x61tchPartial\x12\x1c.veil.v1.BatchPartialRequest\x1a\x1d.veil.v1.BatchPartialResponse\x12Z\n\x11SelectEnterprises\x12!.veil.v1.SelectEnterprisesRequest\x1a\".veil.v1.SelectEnterprisesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eveil/v1/provider_scoring.proto\x12\x07veil.v1\x1a\x13veil/v1/masks.proto\"5\n\x10\x45ncryptedFeature\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x02 \x03(\x0c\"\xb2\x01\n\x13InstallModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x12\n\npaillier_n\x18\x04 \x01(\x0c\x12\x11\n\tpart_json\x18\x05 \x01(\t\x12+\n\x08\x66\x65\x61tures\x18\x06 \x03(\x0b\x32\x19.veil.v1.EncryptedFeature\x12\x14\n\x0cmodel_sha256\x18\x07 \x01(\t\"I\n\x14InstallModelResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"\xd2\x01\n\x13PartialScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x0e\n\x06\x66ields\x18\x06 \x03(\t\x12\x15\n\rrequest_token\x18\x07 \x01(\t\x12\x11\n\tgrant_jws\x18\x08 \x01(\t\x12,\n\x0cparticipants\x18\t \x03(\x0b\x32\x16.veil.v1.SignedMaskKey\">\n\x14PartialScoreResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"F\n\x14PartialScoresRequest\x12.\n\x08requests\x18\x01 \x03(\x0b\x32\x1c.veil.v1.PartialScoreRequest\"a\n\x12PartialScoreResult\x12/\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x1d.veil.v1.PartialScoreResponseH\x00\x12\x0f\n\x05\x65rror\x18\x02 \x01(\x0cH\x00\x42\t\n\x07outcome\"E\n\x15PartialScoresResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.veil.v1.PartialScoreResult\"\xe1\x01\n\x10InstallBatchPart\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x1b\n\x13\x63kks_public_context\x18\x04 \x01(\x0c\x12\x11\n\tpart_json\x18\x05 \x01(\t\x12\x13\n\x0b\x66lood_sigma\x18\x06 \x01(\x01\x12\x12\n\nmask_bound\x18\x07 \x01(\x01\x12\r\n\x05slots\x18\x08 \x01(\r\x12\x0f\n\x07\x66\x65\x61ture\x18\t \x01(\t\x12\r\n\x05index\x18\n \x01(\r\x12\x12\n\nciphertext\x18\x0b \x01(\x0c\"&\n\x14InstallBatchResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"q\n\x13\x42\x61tchPartialRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x63hunk\x18\x02 \x01(\r\x12\r\n\x05usccs\x18\x03 \x03(\t\x12,\n\x0cparticipants\x18\x04 \x03(\x0b\x32\x16.veil.v1.SignedMaskKey\"I\n\x14\x42\x61tchPartialResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x63hunk\x18\x02 \x01(\r\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"O\n\x18SelectEnterprisesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x10\n\x08prefixes\x18\x03 \x03(\t\"*\n\x19SelectEnterprisesResponse\x12\r\n\x05usccs\x18\x01 \x03(\t2\xf0\x03\n\x0fProviderScoring\x12K\n\x0cInstallModel\x12\x1c.veil.v1.InstallModelRequest\x1a\x1d.veil.v1.InstallModelResponse\x12K\n\x0cPartialScore\x12\x1c.veil.v1.PartialScoreRequest\x1a\x1d.veil.v1.PartialScoreResponse\x12N\n\rPartialScores\x12\x1d.veil.v1.PartialScoresRequest\x1a\x1e.veil.v1.PartialScoresResponse\x12J\n\x0cInstallBatch\x12\x19.veil.v1.InstallBatchPart\x1a\x1d.veil.v1.InstallBatchResponse(\x01\x12K\n\x0c\x42\x61tchPartial\x12\x1c.veil.v1.BatchPartialRequest\x1a\x1d.veil.v1.BatchPartialResponse\x12Z\n\x11SelectEnterprises\x12!.veil.v1.SelectEnterprisesRequest\x1a\".veil.v1.SelectEnterprisesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,18 +42,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARTIALSCOREREQUEST']._serialized_end=586
   _globals['_PARTIALSCORERESPONSE']._serialized_start=588
   _globals['_PARTIALSCORERESPONSE']._serialized_end=650
-  _globals['_INSTALLBATCHPART']._serialized_start=653
-  _globals['_INSTALLBATCHPART']._serialized_end=878
-  _globals['_INSTALLBATCHRESPONSE']._serialized_start=880
-  _globals['_INSTALLBATCHRESPONSE']._serialized_end=918
-  _globals['_BATCHPARTIALREQUEST']._serialized_start=920
-  _globals['_BATCHPARTIALREQUEST']._serialized_end=1033
-  _globals['_BATCHPARTIALRESPONSE']._serialized_start=1035
-  _globals['_BATCHPARTIALRESPONSE']._serialized_end=1108
-  _globals['_SELECTENTERPRISESREQUEST']._serialized_start=1110
-  _globals['_SELECTENTERPRISESREQUEST']._serialized_end=1189
-  _globals['_SELECTENTERPRISESRESPONSE']._serialized_start=1191
-  _globals['_SELECTENTERPRISESRESPONSE']._serialized_end=1233
-  _globals['_PROVIDERSCORING']._serialized_start=1236
-  _globals['_PROVIDERSCORING']._serialized_end=1652
+  _globals['_PARTIALSCORESREQUEST']._serialized_start=652
+  _globals['_PARTIALSCORESREQUEST']._serialized_end=722
+  _globals['_PARTIALSCORERESULT']._serialized_start=724
+  _globals['_PARTIALSCORERESULT']._serialized_end=821
+  _globals['_PARTIALSCORESRESPONSE']._serialized_start=823
+  _globals['_PARTIALSCORESRESPONSE']._serialized_end=892
+  _globals['_INSTALLBATCHPART']._serialized_start=895
+  _globals['_INSTALLBATCHPART']._serialized_end=1120
+  _globals['_INSTALLBATCHRESPONSE']._serialized_start=1122
+  _globals['_INSTALLBATCHRESPONSE']._serialized_end=1160
+  _globals['_BATCHPARTIALREQUEST']._serialized_start=1162
+  _globals['_BATCHPARTIALREQUEST']._serialized_end=1275
+  _globals['_BATCHPARTIALRESPONSE']._serialized_start=1277
+  _globals['_BATCHPARTIALRESPONSE']._serialized_end=1350
+  _globals['_SELECTENTERPRISESREQUEST']._serialized_start=1352
+  _globals['_SELECTENTERPRISESREQUEST']._serialized_end=1431
+  _globals['_SELECTENTERPRISESRESPONSE']._serialized_start=1433
+  _globals['_SELECTENTERPRISESRESPONSE']._serialized_end=1475
+  _globals['_PROVIDERSCORING']._serialized_start=1478
+  _globals['_PROVIDERSCORING']._serialized_end=1974
 # @@protoc_insertion_point(module_scope)

@@ -6,8 +6,8 @@ The provider side of joint-model scoring (issue 5).  Only the platform (mTLS rol
 arrive encrypted under the platform's Paillier key (online) or CKKS key (batch), and
 what leaves the provider is masked, re-randomized (and, for CKKS, noise-flooded).
 
-Deadlines: the platform sets node.call_timeout_s (5 s) on PartialScore, 60 s on
-InstallModel, InstallBatch and BatchPartial.
+Deadlines: the platform sets node.call_timeout_s (5 s) on PartialScore and
+PartialScores, 60 s on InstallModel, InstallBatch and BatchPartial.
 """
 
 from collections import abc as _abc
@@ -195,6 +195,75 @@ class PartialScoreResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PartialScoreResponse: _TypeAlias = PartialScoreResponse  # noqa: Y015
+
+@_typing.final
+class PartialScoresRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartialScoreRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___PartialScoreRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartialScoresRequest: _TypeAlias = PartialScoresRequest  # noqa: Y015
+
+@_typing.final
+class PartialScoreResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSWER_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    error: _builtins.bytes
+    """A serialized google.rpc.Status (ErrorInfo first, as in the grpc-status-details-bin
+    trailer of a refused call): the same code, message and details PartialScore
+    would have failed with.
+    """
+    @_builtins.property
+    def answer(self) -> Global___PartialScoreResponse: ...
+    def __init__(
+        self,
+        *,
+        answer: Global___PartialScoreResponse | None = ...,
+        error: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["answer", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___PartialScoreResult: _TypeAlias = PartialScoreResult  # noqa: Y015
+
+@_typing.final
+class PartialScoresResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartialScoreResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___PartialScoreResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartialScoresResponse: _TypeAlias = PartialScoresResponse  # noqa: Y015
 
 @_typing.final
 class InstallBatchPart(_message.Message):

@@ -44,6 +44,11 @@ class ProviderScoringStub:
                 request_serializer=veil_dot_v1_dot_provider__scoring__pb2.PartialScoreRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_provider__scoring__pb2.PartialScoreResponse.FromString,
                 _registered_method=True)
+        self.PartialScores = channel.unary_unary(
+                '/veil.v1.ProviderScoring/PartialScores',
+                request_serializer=veil_dot_v1_dot_provider__scoring__pb2.PartialScoresRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_provider__scoring__pb2.PartialScoresResponse.FromString,
+                _registered_method=True)
         self.InstallBatch = channel.stream_unary(
                 '/veil.v1.ProviderScoring/InstallBatch',
                 request_serializer=veil_dot_v1_dot_provider__scoring__pb2.InstallBatchPart.SerializeToString,
@@ -76,6 +81,17 @@ class ProviderScoringServicer:
         The provider checks the request token (use "score") and the enterprise's grant
         itself, like FetchAuthorized; FAILED_PRECONDITION "not installed" asks the platform
         to call InstallModel first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PartialScores(self, request, context):
+        """PartialScore for several requests at once (the platform coalesces requests in
+        flight together: platform_node/call_batcher.py).  Each item is checked, answered
+        and recorded in the ledger exactly as a PartialScore call would be; one commit for
+        the batch.  The answer has one result per request, in order: its ciphertext, or its
+        own refusal (a refused item never fails another).  At most 256 items.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,6 +133,11 @@ def add_ProviderScoringServicer_to_server(servicer, server):
                     servicer.PartialScore,
                     request_deserializer=veil_dot_v1_dot_provider__scoring__pb2.PartialScoreRequest.FromString,
                     response_serializer=veil_dot_v1_dot_provider__scoring__pb2.PartialScoreResponse.SerializeToString,
+            ),
+            'PartialScores': grpc.unary_unary_rpc_method_handler(
+                    servicer.PartialScores,
+                    request_deserializer=veil_dot_v1_dot_provider__scoring__pb2.PartialScoresRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_provider__scoring__pb2.PartialScoresResponse.SerializeToString,
             ),
             'InstallBatch': grpc.stream_unary_rpc_method_handler(
                     servicer.InstallBatch,
@@ -188,6 +209,33 @@ class ProviderScoring:
             '/veil.v1.ProviderScoring/PartialScore',
             veil_dot_v1_dot_provider__scoring__pb2.PartialScoreRequest.SerializeToString,
             veil_dot_v1_dot_provider__scoring__pb2.PartialScoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PartialScores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.ProviderScoring/PartialScores',
+            veil_dot_v1_dot_provider__scoring__pb2.PartialScoresRequest.SerializeToString,
+            veil_dot_v1_dot_provider__scoring__pb2.PartialScoresResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,8 +6,8 @@ The provider side of joint-model scoring (issue 5).  Only the platform (mTLS rol
 arrive encrypted under the platform's Paillier key (online) or CKKS key (batch), and
 what leaves the provider is masked, re-randomized (and, for CKKS, noise-flooded).
 
-Deadlines: the platform sets node.call_timeout_s (5 s) on PartialScore, 60 s on
-InstallModel, InstallBatch and BatchPartial.
+Deadlines: the platform sets node.call_timeout_s (5 s) on PartialScore and
+PartialScores, 60 s on InstallModel, InstallBatch and BatchPartial.
 """
 
 from collections import abc as _abc
@@ -46,6 +46,13 @@ class ProviderScoringStub:
     itself, like FetchAuthorized; FAILED_PRECONDITION "not installed" asks the platform
     to call InstallModel first.
     """
+    PartialScores: _grpc.UnaryUnaryMultiCallable[_provider_scoring_pb2.PartialScoresRequest, _provider_scoring_pb2.PartialScoresResponse]
+    """PartialScore for several requests at once (the platform coalesces requests in
+    flight together: platform_node/call_batcher.py).  Each item is checked, answered
+    and recorded in the ledger exactly as a PartialScore call would be; one commit for
+    the batch.  The answer has one result per request, in order: its ciphertext, or its
+    own refusal (a refused item never fails another).  At most 256 items.
+    """
     InstallBatch: _grpc.StreamUnaryMultiCallable[_provider_scoring_pb2.InstallBatchPart, _provider_scoring_pb2.InstallBatchResponse]
     """Full-coverage evaluation: the CKKS public context and this provider's encrypted
     weights for one job (a header message, then one message per feature).
@@ -69,6 +76,13 @@ class ProviderScoringAsyncStub(ProviderScoringStub):
     The provider checks the request token (use "score") and the enterprise's grant
     itself, like FetchAuthorized; FAILED_PRECONDITION "not installed" asks the platform
     to call InstallModel first.
+    """
+    PartialScores: _aio.UnaryUnaryMultiCallable[_provider_scoring_pb2.PartialScoresRequest, _provider_scoring_pb2.PartialScoresResponse]  # type: ignore[assignment]
+    """PartialScore for several requests at once (the platform coalesces requests in
+    flight together: platform_node/call_batcher.py).  Each item is checked, answered
+    and recorded in the ledger exactly as a PartialScore call would be; one commit for
+    the batch.  The answer has one result per request, in order: its ciphertext, or its
+    own refusal (a refused item never fails another).  At most 256 items.
     """
     InstallBatch: _aio.StreamUnaryMultiCallable[_provider_scoring_pb2.InstallBatchPart, _provider_scoring_pb2.InstallBatchResponse]  # type: ignore[assignment]
     """Full-coverage evaluation: the CKKS public context and this provider's encrypted
@@ -102,6 +116,19 @@ class ProviderScoringServicer(metaclass=_abc_1.ABCMeta):
         The provider checks the request token (use "score") and the enterprise's grant
         itself, like FetchAuthorized; FAILED_PRECONDITION "not installed" asks the platform
         to call InstallModel first.
+        """
+
+    @_abc_1.abstractmethod
+    def PartialScores(
+        self,
+        request: _provider_scoring_pb2.PartialScoresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_scoring_pb2.PartialScoresResponse, _abc.Awaitable[_provider_scoring_pb2.PartialScoresResponse]]:
+        """PartialScore for several requests at once (the platform coalesces requests in
+        flight together: platform_node/call_batcher.py).  Each item is checked, answered
+        and recorded in the ledger exactly as a PartialScore call would be; one commit for
+        the batch.  The answer has one result per request, in order: its ciphertext, or its
+        own refusal (a refused item never fails another).  At most 256 items.
         """
 
     @_abc_1.abstractmethod

@@ -466,6 +466,74 @@ class ContributeResponse(_message.Message):
 Global___ContributeResponse: _TypeAlias = ContributeResponse  # noqa: Y015
 
 @_typing.final
+class ContributeManyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContributeRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___ContributeRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContributeManyRequest: _TypeAlias = ContributeManyRequest  # noqa: Y015
+
+@_typing.final
+class ContributeResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSWER_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    error: _builtins.bytes
+    """A serialized google.rpc.Status (ErrorInfo first, as in the grpc-status-details-bin
+    trailer of a refused call): what Contribute would have failed with.
+    """
+    @_builtins.property
+    def answer(self) -> Global___ContributeResponse: ...
+    def __init__(
+        self,
+        *,
+        answer: Global___ContributeResponse | None = ...,
+        error: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["answer", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___ContributeResult: _TypeAlias = ContributeResult  # noqa: Y015
+
+@_typing.final
+class ContributeManyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContributeResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ContributeResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContributeManyResponse: _TypeAlias = ContributeManyResponse  # noqa: Y015
+
+@_typing.final
 class GetAnswerKeysRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

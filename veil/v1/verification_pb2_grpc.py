@@ -170,6 +170,11 @@ class ProviderVerificationStub:
                 request_serializer=veil_dot_v1_dot_verification__pb2.ContributeRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_verification__pb2.ContributeResponse.FromString,
                 _registered_method=True)
+        self.ContributeMany = channel.unary_unary(
+                '/veil.v1.ProviderVerification/ContributeMany',
+                request_serializer=veil_dot_v1_dot_verification__pb2.ContributeManyRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_verification__pb2.ContributeManyResponse.FromString,
+                _registered_method=True)
         self.GetAnswerKeys = channel.unary_unary(
                 '/veil.v1.ProviderVerification/GetAnswerKeys',
                 request_serializer=veil_dot_v1_dot_verification__pb2.GetAnswerKeysRequest.SerializeToString,
@@ -197,6 +202,17 @@ class ProviderVerificationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ContributeMany(self, request, context):
+        """Contribute for several checks at once (the platform coalesces checks in flight
+        together: platform_node/call_batcher.py).  Each item is checked, answered and
+        recorded in the ledger exactly as a Contribute call would be; one commit for the
+        batch.  One result per request, in order: its contribution or its own refusal (a
+        refused item never fails another).  At most 256 items.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetAnswerKeys(self, request, context):
         """The provider's answer-signing public keys (JWKS).
         """
@@ -216,6 +232,11 @@ def add_ProviderVerificationServicer_to_server(servicer, server):
                     servicer.Contribute,
                     request_deserializer=veil_dot_v1_dot_verification__pb2.ContributeRequest.FromString,
                     response_serializer=veil_dot_v1_dot_verification__pb2.ContributeResponse.SerializeToString,
+            ),
+            'ContributeMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.ContributeMany,
+                    request_deserializer=veil_dot_v1_dot_verification__pb2.ContributeManyRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_verification__pb2.ContributeManyResponse.SerializeToString,
             ),
             'GetAnswerKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAnswerKeys,
@@ -279,6 +300,33 @@ class ProviderVerification:
             '/veil.v1.ProviderVerification/Contribute',
             veil_dot_v1_dot_verification__pb2.ContributeRequest.SerializeToString,
             veil_dot_v1_dot_verification__pb2.ContributeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContributeMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.ProviderVerification/ContributeMany',
+            veil_dot_v1_dot_verification__pb2.ContributeManyRequest.SerializeToString,
+            veil_dot_v1_dot_verification__pb2.ContributeManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

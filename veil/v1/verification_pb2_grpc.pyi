@@ -119,6 +119,13 @@ class ProviderVerificationStub:
     """
     Contribute: _grpc.UnaryUnaryMultiCallable[_verification_pb2.ContributeRequest, _verification_pb2.ContributeResponse]
     """A masked, encrypted contribution to a check spanning several providers."""
+    ContributeMany: _grpc.UnaryUnaryMultiCallable[_verification_pb2.ContributeManyRequest, _verification_pb2.ContributeManyResponse]
+    """Contribute for several checks at once (the platform coalesces checks in flight
+    together: platform_node/call_batcher.py).  Each item is checked, answered and
+    recorded in the ledger exactly as a Contribute call would be; one commit for the
+    batch.  One result per request, in order: its contribution or its own refusal (a
+    refused item never fails another).  At most 256 items.
+    """
     GetAnswerKeys: _grpc.UnaryUnaryMultiCallable[_verification_pb2.GetAnswerKeysRequest, _verification_pb2.AnswerKeys]
     """The provider's answer-signing public keys (JWKS)."""
 
@@ -133,6 +140,13 @@ class ProviderVerificationAsyncStub(ProviderVerificationStub):
     """
     Contribute: _aio.UnaryUnaryMultiCallable[_verification_pb2.ContributeRequest, _verification_pb2.ContributeResponse]  # type: ignore[assignment]
     """A masked, encrypted contribution to a check spanning several providers."""
+    ContributeMany: _aio.UnaryUnaryMultiCallable[_verification_pb2.ContributeManyRequest, _verification_pb2.ContributeManyResponse]  # type: ignore[assignment]
+    """Contribute for several checks at once (the platform coalesces checks in flight
+    together: platform_node/call_batcher.py).  Each item is checked, answered and
+    recorded in the ledger exactly as a Contribute call would be; one commit for the
+    batch.  One result per request, in order: its contribution or its own refusal (a
+    refused item never fails another).  At most 256 items.
+    """
     GetAnswerKeys: _aio.UnaryUnaryMultiCallable[_verification_pb2.GetAnswerKeysRequest, _verification_pb2.AnswerKeys]  # type: ignore[assignment]
     """The provider's answer-signing public keys (JWKS)."""
 
@@ -156,6 +170,19 @@ class ProviderVerificationServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_verification_pb2.ContributeResponse, _abc.Awaitable[_verification_pb2.ContributeResponse]]:
         """A masked, encrypted contribution to a check spanning several providers."""
+
+    @_abc_1.abstractmethod
+    def ContributeMany(
+        self,
+        request: _verification_pb2.ContributeManyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_verification_pb2.ContributeManyResponse, _abc.Awaitable[_verification_pb2.ContributeManyResponse]]:
+        """Contribute for several checks at once (the platform coalesces checks in flight
+        together: platform_node/call_batcher.py).  Each item is checked, answered and
+        recorded in the ledger exactly as a Contribute call would be; one commit for the
+        batch.  One result per request, in order: its contribution or its own refusal (a
+        refused item never fails another).  At most 256 items.
+        """
 
     @_abc_1.abstractmethod
     def GetAnswerKeys(

@@ -1,0 +1,113 @@
+"""Adaptive batching of the platform's calls to one provider: many requests, one RPC.
+
+Each online request (a score, a composite check) asks every provider one small question.
+Per call a provider pays a fixed price — a gRPC round trip through two Python event
+loops, a worker-thread hop, a durable commit of its ledger — that is several times the
+cryptography of the answer.  :class:`CallBatcher` shares that price between requests in
+flight at the same moment, without ever making a lone request wait:
+
+* a request is sent at once while fewer than ``max_in_flight`` calls to the provider are
+  outstanding (one at a time under light load: a batch of one, no added latency);
+* otherwise it queues, and the next call to leave takes everything queued (up to
+  ``max_batch``).  Batch size therefore follows load, like a group commit.
+
+A batch is one RPC; the provider answers item by item, each with its answer or its own
+refusal (:func:`veil.errors.from_status_bytes`), so one refused request never fails
+another.  A failure of the RPC itself (the provider unreachable, a timeout) fails every
+item of it with the same error.
+
+Privacy: a batch carries the same per-request messages as separate calls would — each
+with its own request token, grant and masks — so the provider learns nothing it would
+not have learned from them one by one, except that they arrived together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from veil.errors import InvalidArgument, VeilError
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_IN_FLIGHT = 2
+
+Send = Callable[[list[Req]], Awaitable[Sequence["Resp | VeilError"]]]
+
+
+@dataclass
+class _Waiting(Generic[Req, Resp]):
+    request: Req
+    done: asyncio.Future[Resp] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class CallBatcher(Generic[Req, Resp]):
+    """Coalesce concurrent calls of one kind to one provider into batched RPCs.
+
+    ``send(requests)`` makes the RPC and returns, in order, each item's answer or its
+    :class:`VeilError`; if it raises, every item of the batch fails with that error.
+    """
+
+    def __init__(
+        self,
+        send: Send[Req, Resp],
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> None:
+        if max_batch < 1 or max_in_flight < 1:
+            raise InvalidArgument("max_batch and max_in_flight must be at least 1")
+        self._send = send
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self._queue: list[_Waiting[Req, Resp]] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0  # RPCs made (for tests and metrics)
+        self.items = 0  # requests they carried
+
+    async def call(self, request: Req) -> Resp:
+        """This request's answer, or raise its (or its batch's) :class:`VeilError`."""
+        waiting: _Waiting[Req, Resp] = _Waiting(request)
+        self._queue.append(waiting)
+        self._dispatch()
+        return await waiting.done
+
+    def _dispatch(self) -> None:
+        while self._queue and self._in_flight < self.max_in_flight:
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            self._in_flight += 1
+            task = asyncio.create_task(self._flush(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self, batch: list[_Waiting[Req, Resp]]) -> None:
+        try:
+            self.batches += 1
+            self.items += len(batch)
+            try:
+                answers = await self._send([w.request for w in batch])
+                if len(answers) != len(batch):
+                    raise VeilError(
+                        f"a batched answer has {len(answers)} items for {len(batch)} requests"
+                    )
+            except VeilError as exc:
+                answers = [exc] * len(batch)
+            except Exception as exc:  # a bug must not leave callers waiting forever
+                answers = [VeilError(f"batched call failed: {type(exc).__name__}")] * len(batch)
+            for waiting, answer in zip(batch, answers, strict=True):
+                if waiting.done.done():  # the caller was cancelled meanwhile
+                    continue
+                if isinstance(answer, VeilError):
+                    waiting.done.set_exception(answer)
+                else:
+                    waiting.done.set_result(answer)
+        finally:
+            self._in_flight -= 1
+            self._dispatch()
