@@ -15,7 +15,13 @@ import grpc
 
 from veil.catalog import Catalog
 from veil.config import PeerConfig, TLSConfig
-from veil.errors import FailedPrecondition, Unavailable, VeilError, from_rpc_error
+from veil.errors import (
+    FailedPrecondition,
+    Unavailable,
+    VeilError,
+    from_rpc_error,
+    from_status_bytes,
+)
 from veil.tls import PeerIdentity, secure_channel
 from veil.v1 import provider_pb2, provider_pb2_grpc
 
@@ -52,6 +58,15 @@ def provider_error(name: str, err: grpc.RpcError, timeout_s: float) -> VeilError
         )
         return Unavailable(f"provider {name!r} {reason} ({timeout_s:g} s)")
     inner = from_rpc_error(err)
+    inner.message = f"provider {name!r}: {inner.message}"
+    inner.args = (inner.message,)
+    return inner
+
+
+def provider_item_error(name: str, status: bytes) -> VeilError:
+    """One refused item of a batched answer (a serialized ``google.rpc.Status``), named
+    like :func:`provider_error` names a refused call."""
+    inner = from_status_bytes(status)
     inner.message = f"provider {name!r}: {inner.message}"
     inner.args = (inner.message,)
     return inner

@@ -46,11 +46,12 @@ from sqlalchemy import Connection, Engine
 
 from platform_node.audit import AuditLog
 from platform_node.batch import BatchAdminServicer, BatchRunner, BatchStore, Deliveries
+from platform_node.call_batcher import CallBatcher
 from platform_node.callers import CallerCheck
 from platform_node.mask_directory import MaskDirectory
 from platform_node.models.admin import ModelAdminServicer, model_info
 from platform_node.models.registry import ModelRecord, ModelRegistry
-from platform_node.providers import ProviderRegistry, provider_error
+from platform_node.providers import ProviderRegistry, provider_error, provider_item_error
 from platform_node.registry import GrantRecord, GrantRegistry, InstitutionRegistry
 from platform_node.registry.schema import write_tx
 from platform_node.signing import PlatformKeys
@@ -229,6 +230,9 @@ class OnlineScoring:
         self._install_locks: dict[tuple[str, int, str], asyncio.Lock] = {}
         self._installed: set[tuple[str, int, str]] = set()
         self._stubs: dict[str, provider_scoring_pb2_grpc.ProviderScoringAsyncStub] = {}
+        self._batchers: dict[
+            str, CallBatcher[ppb.PartialScoreRequest, ppb.PartialScoreResponse]
+        ] = {}
 
     def close(self) -> None:
         self.pool.close()
@@ -241,6 +245,53 @@ class OnlineScoring:
             stub._veil_channel = link.channel  # type: ignore[attr-defined]
             self._stubs[unit] = stub
         return stub
+
+    def batcher(self, unit: str) -> CallBatcher[ppb.PartialScoreRequest, ppb.PartialScoreResponse]:
+        """Requests in flight together reach ``unit`` in one PartialScores call."""
+        batcher = self._batchers.get(unit)
+        if batcher is None:
+
+            async def send(
+                requests: list[ppb.PartialScoreRequest],
+            ) -> list[ppb.PartialScoreResponse | VeilError]:
+                return await self._partial_scores(unit, requests)
+
+            batcher = self._batchers[unit] = CallBatcher(send)
+        return batcher
+
+    async def _partial_scores(
+        self, unit: str, requests: list[ppb.PartialScoreRequest]
+    ) -> list[ppb.PartialScoreResponse | VeilError]:
+        name = self.providers.link(unit).name
+        timeout = self.providers.timeout_s
+        try:
+            answer = await self.stub(unit).PartialScores(
+                ppb.PartialScoresRequest(requests=requests), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as err:
+            raise provider_error(name, err, timeout) from None
+        if len(answer.results) != len(requests):
+            raise ProviderMisbehaved(
+                f"provider {name!r} answered {len(answer.results)} of {len(requests)} "
+                "batched requests; rejected",
+                details={"provider": unit, "reason": "malformed_batch"},
+            )
+        out: list[ppb.PartialScoreResponse | VeilError] = []
+        for request, result in zip(requests, answer.results, strict=True):
+            kind = result.WhichOneof("outcome")
+            if kind == "error":
+                out.append(provider_item_error(name, result.error))
+            elif kind == "answer" and result.answer.request_id == request.request_id:
+                out.append(result.answer)
+            else:
+                out.append(
+                    ProviderMisbehaved(
+                        f"provider {name!r} answered a batched request with another's id or "
+                        "nothing; rejected",
+                        details={"provider": unit, "reason": "malformed_batch"},
+                    )
+                )
+        return out
 
     # -- deployment ---------------------------------------------------------------------
 
@@ -311,17 +362,15 @@ class OnlineScoring:
         request: ppb.PartialScoreRequest,
     ) -> Ciphertext:
         name = self.providers.link(unit).name
-        timeout = self.providers.timeout_s
         for attempt in (1, 2):
             try:
-                answer = await self.stub(unit).PartialScore(request, timeout=timeout)
+                answer = await self.batcher(unit).call(request)
                 break
-            except grpc.aio.AioRpcError as err:
-                mapped = provider_error(name, err, timeout)
+            except VeilError as mapped:
                 if attempt == 1 and mapped.details.get("reason") == "not_installed":
                     await self.install(spec, unit)
                     continue
-                raise mapped from None
+                raise
         try:
             return ciphertext_from_bytes(self.keys.public, answer.ciphertext)
         except MalformedCiphertext as exc:

@@ -6,6 +6,11 @@ carries the provider's signature, which is checked here against the provider's
 published answer key before the answer is used.  If any provider does not answer, the
 whole check fails with UNAVAILABLE naming it: a combination missing a participant is
 never decoded (its masks would not cancel) and never reported as a partial yes.
+
+Contributions to checks in flight together travel to each provider in one
+``ContributeMany`` (:class:`~platform_node.call_batcher.CallBatcher`, one per provider);
+each item keeps its own request token, answer or refusal, so a check sees exactly what a
+lone ``Contribute`` would have given it.
 """
 
 from __future__ import annotations
@@ -14,15 +19,16 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import grpc
 
+from platform_node.call_batcher import CallBatcher
 from platform_node.mask_directory import MaskDirectory
-from platform_node.providers import ProviderRegistry, provider_error
+from platform_node.providers import ProviderRegistry, provider_error, provider_item_error
 from platform_node.signing import PlatformKeys
 from platform_node.verification_plan import Plan
 from veil.attestation import verify_answer
@@ -202,10 +208,11 @@ class Fanout:
         self.paillier = paillier
         self.masks = masks
         self.answer_keys = answer_keys
-        self._stubs: dict[str, verification_pb2_grpc.ProviderVerificationStub] = {}
+        self._stubs: dict[str, verification_pb2_grpc.ProviderVerificationAsyncStub] = {}
+        self._batchers: dict[str, CallBatcher[vpb.ContributeRequest, vpb.ContributeResponse]] = {}
         self._n_bytes = public_key_bytes(paillier.public)
 
-    def stub(self, unit: str) -> verification_pb2_grpc.ProviderVerificationStub:
+    def stub(self, unit: str) -> verification_pb2_grpc.ProviderVerificationAsyncStub:
         stub = self._stubs.get(unit)
         if stub is None:
             stub = verification_pb2_grpc.ProviderVerificationStub(self.registry.link(unit).channel)
@@ -237,6 +244,55 @@ class Fanout:
             raise provider_error(
                 self.registry.link(unit).name, err, self.registry.timeout_s
             ) from None
+
+    async def _contribute(
+        self, unit: str, request: vpb.ContributeRequest
+    ) -> vpb.ContributeResponse:
+        """One check's ``Contribute`` to ``unit``, travelling with the other checks' in
+        flight at the same moment in one ``ContributeMany`` (:class:`CallBatcher`): the
+        item's answer, or its own refusal, or the batch's failure — each named as
+        :meth:`_call` names a failed call."""
+        batcher = self._batchers.get(unit)
+        if batcher is None:
+            batcher = CallBatcher(self._contribute_many(unit))
+            self._batchers[unit] = batcher
+        return await batcher.call(request)
+
+    def _contribute_many(
+        self, unit: str
+    ) -> Callable[
+        [list[vpb.ContributeRequest]], Awaitable[list[vpb.ContributeResponse | VeilError]]
+    ]:
+        stub = self.stub(unit)
+        name = self.registry.link(unit).name
+        timeout = self.registry.timeout_s
+
+        async def send(
+            requests: list[vpb.ContributeRequest],
+        ) -> list[vpb.ContributeResponse | VeilError]:
+            try:
+                answer = await stub.ContributeMany(
+                    vpb.ContributeManyRequest(requests=requests), timeout=timeout
+                )
+            except grpc.aio.AioRpcError as err:
+                raise provider_error(name, err, timeout) from None
+            if len(answer.results) != len(requests):
+                raise Unavailable(
+                    f"provider {name!r} gave a malformed batched answer "
+                    f"({len(answer.results)} results for {len(requests)} requests)"
+                )
+            out: list[vpb.ContributeResponse | VeilError] = []
+            for request, result in zip(requests, answer.results, strict=True):
+                kind = result.WhichOneof("outcome")
+                if kind == "answer" and result.answer.request_id == request.request_id:
+                    out.append(result.answer)
+                elif kind == "error":
+                    out.append(provider_item_error(name, result.error))
+                else:
+                    raise Unavailable(f"provider {name!r} gave a malformed batched answer")
+            return out
+
+        return send
 
     # --- one provider, one claim ---
 
@@ -287,7 +343,7 @@ class Fanout:
                 participants=roster,
                 claims_sha256=asked.claims_sha256,
             )
-            calls[unit] = self._call(unit, "Contribute", request)
+            calls[unit] = self._contribute(unit, request)
         try:
             answers = await gather_all(calls)
         except ProviderCallFailed as exc:

@@ -49,6 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from veil.errors import PermissionDenied, Unauthenticated, UnknownKey, VeilError, from_rpc_error
+from veil.store import write_transaction
 from veil.tokens import (
     MAX_REQUEST_TOKEN_LIFETIME_S,
     GrantVerifier,
@@ -177,14 +178,15 @@ class Guard:
         leaves.  Any exception rolls it all back (the request id stays unclaimed: nothing
         was answered) — record the refusal in a transaction of its own.
         """
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             self.claim_on(conn, claims, grant)
             yield conn
 
     def claim_on(self, conn: Connection, claims: RequestClaims, grant: Grant) -> None:
-        """:meth:`claimed`'s checks on a transaction of the caller's: a batch answers
-        each item in a savepoint of one transaction (``conn.begin_nested()``), so that a
-        refused item rolls back alone.  :class:`Replayed`, :class:`GrantRevoked`."""
+        """:meth:`claimed`'s checks on a transaction of the caller's
+        (:func:`veil.store.write_transaction`): a batch answers each item in a savepoint
+        of one transaction (``conn.begin_nested()``), so that a refused item rolls back
+        alone.  :class:`Replayed`, :class:`GrantRevoked`."""
         expires_at = dt.datetime.fromtimestamp(
             claims.expires + MAX_REQUEST_TOKEN_LIFETIME_S, dt.UTC
         )

@@ -40,6 +40,7 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Engine,
     Integer,
@@ -57,6 +58,7 @@ from provider_node.ledger import Ledger
 from provider_node.mask_keys import ProviderMaskKeys
 from provider_node.scoring_batch import ProviderBatch
 from provider_node.service import ProviderServicer
+from veil._internal.status import error_status
 from veil.catalog import Catalog
 from veil.config import NodeConfig
 from veil.crypto.paillier import (
@@ -82,7 +84,9 @@ from veil.errors import (
 from veil.scoring.features import feature_value
 from veil.scoring.part import VALUE, ModelPart, parse_part
 from veil.server import ServiceBinding, current_peer
-from veil.store import ProviderStore
+from veil.store import ProviderStore, write_transaction
+from veil.tokens import RequestClaims
+from veil.tokens.grants import Grant
 from veil.uscc import validate_uscc
 from veil.v1 import masks_pb2, provider_scoring_pb2_grpc
 from veil.v1 import provider_scoring_pb2 as pb
@@ -92,6 +96,7 @@ log = logging.getLogger("veil.provider.scoring")
 USE = "score"
 MASK_CONTEXT = "score"
 POOL_SIZE = 32
+MAX_BATCH_ITEMS = 256  # PartialScores: requests per batch
 MIN_PARTICIPANTS = 2
 
 metadata = MetaData()
@@ -261,6 +266,22 @@ class PartStore:
         return installed
 
 
+@dataclass(frozen=True)
+class _Admitted:
+    """A PartialScore request that passed every stateless check."""
+
+    request: pb.PartialScoreRequest
+    installed: InstalledPart
+    peers: dict[str, bytes]
+    claims: RequestClaims
+    grant: Grant
+    guard: Guard
+    pool: RandomnessPool
+    caller: str
+    detail: str
+    datasets: list[str]
+
+
 class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer):
     def __init__(
         self,
@@ -382,77 +403,169 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
     async def PartialScore(
         self, request: pb.PartialScoreRequest, context: Any
     ) -> pb.PartialScoreResponse:
-        rid = request.request_id
-        detail = f"model={request.model_id};version={request.version}"
         try:
-            if self.guard is None:
-                raise FailedPrecondition(
-                    f"provider {self.unit!r} is not configured for authorized requests"
-                )
-            if not rid:
-                raise InvalidArgument("request_id is required")
-            validate_uscc(request.uscc)
-            installed = self.parts.cached(request.model_id, request.version, request.key_id)
-            if installed is None:
-                installed = await asyncio.to_thread(
-                    self.parts.get, request.model_id, request.version, request.key_id
-                )
-            part = installed.part
-            if tuple(sorted(request.fields)) != part.fields:
-                raise InvalidArgument(
-                    f"fields must be exactly this provider's fields of model "
-                    f"{part.model_id}@{part.version}: {', '.join(part.fields)}"
-                )
-            peers = self.participants(part, request.participants)
-            claims, grant = await self.guard.authenticate(  # replay, revocation: in compute
-                request_id=rid,
-                uscc=request.uscc,
-                fields=list(request.fields),
-                request_token=request.request_token,
-                grant_jws=request.grant_jws,
-            )
-            if claims.use != USE:
-                raise PermissionDenied(f"request token is for use {claims.use!r}, not {USE!r}")
+            admitted = await self._admit_partial(request)
         except NotInstalled:
             raise  # not a use of data: the platform installs and asks again
         except VeilError as exc:
-            await self._record("PartialScore", rid, request.uscc or None, "refused", exc.message)
+            await self._record(
+                "PartialScore", request.request_id, request.uscc or None, "refused", exc.message
+            )
             raise
-        detail = (
-            f"institution={claims.institution};purpose={claims.purpose};"
-            f"loan_ref={claims.loan_ref};grant={grant.grant_id};{detail};"
-            f"participants={','.join(sorted(s.unit for s in request.participants))}"
-        )
-        masks = self.masks
-        assert masks is not None
-        modulus = installed.public_key.n
-        pool = self.pool(installed.public_key)
-        guard = self.guard
-        datasets = sorted({self.catalog.field(f).dataset_id for f in part.fields})
+        guard = admitted.guard
 
-        def compute() -> bytes:  # one worker thread; the claim and the ledger row: one commit
-            with guard.claimed(claims, grant) as conn:  # replay + revocation first
-                rows = self.store.fetch(request.uscc, part.fields)
-                mask = masks.mask(peers, request_id=rid, context=MASK_CONTEXT, modulus=modulus)
-                out = ciphertext_bytes(protect(unprotected_partial(installed, rows), mask, pool))
-                self.ledger.record(
-                    request_id=rid,
-                    method="PartialScore",
-                    caller=self._caller(),
-                    uscc=request.uscc,
-                    datasets=datasets,
-                    outcome="answered",
-                    detail=detail[:2000],
-                    conn=conn,
-                )
-            return out  # committed: the ledger row exists before the answer leaves
+        def answer() -> bytes:  # one worker thread; the claim and the ledger row: one commit
+            with write_transaction(guard.engine) as conn:
+                return self._answer_partial(conn, admitted)
+            # committed: the ledger row exists before the answer leaves
 
         try:
-            ciphertext = await asyncio.to_thread(compute)
+            ciphertext = await asyncio.to_thread(answer)
         except VeilError as exc:  # replayed, revoked or failed: rolled back, recorded
-            await self._record("PartialScore", rid, request.uscc, "refused", exc.message)
+            await self._record(
+                "PartialScore", request.request_id, request.uscc, "refused", exc.message
+            )
             raise
-        return pb.PartialScoreResponse(request_id=rid, ciphertext=ciphertext)
+        return pb.PartialScoreResponse(request_id=request.request_id, ciphertext=ciphertext)
+
+    async def PartialScores(
+        self, request: pb.PartialScoresRequest, context: Any
+    ) -> pb.PartialScoresResponse:
+        """PartialScore for each request, in one worker-thread hop and one commit: each
+        item in a savepoint of its own, its refusal recorded and returned in its place."""
+        items = list(request.requests)
+        if not items or len(items) > MAX_BATCH_ITEMS:
+            raise InvalidArgument(f"a batch has 1 to {MAX_BATCH_ITEMS} requests")
+        outcomes: list[_Admitted | VeilError] = []
+        for item in items:
+            try:
+                outcomes.append(await self._admit_partial(item))
+            except VeilError as exc:
+                outcomes.append(exc)
+        if self.guard is None:  # every item was refused above; nothing to record here
+            raise FailedPrecondition(
+                f"provider {self.unit!r} is not configured for authorized requests"
+            )
+        guard = self.guard
+        caller = self._caller()
+
+        def answer() -> list[bytes | VeilError]:
+            results: list[bytes | VeilError] = []
+            with write_transaction(guard.engine) as conn:
+                for item, outcome in zip(items, outcomes, strict=True):
+                    if isinstance(outcome, _Admitted):
+                        try:
+                            with conn.begin_nested():
+                                results.append(self._answer_partial(conn, outcome))
+                            continue
+                        except VeilError as exc:
+                            outcome = exc
+                    results.append(outcome)
+                    if not isinstance(outcome, NotInstalled):
+                        self._refusal_on(conn, caller, item, outcome)
+            return results
+
+        answers = await asyncio.to_thread(answer)
+        return pb.PartialScoresResponse(
+            results=[
+                pb.PartialScoreResult(error=error_status(a))
+                if isinstance(a, VeilError)
+                else pb.PartialScoreResult(
+                    answer=pb.PartialScoreResponse(request_id=item.request_id, ciphertext=a)
+                )
+                for item, a in zip(items, answers, strict=True)
+            ]
+        )
+
+    def _refusal_on(
+        self, conn: Connection, caller: str, item: pb.PartialScoreRequest, exc: VeilError
+    ) -> None:
+        self.ledger.record(
+            request_id=item.request_id,
+            method="PartialScore",
+            caller=caller,
+            uscc=item.uscc or None,
+            datasets=[],
+            outcome="refused",
+            detail=exc.message[:2000],
+            conn=conn,
+        )
+
+    async def _admit_partial(self, request: pb.PartialScoreRequest) -> _Admitted:
+        """Every check of a PartialScore that needs no state of this provider's: the
+        installed part, the fields, the roster of mask keys, the request token and the
+        grant.  Replay and revocation are checked in :meth:`_answer_partial`."""
+        rid = request.request_id
+        if self.guard is None:
+            raise FailedPrecondition(
+                f"provider {self.unit!r} is not configured for authorized requests"
+            )
+        if not rid:
+            raise InvalidArgument("request_id is required")
+        validate_uscc(request.uscc)
+        installed = self.parts.cached(request.model_id, request.version, request.key_id)
+        if installed is None:
+            installed = await asyncio.to_thread(
+                self.parts.get, request.model_id, request.version, request.key_id
+            )
+        part = installed.part
+        if tuple(sorted(request.fields)) != part.fields:
+            raise InvalidArgument(
+                f"fields must be exactly this provider's fields of model "
+                f"{part.model_id}@{part.version}: {', '.join(part.fields)}"
+            )
+        peers = self.participants(part, request.participants)
+        claims, grant = await self.guard.authenticate(  # replay, revocation: in the answer
+            request_id=rid,
+            uscc=request.uscc,
+            fields=list(request.fields),
+            request_token=request.request_token,
+            grant_jws=request.grant_jws,
+        )
+        if claims.use != USE:
+            raise PermissionDenied(f"request token is for use {claims.use!r}, not {USE!r}")
+        detail = (
+            f"institution={claims.institution};purpose={claims.purpose};"
+            f"loan_ref={claims.loan_ref};grant={grant.grant_id};"
+            f"model={request.model_id};version={request.version};"
+            f"participants={','.join(sorted(s.unit for s in request.participants))}"
+        )
+        return _Admitted(
+            request=request,
+            installed=installed,
+            peers=peers,
+            claims=claims,
+            grant=grant,
+            guard=self.guard,
+            pool=self.pool(installed.public_key),
+            caller=self._caller(),
+            detail=detail[:2000],
+            datasets=sorted({self.catalog.field(f).dataset_id for f in part.fields}),
+        )
+
+    def _answer_partial(self, conn: Connection, a: _Admitted) -> bytes:
+        """Blocking, in a transaction: claim the request id (replay) and check the grant
+        is not revoked, read my rows, compute ``Enc(partial)·g^mask·ρ`` and write the
+        ledger row.  The answer may leave only once the transaction commits."""
+        masks = self.masks
+        assert masks is not None
+        rid = a.request.request_id
+        a.guard.claim_on(conn, a.claims, a.grant)
+        rows = self.store.fetch(a.request.uscc, a.installed.part.fields)
+        modulus = a.installed.public_key.n
+        mask = masks.mask(a.peers, request_id=rid, context=MASK_CONTEXT, modulus=modulus)
+        out = ciphertext_bytes(protect(unprotected_partial(a.installed, rows), mask, a.pool))
+        self.ledger.record(
+            request_id=rid,
+            method="PartialScore",
+            caller=a.caller,
+            uscc=a.request.uscc,
+            datasets=a.datasets,
+            outcome="answered",
+            detail=a.detail,
+            conn=conn,
+        )
+        return out
 
     async def InstallBatch(self, request_iterator: Any, context: Any) -> pb.InstallBatchResponse:
         if self.batch is None:

@@ -14,6 +14,12 @@ Only the answer leaves.  For every request the unit itself:
    for checks spanning providers, masked and freshly encrypted contributions
    (:mod:`veil.composite`), after verifying every other participant's signed mask key.
 
+``ContributeMany`` carries the ``Contribute`` requests of several checks at once (the
+platform coalesces checks in flight together, ``platform_node/call_batcher.py``): each
+item goes through the same steps and gets its own answer or refusal in its place; the
+batch shares one worker-thread hop and one transaction (one savepoint per item, one
+commit), which is what a lone call pays most for.
+
 Configuration (provider node TOML)::
 
     [verification]
@@ -31,6 +37,8 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +49,7 @@ from sqlalchemy import Connection
 from provider_node.guard import Guard
 from provider_node.mask_keys import ProviderMaskKeys
 from provider_node.service import ProviderServicer
+from veil._internal.status import error_status
 from veil.attestation import sign_answer
 from veil.claims import (
     Claim,
@@ -62,6 +71,7 @@ from veil.config import NodeConfig
 from veil.crypto import PublicKey, RandomnessPool, public_key_from_bytes
 from veil.errors import ConfigError, InvalidArgument, PermissionDenied, VeilError
 from veil.server import ServiceBinding, current_peer
+from veil.store import write_transaction
 from veil.tokens import Grant, KeySet, RequestClaims, SigningKey
 from veil.uscc import validate_uscc
 from veil.v1 import verification_pb2 as vpb
@@ -72,6 +82,7 @@ _R = TypeVar("_R")
 
 USE = "verify"
 MAX_CONDITIONS = 64
+MAX_BATCH = 256  # items of one ContributeMany
 RESULTS = {
     Truth.TRUE: vpb.VERIFICATION_RESULT_TRUE,
     Truth.FALSE: vpb.VERIFICATION_RESULT_FALSE,
@@ -108,6 +119,30 @@ def pool_settings(config: NodeConfig) -> tuple[bool, int]:
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 4096:
         raise ConfigError(str(config.path), "verification.pool_size", "must be 0..4096")
     return mode == "djn", size
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    """What the stateless checks of one contribution request established."""
+
+    protocol: Protocol
+    conditions: list[Claim]
+    sum_fields: list[str]
+    public_key: PublicKey
+    claims: RequestClaims
+    grant: Grant
+    peers: dict[str, bytes]
+    pool: RandomnessPool | None
+
+
+@dataclass
+class _Item:
+    """One contribution request of a batch and how far it got."""
+
+    request: vpb.ContributeRequest
+    fields: list[str] = dataclass_field(default_factory=list)
+    admitted: _Admitted | None = None
+    outcome: list[bytes] | VeilError | None = None  # its ciphertexts, or its refusal
 
 
 class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationServicer):
@@ -261,7 +296,42 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
     async def Contribute(
         self, request: vpb.ContributeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> vpb.ContributeResponse:
-        fields: list[str] = []
+        (outcome,) = await self._contribute_all([request])
+        if isinstance(outcome, VeilError):
+            raise outcome
+        return outcome
+
+    async def ContributeMany(
+        self, request: vpb.ContributeManyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> vpb.ContributeManyResponse:
+        """``Contribute`` for several checks at once: each item is checked, answered and
+        recorded exactly as a lone call would be, its refusal returned in its place (a
+        refused item never fails another); one worker-thread hop and one commit in all."""
+        if not request.requests:
+            raise InvalidArgument("a batch carries at least one request")
+        if len(request.requests) > MAX_BATCH:
+            raise InvalidArgument(f"a batch carries at most {MAX_BATCH} requests")
+        outcomes = await self._contribute_all(list(request.requests))
+        return vpb.ContributeManyResponse(
+            results=[
+                vpb.ContributeResult(error=error_status(o))
+                if isinstance(o, VeilError)
+                else vpb.ContributeResult(answer=o)
+                for o in outcomes
+            ]
+        )
+
+    async def _contribute_all(
+        self, requests: Sequence[vpb.ContributeRequest]
+    ) -> list[vpb.ContributeResponse | VeilError]:
+        """Admit each request (stateless checks, on the event loop), then answer every
+        admitted one in a single worker thread and transaction (:meth:`_answer_all`)."""
+        items = [await self._admit(request) for request in requests]
+        return await asyncio.to_thread(self._answer_all, items)
+
+    async def _admit(self, request: vpb.ContributeRequest) -> _Item:
+        """Every check of one request that needs no state; a refusal is kept, not raised."""
+        item = _Item(request)
         try:
             if self.masks is None:
                 raise InvalidArgument(f"provider {self.unit!r} has no mask key configured")
@@ -269,43 +339,107 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             if protocol is None:
                 raise InvalidArgument("protocol must be ALL, ANY, COUNT or SUM")
             conditions, sum_fields = self._parse_parts(request, protocol)
-            fields = sorted(
+            item.fields = sorted(
                 {f for c in conditions for f in claim_fields(c, self.catalog)} | set(sum_fields)
             )
             public_key = public_key_from_bytes(bytes(request.paillier_n))
             claims, grant = await self._authorize(
-                request.request_id, request.uscc, fields, request.request_token, request.grant_jws
+                request.request_id,
+                request.uscc,
+                item.fields,
+                request.request_token,
+                request.grant_jws,
             )
             peers = self.masks.peers(request.participants)
         except VeilError as exc:
-            await self._refused("Contribute", request.request_id, request.uscc, fields, exc.message)
-            raise
-        pool = self._pool(public_key.n)
+            item.outcome = exc
+            return item
+        item.admitted = _Admitted(
+            protocol,
+            conditions,
+            sum_fields,
+            public_key,
+            claims,
+            grant,
+            peers,
+            self._pool(public_key.n),
+        )
+        return item
 
-        def answer() -> vpb.ContributeResponse:  # one worker thread: read, mask, encrypt, record
-            with self.guard.claimed(claims, grant) as conn:  # replay + revocation; one commit
+    def _answer_all(self, items: Sequence[_Item]) -> list[vpb.ContributeResponse | VeilError]:
+        """One worker thread, one transaction: each admitted item claims its request id,
+        is checked against revocations, read, masked, encrypted and recorded in a
+        savepoint of its own — a refusal there (a replayed request id, a revoked grant)
+        rolls back that item alone and is recorded as refused, like every refusal of
+        :meth:`_admit`.  All of it commits at once; the answers are signed after."""
+        with write_transaction(self.guard.engine) as conn:  # as Guard.claimed
+            for item in items:
+                if item.admitted is not None:
+                    item.outcome = self._answer_one(conn, item, item.admitted)
+                if isinstance(item.outcome, VeilError):
+                    request = item.request
+                    self._ledger(
+                        "Contribute",
+                        request.request_id,
+                        request.uscc,
+                        item.fields,
+                        "refused",
+                        item.outcome.message,
+                        conn,
+                    )
+        return [self._signed(item) for item in items]
+
+    def _answer_one(
+        self, conn: Connection, item: _Item, admitted: _Admitted
+    ) -> list[bytes] | VeilError:
+        request = item.request
+        try:
+            with conn.begin_nested():  # replay + revocation; rolled back alone if refused
+                self.guard.claim_on(conn, admitted.claims, admitted.grant)
                 ciphertexts = self._contribution(
-                    request, protocol, conditions, sum_fields, fields, public_key, peers, pool
+                    request,
+                    admitted.protocol,
+                    admitted.conditions,
+                    admitted.sum_fields,
+                    item.fields,
+                    admitted.public_key,
+                    admitted.peers,
+                    admitted.pool,
                 )
-                digest = ciphertexts_digest(ciphertexts)
-                detail = _detail(claims, request.claims_sha256, f"protocol={protocol.value}")
+                detail = _detail(
+                    admitted.claims, request.claims_sha256, f"protocol={admitted.protocol.value}"
+                )
                 self._ledger(
-                    "Contribute", request.request_id, request.uscc, fields, "answered", detail, conn
+                    "Contribute",
+                    request.request_id,
+                    request.uscc,
+                    item.fields,
+                    "answered",
+                    detail,
+                    conn,
                 )
-            attestation = sign_answer(
-                self.answer_key,
-                unit=self.unit,
-                uscc=request.uscc,
-                request_id=request.request_id,
-                claims_sha256=request.claims_sha256,
-                result="masked",
-                ciphertexts_sha256=digest,
-            )
-            return vpb.ContributeResponse(
-                request_id=request.request_id, ciphertexts=ciphertexts, attestation=attestation
-            )
+        except VeilError as exc:
+            return exc
+        return ciphertexts
 
-        return await self._answered("Contribute", request, fields, answer)
+    def _signed(self, item: _Item) -> vpb.ContributeResponse | VeilError:
+        """An answered item's response, its attestation signed (after the commit)."""
+        if isinstance(item.outcome, VeilError):
+            return item.outcome
+        assert item.outcome is not None
+        request = item.request
+        attestation = sign_answer(
+            self.answer_key,
+            unit=self.unit,
+            uscc=request.uscc,
+            request_id=request.request_id,
+            claims_sha256=request.claims_sha256,
+            result="masked",
+            ciphertexts_sha256=ciphertexts_digest(item.outcome),
+        )
+        return vpb.ContributeResponse(
+            request_id=request.request_id, ciphertexts=item.outcome, attestation=attestation
+        )
 
     async def _answered(
         self, method: str, request: Any, fields: Sequence[str], answer: Callable[[], _R]

@@ -1,5 +1,5 @@
 """A misbehaving provider for tests: serves ProviderScoring on a real provider's address
-with its certificate and mask key, but answers PartialScore with a malformed ciphertext.
+with its certificate and mask key, but answers PartialScore(s) with a malformed ciphertext.
 
     python tests/_fake_scoring_provider.py CONFIG MODE
 
@@ -42,6 +42,14 @@ class Fake(provider_scoring_pb2_grpc.ProviderScoringServicer):
         else:
             blob = (self.n * self.n + 5).to_bytes(self.size, "big")
         return pb.PartialScoreResponse(request_id=request.request_id, ciphertext=blob)
+
+    async def PartialScores(self, request: pb.PartialScoresRequest, context: Any) -> Any:
+        return pb.PartialScoresResponse(
+            results=[
+                pb.PartialScoreResult(answer=await self.PartialScore(item, context))
+                for item in request.requests
+            ]
+        )
 
 
 async def main(config_path: str, mode: str) -> None:

@@ -351,6 +351,119 @@ def test_provider_refuses_a_fetch_token_and_a_lone_participant(
     assert code == grpc.StatusCode.PERMISSION_DENIED and "does not allow" in why
 
 
+def test_partial_scores_answers_each_item_or_its_own_refusal(
+    federation: Any,
+    document: dict[str, Any],
+    model: spb.ModelInfo,
+    scorer: Enterprise,
+    score_grant: Any,
+) -> None:
+    """A batched PartialScores (what the platform sends when requests are in flight
+    together): each item is checked, answered and ledgered on its own — a replayed id
+    and a token for another use are refused in their places, the others answered."""
+    from provider_node.ledger import Ledger
+    from veil.crypto import PaillierKeys, ciphertext_from_bytes
+    from veil.errors import from_status_bytes
+
+    score(federation, scorer.uscc, model.model_id, score_grant.grant_id)  # installed
+    spec = parse_model(document)
+    keys = PaillierKeys.load(federation.workdir / "keys" / "scoring-paillier.key")
+    fields = spec.fields_of("tax")
+    platform_key = SigningKey.load(federation.workdir / "keys" / "platform-token.key")
+    participants = roster(federation, list(spec.providers))
+
+    def request(use: str, rid: str) -> ppb.PartialScoreRequest:
+        c = claims(scorer.uscc, score_grant.grant_id, fields, request_id=rid, purpose=SCORE_PURPOSE)
+        c = type(c)(**{**c.__dict__, "use": use, "loan_ref": SCORE_LOAN})
+        return ppb.PartialScoreRequest(
+            request_id=rid,
+            uscc=scorer.uscc,
+            model_id=model.model_id,
+            version=model.version,
+            key_id=keys.key_id,
+            fields=list(fields),
+            request_token=issue_request_token(platform_key, c),
+            grant_jws=score_grant.grant_jws,
+            participants=participants,
+        )
+
+    a, b, c = (uuid.uuid4().hex for _ in range(3))
+    batch = [request("score", a), request("score", b), request("score", a), request("fetch", c)]
+    node = federation.node("tax")
+
+    async def call() -> ppb.PartialScoresResponse:
+        async with secure_channel(
+            node.address, federation.client_tls("platform"), PeerIdentity("provider", node.name)
+        ) as channel:
+            stub = provider_scoring_pb2_grpc.ProviderScoringStub(channel)
+            answer: ppb.PartialScoresResponse = await stub.PartialScores(
+                ppb.PartialScoresRequest(requests=batch), timeout=20
+            )
+            return answer
+
+    results = run(call()).results
+    assert [r.WhichOneof("outcome") for r in results] == ["answer", "answer", "error", "error"]
+    for r, rid in zip(results[:2], (a, b), strict=True):
+        assert r.answer.request_id == rid
+        ciphertext_from_bytes(keys.public, r.answer.ciphertext)  # well-formed, in range
+    assert results[0].answer.ciphertext != results[1].answer.ciphertext
+    replayed, wrong_use = (from_status_bytes(r.error) for r in results[2:])
+    assert replayed.code == grpc.StatusCode.UNAUTHENTICATED and "already presented" in str(replayed)
+    assert wrong_use.code == grpc.StatusCode.PERMISSION_DENIED and "use" in str(wrong_use)
+    ledger = Ledger.open(f"sqlite:///{federation.data / 'tax-ledger.db'}")
+    rows = [(e.request_id, e.outcome) for e in ledger.entries() if e.request_id in (a, b, c)]
+    assert sorted(rows) == sorted(
+        [(a, "answered"), (b, "answered"), (a, "refused"), (c, "refused")]
+    )
+
+
+def test_concurrent_scores_each_match_the_plaintext_model(
+    federation: Any, document: dict[str, Any], model: spb.ModelInfo
+) -> None:
+    """Requests in flight together share PartialScores calls at every provider; each
+    still gets exactly its own enterprise's score."""
+    import asyncio
+
+    people = usccs(federation, 14)[9:14]
+    grants = {}
+    for uscc in people:
+        grants[uscc] = Enterprise(federation, uscc).grant(
+            tuple(model_fields(document)),
+            uses=["score"],
+            purpose=SCORE_PURPOSE,
+            loan_ref=SCORE_LOAN,
+        )
+    asked = [people[i % len(people)] for i in range(15)]
+
+    async def all_at_once() -> list[spb.ScoreResponse]:
+        return list(
+            await asyncio.gather(
+                *(
+                    gateway(
+                        federation,
+                        "Score",
+                        spb.ScoreRequest(
+                            uscc=uscc,
+                            model_id=model.model_id,
+                            grant_id=grants[uscc].grant_id,
+                            purpose=SCORE_PURPOSE,
+                            loan_ref=SCORE_LOAN,
+                        ),
+                        signer=bank(federation),
+                        service=scoring_pb2_grpc.ScoringServiceStub,
+                    )
+                    for uscc in asked
+                )
+            )
+        )
+
+    answers = run(all_at_once())
+    for uscc, answer in zip(asked, answers, strict=True):
+        assert answer.uscc == uscc
+        _, want = expected(federation, document, uscc)
+        assert (answer.pd, answer.score, answer.grade) == (want.pd, want.score, want.grade), uscc
+
+
 # --- bad input -------------------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ from veil.crypto import (
     ciphertext_from_bytes,
     public_key_bytes,
 )
-from veil.errors import BadSignature
+from veil.errors import BadSignature, WrongAudience, from_status_bytes
 from veil.store import ProviderStore, load_mapping, make_engine
 from veil.tls import PeerIdentity, secure_channel
 from veil.tokens import KeySet, RequestClaims, SigningKey, issue_request_token, verify_result
@@ -902,7 +902,7 @@ class Platform:
             ),
         )
 
-    def contribute(
+    def contribute_request(
         self,
         unit: str,
         conditions: list[dict[str, Any]],
@@ -910,8 +910,8 @@ class Platform:
         roster: list[masks_pb2.SignedMaskKey],
         rid: str,
         **kw: Any,
-    ) -> Any:
-        request = vpb.ContributeRequest(
+    ) -> vpb.ContributeRequest:
+        return vpb.ContributeRequest(
             request_id=rid,
             uscc=self.ent.uscc,
             request_token=kw.get("token") or self.token(unit, fields, rid, kw.get("use", "verify")),
@@ -921,16 +921,48 @@ class Platform:
             total_conditions=len(conditions),
             paillier_n=public_key_bytes(self.paillier.public),
             participants=roster,
-            claims_sha256="0" * 64,
+            claims_sha256=kw.get("claims_sha256", "0" * 64),
         )
+
+    def contribute(
+        self,
+        unit: str,
+        conditions: list[dict[str, Any]],
+        fields: list[str],
+        roster: list[masks_pb2.SignedMaskKey],
+        rid: str,
+        **kw: Any,
+    ) -> Any:
+        request = self.contribute_request(unit, conditions, fields, roster, rid, **kw)
         return run(
             self._provider(
                 unit, verification_pb2_grpc.ProviderVerificationStub, "Contribute", request
             )
         )
 
+    def contribute_many(self, unit: str, requests: list[vpb.ContributeRequest]) -> Any:
+        return run(
+            self._provider(
+                unit,
+                verification_pb2_grpc.ProviderVerificationStub,
+                "ContributeMany",
+                vpb.ContributeManyRequest(requests=requests),
+            )
+        )
 
-ONE_EACH = {
+    def answer_keys(self, unit: str) -> KeySet:
+        keys = run(
+            self._provider(
+                unit,
+                verification_pb2_grpc.ProviderVerificationStub,
+                "GetAnswerKeys",
+                vpb.GetAnswerKeysRequest(),
+            )
+        )
+        return KeySet.from_jwks(json.loads(keys.jwks_json))
+
+
+ONE_EACH: dict[str, tuple[dict[str, Any], list[str]]] = {
     "tax": ({"field": "tax_in_arrears", "op": "eq", "value": False}, ["tax_in_arrears"]),
     "social_insurance": ({"field": "si_in_arrears", "op": "eq", "value": False}, ["si_in_arrears"]),
     "housing_fund": (
@@ -1078,3 +1110,151 @@ def test_a_purpose_the_institution_was_not_admitted_for_is_refused_and_recorded(
     assert use.outcome == "PERMISSION_DENIED" and not use.providers
     (entry,) = bank.search(rid)
     assert entry["outcome"] == "PERMISSION_DENIED" and not entry["providers"]
+
+
+# --- batched contributions (ContributeMany) ------------------------------------------------
+
+
+def test_contribute_many_answers_and_refuses_each_item_in_its_place(
+    federation: Any, sample: list[tuple[Enterprise, str]]
+) -> None:
+    """One batch to a provider: two valid items, a replay of the first one's request id
+    and a request token made out to another provider.  Each gets its own answer or
+    refusal, in order; each is in the provider's ledger; the answers are genuine
+    contributions (they combine with the other participant's to the plaintext answer)."""
+    from provider_node.ledger import Ledger
+
+    ent, grant = sample[4]
+    platform = Platform(federation, ent, grant)
+    units = ("tax", "utilities")
+    roster = platform.roster(units)
+    rid1, rid2, rid3 = (uuid.uuid4().hex for _ in range(3))
+    digest1, digest2 = "1" * 64, "2" * 64
+
+    def item(unit: str, rid: str, digest: str = "0" * 64, **kw: Any) -> vpb.ContributeRequest:
+        cond, fields = ONE_EACH[unit]
+        return platform.contribute_request(
+            unit, [cond], fields, roster, rid, claims_sha256=digest, **kw
+        )
+
+    foreign = platform.token("utilities", ONE_EACH["tax"][1], rid3)  # aud: another provider
+    batch = [
+        item("tax", rid1, digest1),
+        item("tax", rid2, digest2),
+        item("tax", rid1, digest1),  # the same request id again
+        item("tax", rid3, token=foreign),
+    ]
+    answer = platform.contribute_many("tax", batch)
+    kinds = [r.WhichOneof("outcome") for r in answer.results]
+    assert kinds == ["answer", "answer", "error", "error"]
+    replayed = from_status_bytes(answer.results[2].error)
+    assert replayed.code == grpc.StatusCode.UNAUTHENTICATED
+    assert type(replayed).__name__ == "Replayed" and "already presented" in replayed.message
+    wrong = from_status_bytes(answer.results[3].error)
+    assert wrong.code == grpc.StatusCode.UNAUTHENTICATED and isinstance(wrong, WrongAudience)
+    # the valid items: each signed by the provider, for its own request and ciphertexts
+    keys = platform.answer_keys("tax")
+    for result, rid, digest in zip(
+        answer.results[:2], (rid1, rid2), (digest1, digest2), strict=True
+    ):
+        contribution = result.answer
+        assert contribution.request_id == rid and len(contribution.ciphertexts) == 2
+        signed = verify_answer(contribution.attestation, keys, unit="tax")
+        assert signed["jti"] == rid and signed["sub"] == ent.uscc
+        assert signed["claims_sha256"] == digest and signed["result"] == "masked"
+        assert signed["ciphertexts_sha256"] == ciphertexts_digest(list(contribution.ciphertexts))
+    # the other participant answers both checks in one batch too; each pair combines
+    others = platform.contribute_many("utilities", [item("utilities", r) for r in (rid1, rid2)])
+    rows = records(federation, ent.uscc)
+    truths = [
+        evaluate(claim_from_json(json.dumps(ONE_EACH[u][0]), CATALOG), rows, CATALOG) for u in units
+    ]
+    pk = platform.paillier.public
+    for i in (0, 1):
+        parts = [answer.results[i].answer, others.results[i].answer]
+        cts = [[ciphertext_from_bytes(pk, c) for c in a.ciphertexts] for a in parts]
+        combined = [platform.paillier.decrypt(add_many([c[j] for c in cts])) for j in (0, 1)]
+        result = (
+            Truth.TRUE if not combined[0] else (Truth.FALSE if combined[1] else Truth.NO_RECORD)
+        )
+        assert result is t_all(truths)
+    # one ledger row per item, in order, answered or refused with its reason
+    ledger = Ledger.open(f"sqlite:///{federation.data / 'tax-ledger.db'}")
+    mine = [e for e in reversed(ledger.entries(1000)) if e.request_id in (rid1, rid2, rid3)]
+    assert [(e.request_id, e.outcome) for e in mine] == [
+        (rid1, "answered"),
+        (rid2, "answered"),
+        (rid1, "refused"),
+        (rid3, "refused"),
+    ]
+    assert {e.method for e in mine} == {"Contribute"}
+    assert "already presented" in mine[2].detail and "aud" in mine[3].detail
+    assert all(e.datasets for e in mine)
+    # an empty batch is refused as a whole
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        platform.contribute_many("tax", [])
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+CONCURRENT_CLAIMS: list[dict[str, Any]] = [
+    {
+        "all": [
+            {"field": "tax_in_arrears", "op": "eq", "value": False},
+            {"field": "si_in_arrears", "op": "eq", "value": False},
+            {"field": "hf_consecutive_normal_months", "op": "ge", "value": 3, "unit": "month"},
+            {"field": "util_elec_in_arrears", "op": "eq", "value": False},
+            {"exists": "re_properties"},
+            {
+                "exists": "samr_annual_report",
+                "where": [{"field": "samr_report_year", "op": "eq", "value": 2024}],
+            },
+        ]
+    },
+    {
+        "at_least": 4,
+        "of": [
+            {"field": "tax_consecutive_normal_months", "op": "ge", "value": 7, "unit": "month"},
+            {"field": "si_pension_headcount_band", "op": "ge", "value": "b2"},
+            {"field": "hf_consecutive_normal_months", "op": "ge", "value": 7, "unit": "month"},
+            {"field": "util_elec_avg_12m", "op": "ge", "value": "8000", "unit": "kWh"},
+            {"exists": "re_properties"},
+            {
+                "exists": "samr_annual_report",
+                "where": [{"field": "samr_headcount", "op": "ge", "value": 20, "unit": "person"}],
+            },
+        ],
+    },
+]
+
+
+def test_concurrent_composite_checks_are_each_answered_correctly(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    """Twelve six-provider checks in flight at once (their contributions to each provider
+    travel together in batches): every one is answered as the plaintext evaluation."""
+    requests = [
+        vpb.VerifyRequest(
+            uscc=ent.uscc,
+            grant_id=grant,
+            purpose=PURPOSE,
+            loan_ref=LOAN,
+            claim_json=json.dumps(claim),
+            request_id=uuid.uuid4().hex,
+        )
+        for ent, grant in sample
+        for claim in CONCURRENT_CLAIMS
+    ]
+
+    async def all_at_once() -> list[vpb.VerifyResponse]:
+        stub = verification_pb2_grpc.VerificationServiceStub
+        return list(await asyncio.gather(*(bank._call("Verify", r, stub) for r in requests)))
+
+    answers = bank.loop.run_until_complete(all_at_once())
+    results = []
+    for request, answer in zip(requests, answers, strict=True):
+        assert answer.request_id == request.request_id and not answer.cached
+        assert len(answer.providers) == 6
+        truth = TRUTH[answer.result]
+        assert truth is expected(federation, request.uscc, answer), request.claim_json
+        results.append(truth)
+    assert len(set(results)) > 1  # the answers differ: a mix-up would show

@@ -5,7 +5,7 @@
 * :mod:`veil.store.store`: :class:`ProviderStore`, reads and writes in catalog terms.
 """
 
-from veil.store.engine import bulk_load, make_engine
+from veil.store.engine import bulk_load, make_engine, write_transaction
 from veil.store.mapping import (
     IDENTITY_NAME,
     IDENTITY_USCC,
@@ -32,4 +32,5 @@ __all__ = [
     "make_engine",
     "mapping_path",
     "parse_mapping",
+    "write_transaction",
 ]

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-__all__ = ["bulk_load", "is_sqlite", "make_engine"]
+__all__ = ["bulk_load", "is_sqlite", "make_engine", "write_transaction"]
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:
@@ -37,10 +37,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # SQLAlchemy's recipe for pysqlite: stop the driver's own implicit BEGINs and
-            # emit BEGIN ourselves (below), so a transaction starts where SQLAlchemy says
-            # and SAVEPOINTs (begin_nested) nest inside it instead of committing early.
-            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             database = parsed.database or ""
             if database and database != ":memory:" and not database.startswith("file::memory:"):
@@ -50,13 +46,26 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
-
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction that holds the write lock from its first statement.
+
+    On SQLite (pysqlite's own transaction handling, which the rest of the code relies
+    on) this issues ``BEGIN IMMEDIATE`` itself: the transaction is then open before any
+    ``SAVEPOINT`` (``conn.begin_nested()``), which would otherwise start — and on its
+    release commit — a transaction of its own; and it queues behind another writer
+    through the busy timeout instead of failing on a lock upgrade.  Committed when the
+    block ends, rolled back on any exception.
+    """
+    with engine.begin() as conn:
+        if is_sqlite(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield conn
 
 
 @contextmanager
