@@ -34,7 +34,7 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 DEFAULT_MAX_BATCH = 64
-DEFAULT_MAX_IN_FLIGHT = 2
+DEFAULT_MAX_IN_FLIGHT = 4
 
 Send = Callable[[list[Req]], Awaitable[Sequence["Resp | VeilError"]]]
 
