@@ -48,7 +48,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from veil.errors import PermissionDenied, Unauthenticated, UnknownKey, VeilError, from_rpc_error
+from veil.errors import (
+    PermissionDenied,
+    Replayed,
+    Unauthenticated,
+    UnknownKey,
+    VeilError,
+    from_rpc_error,
+)
 from veil.store import write_transaction
 from veil.tokens import (
     MAX_REQUEST_TOKEN_LIFETIME_S,
@@ -84,10 +91,6 @@ revocations = Table(
     Column("revocation_jws", Text, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
-
-
-class Replayed(Unauthenticated):
-    """A request id this provider has already answered or refused."""
 
 
 class GrantRevoked(PermissionDenied):
