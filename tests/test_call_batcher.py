@@ -65,6 +65,24 @@ def test_calls_in_flight_together_share_batches_and_get_their_own_answers() -> N
     assert sorted(x for b in provider.batches for x in b) == sorted([*range(1, 25), -5])
 
 
+def test_a_request_queued_behind_a_slow_call_leaves_after_max_wait() -> None:
+    async def go() -> tuple[list[list[int]], list[int]]:
+        provider = Provider(delay=0.5)
+        batcher = CallBatcher(provider.send, max_wait_s=0.05)
+        first = asyncio.ensure_future(batcher.call(1))
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(batcher.call(2))
+        await asyncio.sleep(0.02)
+        queued = [len(b) for b in provider.batches]  # the second still waits
+        await asyncio.sleep(0.1)  # past max_wait_s: it left in a call of its own
+        sent = list(provider.batches)
+        await asyncio.gather(first, second)
+        return sent, queued
+
+    sent, queued = asyncio.run(go())
+    assert queued == [1] and sent == [[1], [2]]
+
+
 def test_a_failed_call_fails_every_item_of_its_batch_only() -> None:
     async def go() -> list[BaseException | int]:
         provider = Provider(fail_whole=True)
@@ -90,8 +108,9 @@ def test_a_short_answer_fails_the_batch_instead_of_mismatching_items() -> None:
 
 
 def test_bad_settings_are_refused() -> None:
-    with pytest.raises(InvalidArgument):
-        CallBatcher(Provider().send, max_batch=0)
+    for bad in ({"max_batch": 0}, {"max_in_flight": 2, "max_parallel": 1}, {"max_wait_s": 0}):
+        with pytest.raises(InvalidArgument):
+            CallBatcher(Provider().send, **bad)
 
 
 @pytest.mark.parametrize(
