@@ -10,7 +10,6 @@ answered or refused, is recorded against the grant and in the transparency log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -164,19 +163,21 @@ class AuthorizedDetail:
         outcome: str,
         asked: list[str],
     ) -> int:
-        # An unknown grant id has no record to attach the use to; the log still has it.
-        if request.grant_id:
-            with contextlib.suppress(VeilError):
-                await asyncio.to_thread(
-                    self.grants.record_use,
-                    request.grant_id,
-                    request_id=request_id,
-                    institution=institution,
-                    fields=fields,
-                    use=USE,
-                    outcome=outcome,
-                    providers=answered,
-                )
+        # The grant's record of the use commits with the log entry (an unknown grant id
+        # has no record to attach it to; the log still has it).
+        use = (
+            self.grants.use_along(
+                request.grant_id,
+                request_id=request_id,
+                institution=institution,
+                fields=fields,
+                use=USE,
+                outcome=outcome,
+                providers=answered,
+            )
+            if request.grant_id
+            else None
+        )
         return await self.audit.record(
             AuditEvent(
                 type=EventType.FETCH,
@@ -189,5 +190,6 @@ class AuthorizedDetail:
                 providers_failed=[p for p in asked if p not in answered],
                 outcome=outcome,
                 detail={"fields": ",".join(sorted(fields)), "loan_ref": request.loan_ref},
-            )
+            ),
+            along=use,
         )

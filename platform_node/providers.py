@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -70,6 +71,35 @@ def provider_item_error(name: str, status: bytes) -> VeilError:
     inner.message = f"provider {name!r}: {inner.message}"
     inner.args = (inner.message,)
     return inner
+
+
+class ProviderMisbehaved(Unavailable):
+    """A provider answered with something malformed (a ciphertext invalid under the
+    platform's key, a batched answer that does not match its requests): rejected,
+    named, never imputed as a drop-out."""
+
+
+def unpack_batch(name: str, requests: Sequence[Any], results: Sequence[Any]) -> list[Any]:
+    """A batched answer (``PartialScoresResponse.results``, ``ContributeManyResponse.
+    results``), item by item: each request's ``answer`` or its refusal
+    (:func:`provider_item_error`).  A result count that differs, an item with neither,
+    or an answer to another request id is a malformed batch: UNAVAILABLE naming the
+    provider, for every request of it (never an answer matched to the wrong request)."""
+    if len(results) != len(requests):
+        raise ProviderMisbehaved(
+            f"provider {name!r} gave a malformed batched answer "
+            f"({len(results)} results for {len(requests)} requests)"
+        )
+    out: list[Any] = []
+    for request, result in zip(requests, results, strict=True):
+        kind = result.WhichOneof("outcome")
+        if kind == "answer" and result.answer.request_id == request.request_id:
+            out.append(result.answer)
+        elif kind == "error":
+            out.append(provider_item_error(name, result.error))
+        else:
+            raise ProviderMisbehaved(f"provider {name!r} gave a malformed batched answer")
+    return out
 
 
 class ProviderRegistry:

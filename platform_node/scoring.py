@@ -29,7 +29,6 @@ silently wrong score.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import re
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from platform_node.audit import AuditLog
 from platform_node.batch import BatchAdminServicer, BatchRunner, BatchStore, Deliveries
@@ -51,7 +50,12 @@ from platform_node.callers import CallerCheck
 from platform_node.mask_directory import MaskDirectory
 from platform_node.models.admin import ModelAdminServicer, model_info
 from platform_node.models.registry import ModelRecord, ModelRegistry
-from platform_node.providers import ProviderRegistry, provider_error, provider_item_error
+from platform_node.providers import (
+    ProviderMisbehaved,
+    ProviderRegistry,
+    provider_error,
+    unpack_batch,
+)
 from platform_node.registry import GrantRecord, GrantRegistry, InstitutionRegistry
 from platform_node.registry.schema import write_tx
 from platform_node.signing import PlatformKeys
@@ -92,11 +96,6 @@ USE = "score"
 REQUEST_TOKEN_LIFETIME_S = 60
 INSTALL_TIMEOUT_S = 60.0
 DEFAULT_PAILLIER_BITS = 2048
-
-
-class ProviderMisbehaved(Unavailable):
-    """A provider answered with something that is not a valid ciphertext under the
-    platform's key: rejected, named, never imputed."""
 
 
 def load_scoring_key(config: NodeConfig) -> PaillierKeys:
@@ -270,28 +269,7 @@ class OnlineScoring:
             )
         except grpc.aio.AioRpcError as err:
             raise provider_error(name, err, timeout) from None
-        if len(answer.results) != len(requests):
-            raise ProviderMisbehaved(
-                f"provider {name!r} answered {len(answer.results)} of {len(requests)} "
-                "batched requests; rejected",
-                details={"provider": unit, "reason": "malformed_batch"},
-            )
-        out: list[ppb.PartialScoreResponse | VeilError] = []
-        for request, result in zip(requests, answer.results, strict=True):
-            kind = result.WhichOneof("outcome")
-            if kind == "error":
-                out.append(provider_item_error(name, result.error))
-            elif kind == "answer" and result.answer.request_id == request.request_id:
-                out.append(result.answer)
-            else:
-                out.append(
-                    ProviderMisbehaved(
-                        f"provider {name!r} answered a batched request with another's id or "
-                        "nothing; rejected",
-                        details={"provider": unit, "reason": "malformed_batch"},
-                    )
-                )
-        return out
+        return unpack_batch(name, requests, answer.results)
 
     # -- deployment ---------------------------------------------------------------------
 
@@ -460,7 +438,6 @@ class OnlineScoring:
     # -- the request -----------------------------------------------------------------------
 
     async def score(self, request: pb.ScoreRequest, context: Any) -> pb.ScoreResponse:
-
         caller = self.callers.identify(context, {"institution"})
         request_id = request.request_id or uuid.uuid4().hex
         if len(request_id) > MAX_REQUEST_ID_LEN or len(request_id) < 16:
@@ -657,24 +634,19 @@ class OnlineScoring:
         ids of :func:`veil.request_ids.round_ids` in their ledgers are this request."""
         fields = list(record.spec.fields) if record is not None else []
 
-        writer = None
-        if request.grant_id:
-            with contextlib.suppress(VeilError):
-                writer = self.grants.use_writer(
-                    request.grant_id,
-                    request_id=request_id,
-                    institution=institution,
-                    fields=fields,
-                    use=USE,
-                    outcome=outcome,
-                    providers=answered,
-                )
-
-        def use(conn: Connection) -> None:
-            """The grant's own record of uses, in the log append's transaction."""
-            if writer is not None:  # an unknown grant or a repeated id: not recorded there
-                with contextlib.suppress(VeilError), conn.begin_nested():
-                    writer(conn)
+        use = (
+            self.grants.use_along(
+                request.grant_id,
+                request_id=request_id,
+                institution=institution,
+                fields=fields,
+                use=USE,
+                outcome=outcome,
+                providers=answered,
+            )
+            if request.grant_id
+            else None
+        )
 
         detail: dict[str, str | int] = {"loan_ref": request.loan_ref} if request.loan_ref else {}
         if record is not None:

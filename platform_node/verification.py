@@ -416,25 +416,25 @@ class Verification:
         cached: bool = False,
         remember: tuple[Question, CachedAnswer] | None = None,
     ) -> int:
-        writer = None
-        if request.grant_id and fields:
-            with contextlib.suppress(VeilError):
-                writer = self.grants.use_writer(
-                    request.grant_id,
-                    request_id=request_id,
-                    institution=institution,
-                    fields=fields,
-                    use="verify",
-                    outcome=outcome,
-                    providers=answered,
-                )
+        record_use = (
+            self.grants.use_along(
+                request.grant_id,
+                request_id=request_id,
+                institution=institution,
+                fields=fields,
+                use="verify",
+                outcome=outcome,
+                providers=answered,
+            )
+            if request.grant_id and fields
+            else None
+        )
 
         def bookkeeping(conn: Connection) -> None:  # the cache and the grant's uses
             if remember is not None:
                 self.budgets.remember_on(conn, *remember)
-            if writer is not None:  # an unknown grant or a repeated id: not recorded there
-                with contextlib.suppress(VeilError), conn.begin_nested():
-                    writer(conn)
+            if record_use is not None:
+                record_use(conn)
 
         detail: dict[str, str | int] = {"loan_ref": request.loan_ref} if request.loan_ref else {}
         if fields:

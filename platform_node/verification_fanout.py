@@ -28,7 +28,7 @@ import grpc
 
 from platform_node.call_batcher import CallBatcher
 from platform_node.mask_directory import MaskDirectory
-from platform_node.providers import ProviderRegistry, provider_error, provider_item_error
+from platform_node.providers import ProviderRegistry, provider_error, unpack_batch
 from platform_node.signing import PlatformKeys
 from platform_node.verification_plan import Plan
 from veil.attestation import verify_answer
@@ -276,21 +276,7 @@ class Fanout:
                 )
             except grpc.aio.AioRpcError as err:
                 raise provider_error(name, err, timeout) from None
-            if len(answer.results) != len(requests):
-                raise Unavailable(
-                    f"provider {name!r} gave a malformed batched answer "
-                    f"({len(answer.results)} results for {len(requests)} requests)"
-                )
-            out: list[vpb.ContributeResponse | VeilError] = []
-            for request, result in zip(requests, answer.results, strict=True):
-                kind = result.WhichOneof("outcome")
-                if kind == "answer" and result.answer.request_id == request.request_id:
-                    out.append(result.answer)
-                elif kind == "error":
-                    out.append(provider_item_error(name, result.error))
-                else:
-                    raise Unavailable(f"provider {name!r} gave a malformed batched answer")
-            return out
+            return unpack_batch(name, requests, answer.results)
 
         return send
 

@@ -18,6 +18,7 @@ without ever skipping one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from veil.errors import (
     PurposeMismatch,
     ScopeExceeded,
     UseNotGranted,
+    VeilError,
 )
 from veil.tokens import (
     CLOCK_SKEW_S,
@@ -448,6 +450,40 @@ class GrantRegistry:
         )
         with write_tx(self.engine) as conn:
             return recorded(conn)
+
+    def use_along(
+        self,
+        grant_id: str,
+        *,
+        request_id: str,
+        institution: str,
+        fields: Sequence[str],
+        use: str,
+        outcome: str,
+        providers: Sequence[str],
+    ) -> Callable[[Connection], None]:
+        """The use as a write to run along a log entry (``AuditLog.record(event,
+        along=…)``), where there is a grant to attach it to: an unknown grant, another
+        institution's grant or a request id already recorded leave the grant's record
+        alone (in its own savepoint) — the log entry still records the use."""
+        try:
+            write = self.use_writer(
+                grant_id,
+                request_id=request_id,
+                institution=institution,
+                fields=fields,
+                use=use,
+                outcome=outcome,
+                providers=providers,
+            )
+        except VeilError:
+            return lambda conn: None
+
+        def along(conn: Connection) -> None:
+            with contextlib.suppress(VeilError), conn.begin_nested():
+                write(conn)
+
+        return along
 
     def use_writer(
         self,

@@ -45,6 +45,14 @@ _CLAIM_IF_NEW = {  # a row returned: claimed now; none: claimed before
 MAX_BATCH = 256
 
 
+def _claim_row(namespace: str, token_id: str, expires_at: dt.datetime) -> dict[str, object]:
+    _checks.text(namespace, "namespace", max_len=128)
+    _checks.text(token_id, "token id", max_len=256)
+    if not isinstance(expires_at, dt.datetime) or expires_at.tzinfo is None:
+        raise InvalidArgument("expires_at must be a timezone-aware datetime")
+    return {"namespace": namespace, "token_id": token_id, "expires_at": expires_at}
+
+
 @dataclass
 class _Pending:
     row: dict[str, object]
@@ -77,16 +85,8 @@ class ReplayGuard:
         Raises :class:`~veil.errors.Replayed` (UNAUTHENTICATED) when it was claimed before;
         the message names the namespace only, never the token id.
         """
-        _checks.text(namespace, "namespace", max_len=128)
-        _checks.text(token_id, "token id", max_len=256)
-        if not isinstance(expires_at, dt.datetime) or expires_at.tzinfo is None:
-            raise InvalidArgument("expires_at must be a timezone-aware datetime")
+        row = _claim_row(namespace, token_id, expires_at)
         utc_now(now)  # validates now; the expiry decides how long the claim is kept
-        row: dict[str, object] = {
-            "namespace": namespace,
-            "token_id": token_id,
-            "expires_at": expires_at,
-        }
         if self.engine.dialect.name in _CLAIM_IF_NEW:
             replayed = self._group_claim(row)
         else:  # pragma: no cover - other backends: one transaction per claim
@@ -107,11 +107,7 @@ class ReplayGuard:
     ) -> None:
         """:meth:`claim` inside the caller's write transaction on this guard's database
         (a handler that writes anyway saves a commit).  It counts once that commits."""
-        _checks.text(namespace, "namespace", max_len=128)
-        _checks.text(token_id, "token id", max_len=256)
-        if not isinstance(expires_at, dt.datetime) or expires_at.tzinfo is None:
-            raise InvalidArgument("expires_at must be a timezone-aware datetime")
-        row = {"namespace": namespace, "token_id": token_id, "expires_at": expires_at}
+        row = _claim_row(namespace, token_id, expires_at)
         statement = _CLAIM_IF_NEW.get(conn.dialect.name)
         if statement is not None:
             replayed = conn.execute(statement, row).first() is None
