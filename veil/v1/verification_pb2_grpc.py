@@ -56,7 +56,8 @@ class VerificationServiceServicer:
         Refusals: INVALID_ARGUMENT (malformed claim, naming the problem), PERMISSION_DENIED
         (no grant covering it), RESOURCE_EXHAUSTED (verification budget, with a
         google.rpc.QuotaFailure detail), UNAVAILABLE naming a provider that did not answer
-        (never a partial answer).
+        or whose contribution was malformed (wrong count or width, out of range, not
+        coprime, an impossible combination): never a partial answer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -54,7 +54,8 @@ class VerificationServiceStub:
     Refusals: INVALID_ARGUMENT (malformed claim, naming the problem), PERMISSION_DENIED
     (no grant covering it), RESOURCE_EXHAUSTED (verification budget, with a
     google.rpc.QuotaFailure detail), UNAVAILABLE naming a provider that did not answer
-    (never a partial answer).
+    or whose contribution was malformed (wrong count or width, out of range, not
+    coprime, an impossible combination): never a partial answer.
     """
     GetVerificationPolicy: _grpc.UnaryUnaryMultiCallable[_verification_pb2.GetVerificationPolicyRequest, _verification_pb2.VerificationPolicy]
     """The published policy: grid steps, budgets, cache lifetime, protocols, and each
@@ -71,7 +72,8 @@ class VerificationServiceAsyncStub(VerificationServiceStub):
     Refusals: INVALID_ARGUMENT (malformed claim, naming the problem), PERMISSION_DENIED
     (no grant covering it), RESOURCE_EXHAUSTED (verification budget, with a
     google.rpc.QuotaFailure detail), UNAVAILABLE naming a provider that did not answer
-    (never a partial answer).
+    or whose contribution was malformed (wrong count or width, out of range, not
+    coprime, an impossible combination): never a partial answer.
     """
     GetVerificationPolicy: _aio.UnaryUnaryMultiCallable[_verification_pb2.GetVerificationPolicyRequest, _verification_pb2.VerificationPolicy]  # type: ignore[assignment]
     """The published policy: grid steps, budgets, cache lifetime, protocols, and each
@@ -91,7 +93,8 @@ class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
         Refusals: INVALID_ARGUMENT (malformed claim, naming the problem), PERMISSION_DENIED
         (no grant covering it), RESOURCE_EXHAUSTED (verification budget, with a
         google.rpc.QuotaFailure detail), UNAVAILABLE naming a provider that did not answer
-        (never a partial answer).
+        or whose contribution was malformed (wrong count or width, out of range, not
+        coprime, an impossible combination): never a partial answer.
         """
 
     @_abc_1.abstractmethod
