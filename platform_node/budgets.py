@@ -175,38 +175,26 @@ class VerificationBudgets:
 
     # --- admission ---
 
-    def admit(self, q: Question, now: dt.datetime | None = None) -> CachedAnswer | None:
-        """Consume one unit of the institution's daily quota, then answer from the cache
-        or spend the budget: one transaction on the fast path.
-
-        Same outcome as ``InstitutionRegistry.consume_quota`` followed by :meth:`cached`
-        and :meth:`spend`: a quota refusal consumes nothing; a budget refusal still
-        consumes the quota (the question was asked), so the quota is then taken in a
-        transaction of its own and the budget's ``ResourceExhausted`` raised.
-        """
-        at = _now(now)
-        quota_ok = False
-        try:
-            with write_tx(self.engine) as conn:
-                quota.consume(conn, q.institution, at, 1)  # raises first: nothing taken
-                quota_ok = True
-                found = self._cached(conn, q, at)
-                if found is None:
-                    self._spend(conn, q)
-                return found
-        except ResourceExhausted:
-            if quota_ok:  # the budget refused: the rollback gave the quota back
-                with write_tx(self.engine) as conn:
-                    quota.consume(conn, q.institution, at, 1)
-            raise
-
-    def admit_on(
-        self, conn: Connection, q: Question, now: dt.datetime | None = None
+    def admit(
+        self, q: Question, now: dt.datetime | None = None, conn: Connection | None = None
     ) -> CachedAnswer | None:
-        """:meth:`admit` inside the caller's write transaction (which must commit when
-        this raises the budget's ``ResourceExhausted``: the quota stays consumed).  The
-        daily quota, then the cache or the budget, each in a savepoint: a quota refusal
-        takes nothing, a budget refusal takes the quota only."""
+        """Consume one unit of the institution's daily quota, then answer from the cache
+        or spend the budget, in one write transaction (its own, or ``conn``).
+
+        A quota refusal takes nothing; a budget refusal (``ResourceExhausted`` naming
+        each field, with a ``QuotaFailure``) still takes the quota — the question was
+        asked.  Each step runs in a savepoint, so on ``conn`` the caller's transaction
+        stays usable and must be committed after a budget refusal (what the platform's
+        admission does: the caller's assertion commits with it).
+        """
+        if conn is None:
+            refusal: ResourceExhausted | None = None
+            with write_tx(self.engine) as own:
+                try:
+                    return self.admit(q, now, own)
+                except ResourceExhausted as exc:
+                    refusal = exc  # commit what was taken (the quota), then refuse
+            raise refusal
         at = _now(now)
         with conn.begin_nested():
             quota.consume(conn, q.institution, at, 1)
@@ -234,20 +222,23 @@ class VerificationBudgets:
             attestations=tuple(json.loads(row.attestations)),
         )
 
-    def remember(self, q: Question, answer: CachedAnswer, now: dt.datetime | None = None) -> None:
+    def remember(
+        self,
+        q: Question,
+        answer: CachedAnswer,
+        now: dt.datetime | None = None,
+        conn: Connection | None = None,
+    ) -> None:
+        """Cache ``answer`` to ``q`` for ``cache_ttl_s`` (in its own transaction, or on
+        ``conn``: the platform writes it along the question's log entry)."""
         if self.policy.cache_ttl_s == 0:
             return
         values = self._cache_values(answer, now)
-        with self.engine.begin() as conn:
+        if conn is None:
+            with self.engine.begin() as own:
+                self._remember(own, q, values)
+        else:
             self._remember(conn, q, values)
-
-    def remember_on(
-        self, conn: Connection, q: Question, answer: CachedAnswer, now: dt.datetime | None = None
-    ) -> None:
-        """:meth:`remember` in a transaction of the caller's (the log append's)."""
-        if self.policy.cache_ttl_s == 0:
-            return
-        self._remember(conn, q, self._cache_values(answer, now))
 
     def _cache_values(self, answer: CachedAnswer, now: dt.datetime | None) -> dict[str, Any]:
         return {

@@ -475,7 +475,7 @@ class OnlineScoring:
                     self.callers.claim_on(conn, caller)
                     if refusal is None:
                         try:
-                            self.institutions.consume_quota_on(conn, caller.subject)
+                            self.institutions.consume_quota(caller.subject, conn=conn)
                         except VeilError as exc:
                             refusal = exc
                 if refusal is not None:

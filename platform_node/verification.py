@@ -274,7 +274,7 @@ class Verification:
         transaction.  Refusals come in this order: a replayed assertion, an institution
         not active or not admitted for the purpose, the request, the claim (snapped to
         the grid and planned), the grant, then the daily quota or the budget
-        (:meth:`VerificationBudgets.admit_on`), or the answer comes from the cache.  The
+        (:meth:`VerificationBudgets.admit`), or the answer comes from the cache.  The
         reads run first; the transaction then consumes the assertion — also when a
         later check refused, so that a refusal is never a way to replay it — and, if
         nothing refused, the quota and the cache or budget.  ``state`` keeps what was
@@ -290,7 +290,7 @@ class Verification:
             if refusal is None:
                 assert state.question is not None
                 try:
-                    state.cached = self.budgets.admit_on(conn, state.question)
+                    state.cached = self.budgets.admit(state.question, conn=conn)
                 except VeilError as exc:
                     refusal = exc  # the assertion (and a refused budget's quota) commit
         if refusal is not None:
@@ -432,7 +432,7 @@ class Verification:
 
         def bookkeeping(conn: Connection) -> None:  # the cache and the grant's uses
             if remember is not None:
-                self.budgets.remember_on(conn, *remember)
+                self.budgets.remember(*remember, conn=conn)
             if record_use is not None:
                 record_use(conn)
 

@@ -174,3 +174,30 @@ def test_admit_takes_quota_cache_and_budget_in_one_transaction(engine: Engine) -
     with pytest.raises(ResourceExhausted, match="daily quota"):
         budgets.admit(question(("tax_in_arrears",)), NOW)  # quota refused: nothing spent
     assert budgets.used(question(), "tax_in_arrears") == 0
+
+
+def test_admit_on_the_callers_transaction_leaves_it_usable_after_a_refusal(
+    engine: Engine,
+) -> None:
+    """The platform admits a question inside the transaction that also consumes the
+    caller's assertion: a budget refusal rolls back only its savepoint (the quota stays
+    taken) and the transaction can still commit — on PostgreSQL too."""
+    from sqlalchemy import select
+
+    from platform_node.registry import InstitutionRegistry
+    from platform_node.registry.schema import institutions as institutions_table
+    from platform_node.registry.schema import write_tx
+
+    institutions = InstitutionRegistry(engine)
+    institutions.register("demo-bank", "Demo", "bank", ["loan_origination"], 5, "admin", now=NOW)
+    budgets = VerificationBudgets(engine, BudgetPolicy(budget=1, cache_ttl_s=0))
+    assert budgets.admit(question(), NOW) is None
+    with write_tx(engine) as conn:
+        with pytest.raises(ResourceExhausted, match="verification budget"):
+            budgets.admit(question(digest="d" * 64), NOW, conn)
+        assert conn.execute(select(institutions_table.c.id)).scalar_one() == "demo-bank"
+        assert institutions.consume_quota("demo-bank", NOW, conn=conn) == 2
+    assert institutions.quota_remaining("demo-bank", NOW) == 2
+    with write_tx(engine) as conn, pytest.raises(ResourceExhausted, match="daily quota"):
+        institutions.consume_quota("demo-bank", NOW, cost=3, conn=conn)
+    assert institutions.quota_remaining("demo-bank", NOW) == 2

@@ -431,25 +431,74 @@ class GrantRegistry:
         outcome: str,
         providers: Sequence[str],
         now: dt.datetime | None = None,
+        conn: Connection | None = None,
     ) -> GrantUse:
-        """Record one request made under ``grant_id`` (whatever its outcome).
+        """Record one request made under ``grant_id`` (whatever its outcome), in a
+        transaction of its own or on ``conn`` (rolled back with it if this raises).
 
         :class:`~veil.errors.NotFound` for an unknown grant,
         :class:`~veil.errors.GrantMismatch` when ``institution`` is not the grantee,
         :class:`~veil.errors.AlreadyExists` when ``request_id`` was already recorded.
         """
-        recorded = self.use_writer(
-            grant_id,
+        _checks.text(request_id, "request_id", max_len=128)
+        asked = _checks.names(fields, "fields")
+        _checks.use(use)
+        _checks.text(outcome, "outcome", max_len=64)
+        called = _checks.names(providers, "providers", max_len=64)
+        at = utc_now(now)
+        if conn is None:
+            with write_tx(self.engine) as own:
+                return self.record_use(
+                    grant_id,
+                    request_id=request_id,
+                    institution=institution,
+                    fields=asked,
+                    use=use,
+                    outcome=outcome,
+                    providers=called,
+                    now=at,
+                    conn=own,
+                )
+        row = self._row(conn, grant_id)
+        if row is None:
+            raise NotFound(f"no grant {str(grant_id)[:36]}")
+        if row.institution_id != institution:
+            raise GrantMismatch(f"grant {grant_id} is not to institution {str(institution)[:63]!r}")
+        values = {
+            "grant_id": grant_id,
+            "request_id": request_id,
+            "institution_id": institution,
+            "fields": list(asked),
+            "use": use,
+            "outcome": outcome,
+            "providers": list(called),
+            "at": at,
+        }
+        try:
+            conn.execute(insert(grant_uses).values(**values))
+        except IntegrityError:
+            raise AlreadyExists(
+                f"request {request_id[:128]} is already recorded under grant {grant_id}"
+            ) from None
+        record_event(
+            conn,
+            at=at,
+            actor=f"institution:{institution}",
+            action="grant.use",
+            object_type="grant",
+            object_id=grant_id,
+            detail={k: v for k, v in values.items() if k not in ("grant_id", "at")},
+        )
+        return GrantUse(
+            grant_id=grant_id,
             request_id=request_id,
             institution=institution,
-            fields=fields,
+            fields=asked,
             use=use,
             outcome=outcome,
-            providers=providers,
-            now=now,
+            providers=called,
+            at=at,
         )
-        with write_tx(self.engine) as conn:
-            return recorded(conn)
 
     def use_along(
         self,
@@ -462,96 +511,28 @@ class GrantRegistry:
         outcome: str,
         providers: Sequence[str],
     ) -> Callable[[Connection], None]:
-        """The use as a write to run along a log entry (``AuditLog.record(event,
-        along=…)``), where there is a grant to attach it to: an unknown grant, another
-        institution's grant or a request id already recorded leave the grant's record
-        alone (in its own savepoint) — the log entry still records the use."""
-        try:
-            write = self.use_writer(
-                grant_id,
-                request_id=request_id,
-                institution=institution,
-                fields=fields,
-                use=use,
-                outcome=outcome,
-                providers=providers,
-            )
-        except VeilError:
-            return lambda conn: None
+        """:meth:`record_use` as a write to run along a log entry (``AuditLog.record(
+        event, along=…)``: one commit for both), where there is a grant to attach it
+        to — an unknown grant, another institution's grant or a request id already
+        recorded leave the grant's record alone (its savepoint rolled back); the log
+        entry still records the use."""
+        at = utc_now(None)
 
         def along(conn: Connection) -> None:
             with contextlib.suppress(VeilError), conn.begin_nested():
-                write(conn)
+                self.record_use(
+                    grant_id,
+                    request_id=request_id,
+                    institution=institution,
+                    fields=fields,
+                    use=use,
+                    outcome=outcome,
+                    providers=providers,
+                    now=at,
+                    conn=conn,
+                )
 
         return along
-
-    def use_writer(
-        self,
-        grant_id: str,
-        *,
-        request_id: str,
-        institution: str,
-        fields: Sequence[str],
-        use: str,
-        outcome: str,
-        providers: Sequence[str],
-        now: dt.datetime | None = None,
-    ) -> Callable[[Connection], GrantUse]:
-        """:meth:`record_use` as a write to run in a transaction of the caller's (the
-        transparency log's append: :meth:`platform_node.audit.AuditLog.record`).  The
-        arguments are checked now (InvalidArgument); the grant when it runs."""
-        _checks.text(request_id, "request_id", max_len=128)
-        asked = _checks.names(fields, "fields")
-        _checks.use(use)
-        _checks.text(outcome, "outcome", max_len=64)
-        called = _checks.names(providers, "providers", max_len=64)
-        at = utc_now(now)
-
-        def write(conn: Connection) -> GrantUse:
-            row = self._row(conn, grant_id)
-            if row is None:
-                raise NotFound(f"no grant {str(grant_id)[:36]}")
-            if row.institution_id != institution:
-                raise GrantMismatch(
-                    f"grant {grant_id} is not to institution {str(institution)[:63]!r}"
-                )
-            values = {
-                "grant_id": grant_id,
-                "request_id": request_id,
-                "institution_id": institution,
-                "fields": list(asked),
-                "use": use,
-                "outcome": outcome,
-                "providers": list(called),
-                "at": at,
-            }
-            try:  # the transaction is then rolled back (to its savepoint, along the log)
-                conn.execute(insert(grant_uses).values(**values))
-            except IntegrityError:
-                raise AlreadyExists(
-                    f"request {request_id[:128]} is already recorded under grant {grant_id}"
-                ) from None
-            record_event(
-                conn,
-                at=at,
-                actor=f"institution:{institution}",
-                action="grant.use",
-                object_type="grant",
-                object_id=grant_id,
-                detail={k: v for k, v in values.items() if k not in ("grant_id", "at")},
-            )
-            return GrantUse(
-                grant_id=grant_id,
-                request_id=request_id,
-                institution=institution,
-                fields=asked,
-                use=use,
-                outcome=outcome,
-                providers=called,
-                at=at,
-            )
-
-        return write
 
     def uses(self, grant_id: str) -> list[GrantUse]:
         """Every recorded use of the grant, oldest first (NotFound for an unknown grant)."""

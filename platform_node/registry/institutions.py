@@ -431,9 +431,15 @@ class InstitutionRegistry:
     # --- quotas ---
 
     def consume_quota(
-        self, institution_id: str, now: dt.datetime | None = None, cost: int = 1
+        self,
+        institution_id: str,
+        now: dt.datetime | None = None,
+        cost: int = 1,
+        conn: Connection | None = None,
     ) -> int:
-        """Consume ``cost`` of the institution's quota for the UTC day of ``now``.
+        """Consume ``cost`` of the institution's quota for the UTC day of ``now``, in a
+        transaction of its own or in a savepoint on ``conn`` (a refusal then leaves the
+        caller's transaction usable).
 
         Returns what remains today.  :class:`~veil.errors.ResourceExhausted` (details
         ``institution``, ``limit``, ``day``) when it would exceed the quota; nothing is
@@ -441,16 +447,9 @@ class InstitutionRegistry:
         """
         _checks.positive_int(cost, "cost")
         at = utc_now(now)
-        with write_tx(self.engine) as conn:
-            return quota.consume(conn, institution_id, at, cost)
-
-    def consume_quota_on(
-        self, conn: Connection, institution_id: str, now: dt.datetime | None = None, cost: int = 1
-    ) -> int:
-        """:meth:`consume_quota` inside the caller's write transaction, in a savepoint
-        of its own (a refusal takes nothing and leaves the transaction usable)."""
-        _checks.positive_int(cost, "cost")
-        at = utc_now(now)
+        if conn is None:
+            with write_tx(self.engine) as own:
+                return quota.consume(own, institution_id, at, cost)
         with conn.begin_nested():
             return quota.consume(conn, institution_id, at, cost)
 
