@@ -11,11 +11,14 @@ For ``Verify`` the platform, in order:
 4. checks the grant — use ``verify`` of every field the claim reads, the grant's
    institution, purpose, loan reference and window — and the daily quota;
 5. answers an identical question from the cache without spending budget, or spends one
-   unit of each field's budget (RESOURCE_EXHAUSTED with ``QuotaFailure`` when used up);
+   unit of each field's budget (RESOURCE_EXHAUSTED with ``QuotaFailure`` when used up) —
+   steps 1–5 in one worker thread and one write transaction, which also consumes the
+   caller's assertion, refusal or not (:meth:`Verification._admit`);
 6. asks the providers (:mod:`platform_node.verification_fanout`), refunding the budget if
    any does not answer (UNAVAILABLE naming it: nothing was learned);
-7. records the use in the transparency log and against the grant (answered or refused),
-   then signs the result (:func:`veil.tokens.sign_result`, kind ``verification``).
+7. records the use in the transparency log and against the grant (answered or refused;
+   one transaction: ``AuditLog.record(…, along=…)``), then signs the result
+   (:func:`veil.tokens.sign_result`, kind ``verification``).
 
 The signed result's claims: ``kind``, ``sub`` (USCC), ``institution``, ``grant_id``,
 ``request_id``, ``claims_sha256``, ``result``, ``protocol``, ``providers``, ``cached``,
@@ -202,7 +205,6 @@ class Verification:
         caller = self.callers.identify(context, {"institution"})
         request_id = request.request_id or uuid.uuid4().hex
         state = _Admission()
-
         try:
             await asyncio.to_thread(self._admit, caller, request, request_id, state)
             if state.cached is not None:
