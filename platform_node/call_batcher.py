@@ -30,11 +30,14 @@ not have learned from them one by one, except that they arrived together.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from veil.errors import InvalidArgument, VeilError
+
+log = logging.getLogger("veil.platform.call_batcher")
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -97,6 +100,9 @@ class CallBatcher(Generic[Req, Resp]):
         return await waiting.done
 
     def _dispatch(self, limit: int | None = None) -> None:
+        # A caller that gave up while queued (its deadline, a cancelled request) is not
+        # sent: the provider would answer, and record a use of its data, for nobody.
+        self._queue = [w for w in self._queue if not w.done.done()]
         while self._queue and self._in_flight < (limit or self.max_in_flight):
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             self._in_flight += 1
@@ -125,6 +131,7 @@ class CallBatcher(Generic[Req, Resp]):
             except VeilError as exc:
                 answers = [exc] * len(batch)
             except Exception as exc:  # a bug must not leave callers waiting forever
+                log.exception("a batched call failed")
                 answers = [VeilError(f"batched call failed: {type(exc).__name__}")] * len(batch)
             for waiting, answer in zip(batch, answers, strict=True):
                 if waiting.done.done():  # the caller was cancelled meanwhile

@@ -83,6 +83,22 @@ def test_a_request_queued_behind_a_slow_call_leaves_after_max_wait() -> None:
     assert queued == [1] and sent == [[1], [2]]
 
 
+def test_a_caller_that_gave_up_while_queued_is_not_sent() -> None:
+    async def go() -> list[list[int]]:
+        provider = Provider(delay=0.05)
+        batcher = CallBatcher(provider.send)
+        first = asyncio.ensure_future(batcher.call(1))
+        await asyncio.sleep(0)
+        gone = asyncio.ensure_future(batcher.call(2))
+        kept = asyncio.ensure_future(batcher.call(3))
+        await asyncio.sleep(0)
+        gone.cancel()
+        assert await first == 2 and await kept == 6
+        return provider.batches
+
+    assert asyncio.run(go()) == [[1], [3]]
+
+
 def test_a_failed_call_fails_every_item_of_its_batch_only() -> None:
     async def go() -> list[BaseException | int]:
         provider = Provider(fail_whole=True)
