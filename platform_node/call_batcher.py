@@ -35,9 +35,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from prometheus_client import Histogram
+
 from veil.errors import InvalidArgument, VeilError
 
 log = logging.getLogger("veil.platform.call_batcher")
+
+BATCH_ITEMS = Histogram(
+    "veil_batched_call_items",
+    "Requests carried by one batched call to a provider, by call",
+    ["call"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -69,6 +78,7 @@ class CallBatcher(Generic[Req, Resp]):
         self,
         send: Send[Req, Resp],
         *,
+        name: str = "batched",
         max_batch: int = DEFAULT_MAX_BATCH,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
@@ -81,6 +91,7 @@ class CallBatcher(Generic[Req, Resp]):
         if not 0 < max_wait_s <= 10:
             raise InvalidArgument("max_wait_s must be in (0, 10] seconds")
         self._send = send
+        self._items = BATCH_ITEMS.labels(name)
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self.max_wait_s = max_wait_s
@@ -122,6 +133,7 @@ class CallBatcher(Generic[Req, Resp]):
         try:
             self.batches += 1
             self.items += len(batch)
+            self._items.observe(len(batch))
             try:
                 answers = await self._send([w.request for w in batch])
                 if len(answers) != len(batch):

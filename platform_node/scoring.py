@@ -255,7 +255,7 @@ class OnlineScoring:
             ) -> list[ppb.PartialScoreResponse | VeilError]:
                 return await self._partial_scores(unit, requests)
 
-            batcher = self._batchers[unit] = CallBatcher(send)
+            batcher = self._batchers[unit] = CallBatcher(send, name="PartialScores")
         return batcher
 
     async def _partial_scores(

@@ -254,7 +254,7 @@ class Fanout:
         :meth:`_call` names a failed call."""
         batcher = self._batchers.get(unit)
         if batcher is None:
-            batcher = CallBatcher(self._contribute_many(unit))
+            batcher = CallBatcher(self._contribute_many(unit), name="ContributeMany")
             self._batchers[unit] = batcher
         return await batcher.call(request)
 

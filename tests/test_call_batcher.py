@@ -4,6 +4,7 @@ and the per-item rich status that carries a refusal inside a batched answer."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import pytest
@@ -51,12 +52,20 @@ def test_a_lone_call_is_sent_at_once_as_a_batch_of_one() -> None:
 def test_calls_in_flight_together_share_batches_and_get_their_own_answers() -> None:
     async def go() -> tuple[list[int | BaseException], Provider]:
         provider = Provider()
-        batcher = CallBatcher(provider.send, max_batch=8, max_in_flight=2)
+        batcher = CallBatcher(provider.send, name="test-share", max_batch=8, max_in_flight=2)
         items = [*range(1, 25), -5]
         answers = await asyncio.gather(*(batcher.call(x) for x in items), return_exceptions=True)
         return list(answers), provider
 
+    from prometheus_client import REGISTRY
+
+    def observed() -> float:
+        labels = {"call": "test-share"}
+        return REGISTRY.get_sample_value("veil_batched_call_items_sum", labels) or 0.0
+
+    before = observed()
     answers, provider = asyncio.run(go())
+    assert observed() - before == 25  # the histogram an operator reads batch sizes from
     assert answers[:24] == [2 * x for x in range(1, 25)]
     assert isinstance(answers[24], InvalidArgument) and "item -5" in str(answers[24])
     sizes = [len(b) for b in provider.batches]
@@ -124,9 +133,14 @@ def test_a_short_answer_fails_the_batch_instead_of_mismatching_items() -> None:
 
 
 def test_bad_settings_are_refused() -> None:
-    for bad in ({"max_batch": 0}, {"max_in_flight": 2, "max_parallel": 1}, {"max_wait_s": 0}):
+    bad: list[dict[str, Any]] = [
+        {"max_batch": 0},
+        {"max_in_flight": 2, "max_parallel": 1},
+        {"max_wait_s": 0},
+    ]
+    for settings in bad:
         with pytest.raises(InvalidArgument):
-            CallBatcher(Provider().send, **bad)
+            CallBatcher(Provider().send, **settings)
 
 
 @pytest.mark.parametrize(
