@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
 from platform_node.registry import InstitutionRegistry, ReplayGuard
+from platform_node.registry.schema import write_tx
 from veil.caller import Caller, caller_from_metadata
-from veil.errors import PermissionDenied, Unauthenticated
+from veil.errors import PermissionDenied, Unauthenticated, VeilError
 from veil.server import require_peer
+
+C = TypeVar("C")
+W = TypeVar("W")
 
 
 class CallerCheck:
@@ -52,23 +56,51 @@ class CallerCheck:
     async def admit(self, caller: Caller, *, purpose: str | None = None) -> None:
         """Consume the assertion's ``jti`` (replay) and, for an institution, require it
         to be active now and allowed ``purpose`` (when given)."""
-        await asyncio.to_thread(self.admit_blocking, caller, purpose=purpose)
-
-    def claim_on(self, conn: Connection, caller: Caller) -> None:
-        """Consume the assertion's ``jti`` in the caller's write transaction
-        (:meth:`ReplayGuard.claim_on`); pair it with :meth:`require_active`."""
         expires = dt.datetime.fromtimestamp(caller.expires, dt.UTC)
-        self.replay.claim_on(conn, caller.namespace, caller.jti, expires)
+
+        def check() -> None:  # one worker-thread hop for both
+            self.replay.claim(caller.namespace, caller.jti, expires)
+            self.require_active(caller, purpose=purpose)
+
+        await asyncio.to_thread(check)
+
+    def admit_with(
+        self,
+        caller: Caller,
+        *,
+        purpose: str | None,
+        check: Callable[[], C],
+        write: Callable[[Connection, C], W],
+    ) -> tuple[C, W]:
+        """:meth:`admit` together with a handler's own checks and writes, in one write
+        transaction (blocking: call it in a worker thread).
+
+        Refusals in this order: a replayed assertion, an institution not active or not
+        admitted for ``purpose``, then what ``check`` (reads only) and ``write`` (on the
+        transaction, in savepoints of its own) refuse.  The reads run first; the
+        transaction then consumes the assertion — and commits it also when ``check`` or
+        ``write`` refused, so that a refusal is never a way to replay it.  ``write``
+        runs only if nothing refused before; its result and ``check``'s are returned.
+        """
+        refusal: VeilError | None = None
+        try:
+            self.require_active(caller, purpose=purpose)
+            checked = check()
+        except VeilError as exc:
+            refusal = exc
+        expires = dt.datetime.fromtimestamp(caller.expires, dt.UTC)
+        with write_tx(self.replay.engine) as conn:
+            self.replay.claim_on(conn, caller.namespace, caller.jti, expires)
+            if refusal is None:
+                try:
+                    written = write(conn, checked)
+                except VeilError as exc:
+                    refusal = exc  # the assertion (and what write kept) commit
+        if refusal is not None:
+            raise refusal
+        return checked, written
 
     def require_active(self, caller: Caller, *, purpose: str | None = None) -> None:
         """For an institution: active now and allowed ``purpose`` (when given)."""
-        if caller.kind == "institution":
-            self.institutions.require_active(caller.subject, purpose)
-
-    def admit_blocking(self, caller: Caller, *, purpose: str | None = None) -> None:
-        """:meth:`admit` for a handler that is already in a worker thread (it saves the
-        request one thread hop when the handler has more database work to do there)."""
-        expires = dt.datetime.fromtimestamp(caller.expires, dt.UTC)
-        self.replay.claim(caller.namespace, caller.jti, expires)
         if caller.kind == "institution":
             self.institutions.require_active(caller.subject, purpose)

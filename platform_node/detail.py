@@ -165,18 +165,14 @@ class AuthorizedDetail:
     ) -> int:
         # The grant's record of the use commits with the log entry (an unknown grant id
         # has no record to attach it to; the log still has it).
-        use = (
-            self.grants.use_along(
-                request.grant_id,
-                request_id=request_id,
-                institution=institution,
-                fields=fields,
-                use=USE,
-                outcome=outcome,
-                providers=answered,
-            )
-            if request.grant_id
-            else None
+        use = self.grants.use_along(
+            request.grant_id,
+            request_id=request_id,
+            institution=institution,
+            fields=fields,
+            use=USE,
+            outcome=outcome,
+            providers=answered,
         )
         return await self.audit.record(
             AuditEvent(

@@ -57,7 +57,6 @@ from platform_node.providers import (
     unpack_batch,
 )
 from platform_node.registry import GrantRecord, GrantRegistry, InstitutionRegistry
-from platform_node.registry.schema import write_tx
 from platform_node.signing import PlatformKeys
 from veil.audit.entry import AuditEvent, EventType
 from veil.config import NodeConfig
@@ -450,37 +449,34 @@ class OnlineScoring:
         try:
             # Inside the try: a replayed assertion, a suspended institution or a purpose
             # it was not admitted for is refused *and recorded*, like every other refusal.
-            def admit() -> tuple[ModelRecord, GrantRecord]:  # one worker-thread hop
-                """The reads, then one transaction: the assertion consumed (also when a
-                read refused: a refusal is no way to replay it) and the daily quota."""
+            def check() -> tuple[ModelRecord, GrantRecord]:
                 nonlocal record  # known to the failure log even if a later check refuses
-                refusal: VeilError | None = None
-                try:
-                    self.callers.require_active(caller, purpose=request.purpose)
-                    validate_uscc(request.uscc)
-                    record = found = self.models.scorable(request.model_id, request.version)
-                    self._check_registered(found.spec)
-                    granted = self.grants.authorize(
-                        grant_id=request.grant_id,
-                        uscc=request.uscc,
-                        institution=caller.subject,
-                        fields=list(found.spec.fields),
-                        use=USE,
-                        purpose=request.purpose,
-                        loan_ref=request.loan_ref,
-                    )
-                except VeilError as exc:
-                    refusal = exc
-                with write_tx(self.institutions.engine) as conn:
-                    self.callers.claim_on(conn, caller)
-                    if refusal is None:
-                        try:
-                            self.institutions.consume_quota(caller.subject, conn=conn)
-                        except VeilError as exc:
-                            refusal = exc
-                if refusal is not None:
-                    raise refusal
+                validate_uscc(request.uscc)
+                record = found = self.models.scorable(request.model_id, request.version)
+                self._check_registered(found.spec)
+                granted = self.grants.authorize(
+                    grant_id=request.grant_id,
+                    uscc=request.uscc,
+                    institution=caller.subject,
+                    fields=list(found.spec.fields),
+                    use=USE,
+                    purpose=request.purpose,
+                    loan_ref=request.loan_ref,
+                )
                 return found, granted
+
+            def admit() -> tuple[ModelRecord, GrantRecord]:  # one worker-thread hop
+                """The checks, then one transaction: the assertion consumed (also when a
+                check refused: a refusal is no way to replay it) and the daily quota."""
+                checked, _ = self.callers.admit_with(
+                    caller,
+                    purpose=request.purpose,
+                    check=check,
+                    write=lambda conn, _: self.institutions.consume_quota(
+                        caller.subject, conn=conn
+                    ),
+                )
+                return checked
 
             scored, grant = await asyncio.to_thread(admit)
             spec = scored.spec
@@ -634,18 +630,14 @@ class OnlineScoring:
         ids of :func:`veil.request_ids.round_ids` in their ledgers are this request."""
         fields = list(record.spec.fields) if record is not None else []
 
-        use = (
-            self.grants.use_along(
-                request.grant_id,
-                request_id=request_id,
-                institution=institution,
-                fields=fields,
-                use=USE,
-                outcome=outcome,
-                providers=answered,
-            )
-            if request.grant_id
-            else None
+        use = self.grants.use_along(
+            request.grant_id,
+            request_id=request_id,
+            institution=institution,
+            fields=fields,
+            use=USE,
+            outcome=outcome,
+            providers=answered,
         )
 
         detail: dict[str, str | int] = {"loan_ref": request.loan_ref} if request.loan_ref else {}

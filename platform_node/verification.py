@@ -63,7 +63,6 @@ from platform_node.mask_directory import MaskDirectory
 from platform_node.providers import ProviderRegistry
 from platform_node.registry import GrantRegistry, InstitutionRegistry
 from platform_node.registry.grants import GrantRecord
-from platform_node.registry.schema import write_tx
 from platform_node.service import AuthorizationParts
 from platform_node.verification_fanout import (
     AnswerKeys,
@@ -273,30 +272,23 @@ class Verification:
         self, caller: Caller, request: vpb.VerifyRequest, request_id: str, state: _Admission
     ) -> None:
         """Everything before the providers are asked, in one worker thread and one write
-        transaction.  Refusals come in this order: a replayed assertion, an institution
-        not active or not admitted for the purpose, the request, the claim (snapped to
-        the grid and planned), the grant, then the daily quota or the budget
-        (:meth:`VerificationBudgets.admit`), or the answer comes from the cache.  The
-        reads run first; the transaction then consumes the assertion — also when a
-        later check refused, so that a refusal is never a way to replay it — and, if
-        nothing refused, the quota and the cache or budget.  ``state`` keeps what was
-        learned before a refusal, for the record of it."""
-        refusal: VeilError | None = None
-        try:
-            self.callers.require_active(caller, purpose=request.purpose)
-            self._read_request(caller, request, request_id, state)
-        except VeilError as exc:
-            refusal = exc
-        with write_tx(self.budgets.engine) as conn:
-            self.callers.claim_on(conn, caller)
-            if refusal is None:
-                assert state.question is not None
-                try:
-                    state.cached = self.budgets.admit(state.question, conn=conn)
-                except VeilError as exc:
-                    refusal = exc  # the assertion (and a refused budget's quota) commit
-        if refusal is not None:
-            raise refusal
+        transaction (:meth:`CallerCheck.admit_with`, which consumes the assertion even
+        when a later check refuses).  Refusals come in this order: a replayed assertion,
+        an institution not active or not admitted for the purpose, the request, the
+        claim (snapped to the grid and planned), the grant, then the daily quota or the
+        budget (:meth:`VerificationBudgets.admit`), or the answer comes from the cache.
+        ``state`` keeps what was learned before a refusal, for the record of it."""
+
+        def spend(conn: Connection, _: None) -> None:
+            assert state.question is not None
+            state.cached = self.budgets.admit(state.question, conn=conn)
+
+        self.callers.admit_with(
+            caller,
+            purpose=request.purpose,
+            check=lambda: self._read_request(caller, request, request_id, state),
+            write=spend,
+        )
         state.spent = state.cached is None
 
     def _read_request(
@@ -428,7 +420,7 @@ class Verification:
                 outcome=outcome,
                 providers=answered,
             )
-            if request.grant_id and fields
+            if fields
             else None
         )
 

@@ -403,55 +403,50 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
     async def PartialScore(
         self, request: pb.PartialScoreRequest, context: Any
     ) -> pb.PartialScoreResponse:
-        try:
-            admitted = await self._admit_partial(request)
-        except NotInstalled:
-            raise  # not a use of data: the platform installs and asks again
-        except VeilError as exc:
-            await self._record(
-                "PartialScore", request.request_id, request.uscc or None, "refused", exc.message
-            )
-            raise
-        guard = admitted.guard
-
-        def answer() -> bytes:  # one worker thread; the claim and the ledger row: one commit
-            with write_transaction(guard.engine) as conn:
-                return self._answer_partial(conn, admitted)
-            # committed: the ledger row exists before the answer leaves
-
-        try:
-            ciphertext = await asyncio.to_thread(answer)
-        except VeilError as exc:  # replayed, revoked or failed: rolled back, recorded
-            await self._record(
-                "PartialScore", request.request_id, request.uscc, "refused", exc.message
-            )
-            raise
-        return pb.PartialScoreResponse(request_id=request.request_id, ciphertext=ciphertext)
+        (answer,) = await self._partial_all([request])
+        if isinstance(answer, VeilError):
+            raise answer
+        return pb.PartialScoreResponse(request_id=request.request_id, ciphertext=answer)
 
     async def PartialScores(
         self, request: pb.PartialScoresRequest, context: Any
     ) -> pb.PartialScoresResponse:
-        """PartialScore for each request, in one worker-thread hop and one commit: each
-        item in a savepoint of its own, its refusal recorded and returned in its place."""
+        """PartialScore for each request at once, each answer or refusal in its place."""
         items = list(request.requests)
         if not items or len(items) > MAX_BATCH_ITEMS:
             raise InvalidArgument(f"a batch has 1 to {MAX_BATCH_ITEMS} requests")
+        answers = await self._partial_all(items)
+        return pb.PartialScoresResponse(
+            results=[
+                pb.PartialScoreResult(error=error_status(a))
+                if isinstance(a, VeilError)
+                else pb.PartialScoreResult(
+                    answer=pb.PartialScoreResponse(request_id=item.request_id, ciphertext=a)
+                )
+                for item, a in zip(items, answers, strict=True)
+            ]
+        )
+
+    async def _partial_all(
+        self, items: Sequence[pb.PartialScoreRequest]
+    ) -> list[bytes | VeilError]:
+        """Admit each request (stateless checks, on the event loop), then answer them in
+        one worker-thread hop and one transaction: each admitted item in a savepoint of
+        its own (a replayed id or a revoked grant rolls back that item alone), every
+        refusal recorded in the ledger, all of it committed before any answer leaves.
+        "Not installed" is no use of data: returned, not recorded (the platform installs
+        and asks again)."""
         outcomes: list[_Admitted | VeilError] = []
         for item in items:
             try:
                 outcomes.append(await self._admit_partial(item))
             except VeilError as exc:
                 outcomes.append(exc)
-        if self.guard is None:  # every item was refused above; nothing to record here
-            raise FailedPrecondition(
-                f"provider {self.unit!r} is not configured for authorized requests"
-            )
-        guard = self.guard
         caller = self._caller()
 
         def answer() -> list[bytes | VeilError]:
             results: list[bytes | VeilError] = []
-            with write_transaction(guard.engine) as conn:
+            with write_transaction(self.ledger.engine) as conn:
                 for item, outcome in zip(items, outcomes, strict=True):
                     if isinstance(outcome, _Admitted):
                         try:
@@ -465,17 +460,7 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
                         self._refusal_on(conn, caller, item, outcome)
             return results
 
-        answers = await asyncio.to_thread(answer)
-        return pb.PartialScoresResponse(
-            results=[
-                pb.PartialScoreResult(error=error_status(a))
-                if isinstance(a, VeilError)
-                else pb.PartialScoreResult(
-                    answer=pb.PartialScoreResponse(request_id=item.request_id, ciphertext=a)
-                )
-                for item, a in zip(items, answers, strict=True)
-            ]
-        )
+        return await asyncio.to_thread(answer)
 
     def _refusal_on(
         self, conn: Connection, caller: str, item: pb.PartialScoreRequest, exc: VeilError

@@ -445,51 +445,7 @@ class GrantRegistry:
         _checks.use(use)
         _checks.text(outcome, "outcome", max_len=64)
         called = _checks.names(providers, "providers", max_len=64)
-        at = utc_now(now)
-        if conn is None:
-            with write_tx(self.engine) as own:
-                return self.record_use(
-                    grant_id,
-                    request_id=request_id,
-                    institution=institution,
-                    fields=asked,
-                    use=use,
-                    outcome=outcome,
-                    providers=called,
-                    now=at,
-                    conn=own,
-                )
-        row = self._row(conn, grant_id)
-        if row is None:
-            raise NotFound(f"no grant {str(grant_id)[:36]}")
-        if row.institution_id != institution:
-            raise GrantMismatch(f"grant {grant_id} is not to institution {str(institution)[:63]!r}")
-        values = {
-            "grant_id": grant_id,
-            "request_id": request_id,
-            "institution_id": institution,
-            "fields": list(asked),
-            "use": use,
-            "outcome": outcome,
-            "providers": list(called),
-            "at": at,
-        }
-        try:
-            conn.execute(insert(grant_uses).values(**values))
-        except IntegrityError:
-            raise AlreadyExists(
-                f"request {request_id[:128]} is already recorded under grant {grant_id}"
-            ) from None
-        record_event(
-            conn,
-            at=at,
-            actor=f"institution:{institution}",
-            action="grant.use",
-            object_type="grant",
-            object_id=grant_id,
-            detail={k: v for k, v in values.items() if k not in ("grant_id", "at")},
-        )
-        return GrantUse(
+        used = GrantUse(
             grant_id=grant_id,
             request_id=request_id,
             institution=institution,
@@ -497,7 +453,47 @@ class GrantRegistry:
             use=use,
             outcome=outcome,
             providers=called,
-            at=at,
+            at=utc_now(now),
+        )
+        if conn is None:
+            with write_tx(self.engine) as own:
+                self._insert_use(own, used)
+        else:
+            self._insert_use(conn, used)
+        return used
+
+    def _insert_use(self, conn: Connection, used: GrantUse) -> None:
+        row = self._row(conn, used.grant_id)
+        if row is None:
+            raise NotFound(f"no grant {str(used.grant_id)[:36]}")
+        if row.institution_id != used.institution:
+            raise GrantMismatch(
+                f"grant {used.grant_id} is not to institution {str(used.institution)[:63]!r}"
+            )
+        values = {
+            "grant_id": used.grant_id,
+            "request_id": used.request_id,
+            "institution_id": used.institution,
+            "fields": list(used.fields),
+            "use": used.use,
+            "outcome": used.outcome,
+            "providers": list(used.providers),
+            "at": used.at,
+        }
+        try:
+            conn.execute(insert(grant_uses).values(**values))
+        except IntegrityError:
+            raise AlreadyExists(
+                f"request {used.request_id[:128]} is already recorded under grant {used.grant_id}"
+            ) from None
+        record_event(
+            conn,
+            at=used.at,
+            actor=f"institution:{used.institution}",
+            action="grant.use",
+            object_type="grant",
+            object_id=used.grant_id,
+            detail={k: v for k, v in values.items() if k not in ("grant_id", "at")},
         )
 
     def use_along(
@@ -510,12 +506,14 @@ class GrantRegistry:
         use: str,
         outcome: str,
         providers: Sequence[str],
-    ) -> Callable[[Connection], None]:
+    ) -> Callable[[Connection], None] | None:
         """:meth:`record_use` as a write to run along a log entry (``AuditLog.record(
         event, along=…)``: one commit for both), where there is a grant to attach it
-        to — an unknown grant, another institution's grant or a request id already
-        recorded leave the grant's record alone (its savepoint rolled back); the log
-        entry still records the use."""
+        to — none without a grant id; an unknown grant, another institution's grant or
+        a request id already recorded leave the grant's record alone (its savepoint
+        rolled back).  The log entry records the use either way."""
+        if not grant_id:
+            return None
         at = utc_now(None)
 
         def along(conn: Connection) -> None:

@@ -53,6 +53,27 @@ def _claim_row(namespace: str, token_id: str, expires_at: dt.datetime) -> dict[s
     return {"namespace": namespace, "token_id": token_id, "expires_at": expires_at}
 
 
+def _claimed_before(conn: Connection, row: dict[str, object]) -> bool:
+    """Claim ``row`` on ``conn``; True when it had been claimed before (then nothing
+    was written and the transaction stays usable)."""
+    statement = _CLAIM_IF_NEW.get(conn.dialect.name)
+    if statement is not None:
+        return conn.execute(statement, row).first() is None
+    try:  # pragma: no cover - other backends
+        with conn.begin_nested():
+            conn.execute(_CLAIM, row)
+        return False
+    except IntegrityError:
+        return True
+
+
+def _replayed(namespace: str) -> Replayed:
+    return Replayed(
+        f"token id already used ({namespace}): replayed token refused",
+        details={"namespace": namespace},
+    )
+
+
 @dataclass
 class _Pending:
     row: dict[str, object]
@@ -90,39 +111,18 @@ class ReplayGuard:
         if self.engine.dialect.name in _CLAIM_IF_NEW:
             replayed = self._group_claim(row)
         else:  # pragma: no cover - other backends: one transaction per claim
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(_CLAIM, row)
-                replayed = False
-            except IntegrityError:
-                replayed = True
+            with self.engine.begin() as conn:
+                replayed = _claimed_before(conn, row)
         if replayed:
-            raise Replayed(
-                f"token id already used ({namespace}): replayed token refused",
-                details={"namespace": namespace},
-            )
+            raise _replayed(namespace)
 
     def claim_on(
         self, conn: Connection, namespace: str, token_id: str, expires_at: dt.datetime
     ) -> None:
         """:meth:`claim` inside the caller's write transaction on this guard's database
         (a handler that writes anyway saves a commit).  It counts once that commits."""
-        row = _claim_row(namespace, token_id, expires_at)
-        statement = _CLAIM_IF_NEW.get(conn.dialect.name)
-        if statement is not None:
-            replayed = conn.execute(statement, row).first() is None
-        else:  # pragma: no cover - other backends
-            try:
-                with conn.begin_nested():
-                    conn.execute(_CLAIM, row)
-                replayed = False
-            except IntegrityError:
-                replayed = True
-        if replayed:
-            raise Replayed(
-                f"token id already used ({namespace}): replayed token refused",
-                details={"namespace": namespace},
-            )
+        if _claimed_before(conn, _claim_row(namespace, token_id, expires_at)):
+            raise _replayed(namespace)
 
     def _group_claim(self, row: dict[str, object]) -> bool:
         """Claim ``row`` in the next group commit; True when it was claimed before."""
@@ -151,11 +151,10 @@ class ReplayGuard:
         return item.replayed
 
     def _commit(self, batch: list[_Pending]) -> None:
-        statement = _CLAIM_IF_NEW[self.engine.dialect.name]
         try:
             with self.engine.begin() as conn:
                 for pending in batch:
-                    pending.replayed = conn.execute(statement, pending.row).first() is None
+                    pending.replayed = _claimed_before(conn, pending.row)
             self.commits += 1
         except Exception as exc:  # nothing of the batch committed: every claim fails
             for pending in batch:
