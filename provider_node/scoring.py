@@ -56,7 +56,7 @@ from sqlalchemy import (
 from provider_node.guard import Guard
 from provider_node.ledger import Ledger
 from provider_node.mask_keys import ProviderMaskKeys
-from provider_node.scoring_batch import ProviderBatch
+from provider_node.scoring_batch import UNIFORM_BELOW, ProviderBatch
 from provider_node.service import ProviderServicer
 from veil._internal.status import error_status
 from veil.catalog import Catalog
@@ -81,6 +81,7 @@ from veil.errors import (
     PermissionDenied,
     VeilError,
 )
+from veil.scoring.ckks import SLOTS
 from veil.scoring.features import feature_value
 from veil.scoring.part import VALUE, ModelPart, parse_part
 from veil.server import ServiceBinding, current_peer
@@ -578,6 +579,15 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
 RANDOMIZERS = ("full", "djn")
 
 
+def batch_uniform_below(section: Mapping[str, Any], path: str) -> int:
+    """``[scoring] batch_uniform_below``: the chunk size below which a batch chunk is
+    computed with every product (default :data:`~provider_node.scoring_batch.UNIFORM_BELOW`)."""
+    value = section.get("batch_uniform_below", UNIFORM_BELOW)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= SLOTS:
+        raise ConfigError(path, "scoring.batch_uniform_below", f"must be an integer 0..{SLOTS}")
+    return value
+
+
 def scoring_binding(
     config: NodeConfig,
     provider: ProviderServicer,
@@ -593,10 +603,17 @@ def scoring_binding(
     subset, ~20× cheaper, computationally hiding against the key holder only under the
     short-exponent discrete-log assumption (~2^80 work at 2048 bits; see
     ``veil.crypto.pool`` and LEAKAGE.md).
+
+    ``[scoring] batch_uniform_below`` (default 256, 0..4096): batch chunks of fewer
+    enterprises are computed with every product, so their timing shows nothing of their
+    data (``provider_node.scoring_batch``); 4096 makes every chunk uniform, at up to
+    twice the work per chunk.
     """
-    randomizer = config.section("scoring").get("randomizer", "full")
+    section = config.section("scoring")
+    randomizer = section.get("randomizer", "full")
     if randomizer not in RANDOMIZERS:
         raise ConfigError(str(config.path), "scoring.randomizer", "must be 'full' or 'djn'")
+    uniform_below = batch_uniform_below(section, str(config.path))
     engine = provider.ledger.engine
     servicer = ProviderScoringServicer(
         unit=provider.unit,
@@ -608,7 +625,11 @@ def scoring_binding(
         parts=PartStore(engine, provider.unit, provider.catalog),
         randomizer=randomizer,
         batch=ProviderBatch(
-            unit=provider.unit, catalog=provider.catalog, store=provider.store, masks=masks
+            unit=provider.unit,
+            catalog=provider.catalog,
+            store=provider.store,
+            masks=masks,
+            uniform_below=uniform_below,
         ),
     )
     binding = ServiceBinding(

@@ -62,6 +62,11 @@ if TYPE_CHECKING:
     from provider_node.scoring import ProviderScoringServicer
 
 MAX_JOBS = 4
+UNIFORM_BELOW = 256
+"""Default of ``[scoring] batch_uniform_below``: chunks of fewer enterprises are
+computed with every product (:func:`partial_vector`, ``uniform``), so that their timing
+says nothing of their data; larger chunks take the shortcuts, and their timing tells
+how many distinct columns they hold (LEAKAGE.md)."""
 MASK_CONTEXT = "batch"
 SELECTABLE_FIELDS = frozenset({"samr_industry_code"})
 MAX_FLOOD_SIGMA = 1e-3
@@ -181,10 +186,16 @@ def chunk_positions(data: JobData, usccs: Sequence[str]) -> npt.NDArray[np.intp]
     return np.where(data.known[clipped] == wanted, clipped, -1)
 
 
-def partial_vector(job: BatchJob, usccs: Sequence[str]) -> ts.CKKSVector | None:
+def partial_vector(
+    job: BatchJob, usccs: Sequence[str], *, uniform: bool = False
+) -> ts.CKKSVector | None:
     """``Σ Enc(w)⊙plaintext`` for one chunk, or None if every product vanishes.
 
     NOT fit to leave the provider: see :func:`protect_vector`.
+
+    ``uniform`` (small chunks, :data:`UNIFORM_BELOW`): every column's product is
+    computed, none skipped, merged or folded (:func:`_uniform_vector`), so the time
+    taken depends on the model and the chunk's size only.  Otherwise:
 
     A plaintext–ciphertext product costs ~1 ms (encoding the plaintext dominates), a
     ciphertext addition ~0.03 ms, so products are saved where the algebra allows:
@@ -207,6 +218,8 @@ def partial_vector(job: BatchJob, usccs: Sequence[str]) -> ts.CKKSVector | None:
     pos = chunk_positions(data, usccs)
     found = pos >= 0
     take = np.where(found, pos, 0)
+    if uniform:
+        return _uniform_vector(job, data, found, take)
     terms: dict[bytes, tuple[F64, ts.CKKSVector]] = {}
 
     def term(ct: ts.CKKSVector, column: F64) -> None:
@@ -248,6 +261,50 @@ def partial_vector(job: BatchJob, usccs: Sequence[str]) -> ts.CKKSVector | None:
     return acc
 
 
+def _uniform_vector(
+    job: BatchJob, data: JobData, found: npt.NDArray[np.bool_], take: npt.NDArray[np.intp]
+) -> ts.CKKSVector:
+    """The chunk's sum with one product per column of the model part — a linear
+    feature's value and missing indicator, a table feature's indicator of every entry
+    and of missing — whatever the values: the count of products, and the density of
+    their plaintexts, are the same for every chunk of this size.
+
+    No plaintext may be all zeros (SEAL takes about three times as long to multiply
+    by one): every column carries 1 in slot ``n``, the first slot after the chunk,
+    which the platform does not read (it decrypts slots ``0..n−1``).  What lands
+    there is a sum of this part's weights, the same for every chunk and every
+    enterprise, under the mask."""
+    n = len(found)
+    assert n < job.slots, "a uniform chunk leaves a slot free"
+    acc: ts.CKKSVector | None = None
+
+    def add(ct: ts.CKKSVector, column: F64) -> None:
+        nonlocal acc
+        full = np.zeros(job.slots)
+        full[:n] = column
+        full[n] = 1.0
+        product = ct * ts.plain_tensor(full)
+        if acc is None:
+            acc = product
+        else:
+            acc.add_(product)
+
+    for f in job.part.features:
+        cts = job.weights[f.spec.name]
+        if f.linear:
+            x = np.where(found, data.linear[f.spec.name][take], data.defaults[f.spec.name])
+            missing = np.isnan(x)
+            add(cts[0], np.where(missing, 0.0, x))
+            add(cts[1], missing.astype(np.float64))
+            continue
+        idx = np.where(found, data.index[f.spec.name][take], int(data.defaults[f.spec.name]))
+        slot = np.where(idx < 0, f.table_size, idx)
+        for b in range(f.table_size + 1):
+            add(cts[b], (slot == b).astype(np.float64))
+    assert acc is not None, "a model part has at least one feature"
+    return acc
+
+
 def protect_vector(
     job: BatchJob, acc: ts.CKKSVector | None, mask: F64, *, flood: bool = True
 ) -> ts.CKKSVector:
@@ -268,11 +325,13 @@ class ProviderBatch:
         catalog: Catalog,
         store: ProviderStore,
         masks: ProviderMaskKeys | None,
+        uniform_below: int = UNIFORM_BELOW,
     ) -> None:
         self.unit = unit
         self.catalog = catalog
         self.store = store
         self.masks = masks
+        self.uniform_below = uniform_below
         self.jobs: OrderedDict[str, BatchJob] = OrderedDict()
 
     def close(self) -> None:
@@ -417,7 +476,7 @@ class ProviderBatch:
         def compute() -> bytes:
             self._ensure_values(job)
             try:
-                acc = partial_vector(job, usccs)
+                acc = partial_vector(job, usccs, uniform=len(usccs) < self.uniform_below)
             except RuntimeError as exc:  # SEAL refuses e.g. a transparent ciphertext
                 raise InvalidArgument(
                     f"batch job {job.job_id[:64]}: the encrypted weights do not combine ({exc})"

@@ -708,3 +708,76 @@ def test_counts_are_transformed_online_and_in_batch_alike() -> None:
         assert batch_values(spec, rows).tolist() == want
     assert feature_value(clipped, {}) == 0.0  # no rows: count 0, clipped
     assert feature_value(logged, {}) is None  # log of 0: missing, as documented
+
+
+def test_small_chunks_take_the_same_products_whatever_their_data(
+    federation: Any, model: tuple[dict[str, Any], spb.ModelInfo], monkeypatch: Any
+) -> None:
+    """A chunk below ``batch_uniform_below`` is computed with one product per column of
+    the model part: a chunk of one enterprise repeated and a chunk of varied ones cost
+    the same number of products, no plaintext is all zeros (SEAL takes longer on one),
+    and the sums equal those of the shortcut path within CKKS precision."""
+    import numpy as np
+    import tenseal as ts
+
+    from platform_node.models.demo import store_for
+    from provider_node.scoring_batch import BatchJob, _load_values, partial_vector
+    from veil.catalog import load_catalog
+    from veil.scoring.ckks import FLOOD_SIGMA, MASK_BOUND, SLOTS, new_secret_context
+    from veil.scoring.part import model_part
+
+    doc, _ = model
+    spec = parse_model(dict(doc, version=1))
+    ctx = new_secret_context()
+    catalog = load_catalog()
+    varied = sorted(read_labels(federation.data / "labels.csv"))[:150]
+    varied.append("91110000000000000X")  # held by no provider
+    same = [varied[0]] * len(varied)
+    plaintexts: list[Any] = []
+    real_plain_tensor = ts.plain_tensor
+
+    def spy(values: Any, *args: Any, **kwargs: Any) -> Any:
+        plaintexts.append(np.asarray(values))
+        return real_plain_tensor(values, *args, **kwargs)
+
+    monkeypatch.setattr(ts, "plain_tensor", spy)
+    for unit in spec.providers:
+        part = model_part(spec, unit)
+        weights = {
+            f.spec.name: [ts.ckks_vector(ctx, [w] * SLOTS) for w in f.weights()]
+            for f in spec.features_of(unit)
+        }
+        job = BatchJob("t", part, ctx, weights, FLOOD_SIGMA, MASK_BOUND, SLOTS)
+        store = store_for(federation.data, unit, catalog)
+        try:
+            job.values = _load_values(store, part, catalog)
+        finally:
+            store.close()
+        columns = sum(2 if f.linear else f.table_size + 1 for f in part.features)
+        counts = []
+        for chunk in (varied, same):
+            plaintexts.clear()
+            uniform = partial_vector(job, chunk, uniform=True)
+            counts.append(len(plaintexts))
+            assert all(p.any() for p in plaintexts), unit
+            shortcut = partial_vector(job, chunk)  # None: every product vanished
+            assert uniform is not None
+            got = np.asarray(uniform.decrypt()[: len(chunk)])
+            want = np.zeros(len(chunk))
+            if shortcut is not None:
+                want = np.asarray(shortcut.decrypt()[: len(chunk)])
+            assert np.max(np.abs(got - want)) < 1e-4, unit
+        assert counts == [columns, columns], unit
+
+
+def test_batch_uniform_below_setting() -> None:
+    from provider_node.scoring import batch_uniform_below
+    from provider_node.scoring_batch import UNIFORM_BELOW
+    from veil.errors import ConfigError
+
+    assert batch_uniform_below({}, "p.toml") == UNIFORM_BELOW
+    assert batch_uniform_below({"batch_uniform_below": 4096}, "p.toml") == 4096
+    assert batch_uniform_below({"batch_uniform_below": 0}, "p.toml") == 0
+    for bad in (-1, 4097, True, "256", 1.5):
+        with pytest.raises(ConfigError, match="batch_uniform_below"):
+            batch_uniform_below({"batch_uniform_below": bad}, "p.toml")
