@@ -105,6 +105,15 @@ _SPEND = (
     .values(used=budget_usage.c.used + 1)
 )
 _SPEND_RETURNING = _SPEND.returning(budget_usage.c.field)
+_CACHE_KEY = (
+    answer_cache.c.grant_id == bindparam("c_grant"),
+    answer_cache.c.institution == bindparam("c_institution"),
+    answer_cache.c.uscc == bindparam("c_uscc"),
+    answer_cache.c.claims_sha256 == bindparam("c_claims"),
+)
+_CACHED = select(answer_cache).where(*_CACHE_KEY)
+_FORGET = delete(answer_cache).where(*_CACHE_KEY)
+_REMEMBER = insert(answer_cache)
 _ENSURE = {
     "sqlite": sqlite.insert(budget_usage).values(used=0).on_conflict_do_nothing(),
     "postgresql": postgresql.insert(budget_usage).values(used=0).on_conflict_do_nothing(),
@@ -212,7 +221,7 @@ class VerificationBudgets:
             return self._cached(conn, q, _now(now))
 
     def _cached(self, conn: Connection, q: Question, now: dt.datetime) -> CachedAnswer | None:
-        row = conn.execute(select(answer_cache).where(*self._cache_key(q))).first()
+        row = conn.execute(_CACHED, self._cache_key(q)).first()
         if row is None or _aware(row.expires_at) <= now:
             return None
         return CachedAnswer(
@@ -250,25 +259,27 @@ class VerificationBudgets:
         }
 
     def _remember(self, conn: Connection, q: Question, values: dict[str, Any]) -> None:
-        conn.execute(delete(answer_cache).where(*self._cache_key(q)))
+        key = self._cache_key(q)
+        conn.execute(_FORGET, key)
         conn.execute(
-            insert(answer_cache).values(
-                grant_id=q.grant_id,
-                institution=q.institution,
-                uscc=q.uscc,
-                claims_sha256=q.claims_sha256,
+            _REMEMBER,
+            {
+                "grant_id": q.grant_id,
+                "institution": q.institution,
+                "uscc": q.uscc,
+                "claims_sha256": q.claims_sha256,
                 **values,
-            )
+            },
         )
 
     @staticmethod
-    def _cache_key(q: Question) -> list[ColumnElement[bool]]:
-        return [
-            answer_cache.c.grant_id == q.grant_id,
-            answer_cache.c.institution == q.institution,
-            answer_cache.c.uscc == q.uscc,
-            answer_cache.c.claims_sha256 == q.claims_sha256,
-        ]
+    def _cache_key(q: Question) -> dict[str, str]:
+        return {
+            "c_grant": q.grant_id,
+            "c_institution": q.institution,
+            "c_uscc": q.uscc,
+            "c_claims": q.claims_sha256,
+        }
 
     # --- budgets ---
 

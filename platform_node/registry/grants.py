@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jwt
-from sqlalchemy import Connection, Engine, Row, insert, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from platform_node.registry import _checks
@@ -481,7 +481,7 @@ class GrantRegistry:
             "at": used.at,
         }
         try:
-            conn.execute(insert(grant_uses).values(**values))
+            conn.execute(_INSERT_USE, values)
         except IntegrityError:
             raise AlreadyExists(
                 f"request {used.request_id[:128]} is already recorded under grant {used.grant_id}"
@@ -665,7 +665,7 @@ class GrantRegistry:
 
     @staticmethod
     def _row(conn: Connection, grant_id: str) -> Row[Any] | None:
-        return conn.execute(select(grants).where(grants.c.grant_id == grant_id)).first()
+        return conn.execute(_GRANT_ROW, {"g_id": grant_id}).first()
 
     def _get(self, conn: Connection, grant_id: str, at: dt.datetime) -> GrantRecord:
         row = self._row(conn, grant_id)
@@ -685,3 +685,8 @@ class GrantRegistry:
         with self.engine.connect() as conn:
             rows = conn.execute(select(letters).where(where).order_by(letters.c.id)).all()
         return [letter_from_row(r) for r in rows]
+
+
+# Built once (SQLAlchemy reuses the compiled form): they run on every authorized request.
+_GRANT_ROW = select(grants).where(grants.c.grant_id == bindparam("g_id"))
+_INSERT_USE = insert(grant_uses)

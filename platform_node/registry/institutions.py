@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from platform_node.registry import _checks, quota
@@ -463,11 +463,7 @@ class InstitutionRegistry:
     # --- internals ---
 
     def _row(self, conn: Connection, institution_id: str, *, lock: bool = False) -> Row[Any]:
-        query = select(institutions).where(institutions.c.id == institution_id)
-        if lock:
-            # FOR NO KEY UPDATE: still lets grants and letters reference the row meanwhile.
-            query = query.with_for_update(key_share=True)
-        row = conn.execute(query).first()
+        row = conn.execute(_ROW_LOCKED if lock else _ROW, {"i_id": institution_id}).first()
         if row is None:
             raise NotFound(f"no institution {str(institution_id)[:63]!r}")
         return row
@@ -540,3 +536,9 @@ class InstitutionRegistry:
                 at=at,
             )
         )
+
+
+# Built once (SQLAlchemy reuses the compiled form): the row is read on every request.
+_ROW = select(institutions).where(institutions.c.id == bindparam("i_id"))
+# FOR NO KEY UPDATE: still lets grants and letters reference the row meanwhile.
+_ROW_LOCKED = _ROW.with_for_update(key_share=True)

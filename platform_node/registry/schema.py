@@ -235,6 +235,13 @@ Index("ix_registry_events_object", events.c.object_type, events.c.object_id, eve
 COUNTER_REVOCATION = "revocation"
 COUNTER_LOCK = "lock"
 
+# Built once (SQLAlchemy reuses the compiled form): every write transaction and every
+# recorded event runs them.
+_TAKE_WRITE_LOCK = (
+    update(counters).where(counters.c.name == COUNTER_LOCK).values(value=counters.c.value + 1)
+)
+_INSERT_EVENT = insert(events)
+
 
 def create_schema(engine: Engine) -> None:
     """Create the registry tables and counter rows if missing (safe to call repeatedly,
@@ -258,11 +265,7 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
     """
     with engine.begin() as conn:
         if conn.dialect.name == "sqlite":
-            conn.execute(
-                update(counters)
-                .where(counters.c.name == COUNTER_LOCK)
-                .values(value=counters.c.value + 1)
-            )
+            conn.execute(_TAKE_WRITE_LOCK)
         yield conn
 
 
@@ -316,14 +319,15 @@ def record_event(
 ) -> None:
     """Append one event inside the caller's transaction."""
     conn.execute(
-        insert(events).values(
-            at=at,
-            actor=actor,
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            detail=json.dumps(dict(detail), sort_keys=True, ensure_ascii=False, default=str),
-        )
+        _INSERT_EVENT,
+        {
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "object_type": object_type,
+            "object_id": object_id,
+            "detail": json.dumps(dict(detail), sort_keys=True, ensure_ascii=False, default=str),
+        },
     )
 
 

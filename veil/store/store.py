@@ -39,6 +39,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     func,
     insert,
     literal,
@@ -53,6 +54,8 @@ from veil.store.engine import bulk_load, make_engine
 from veil.store.mapping import IDENTITY_NAME, IDENTITY_USCC, ColumnMap, Mapping, TableMap
 
 __all__ = ["ProviderStore"]
+
+_MAX_LOOKUPS = 1024
 
 _NATIVE: dict[FieldType, TypeEngine[Any]] = {
     FieldType.STRING: Text(),
@@ -122,6 +125,9 @@ class ProviderStore:
         self.tables: dict[str, Table] = {
             ds_id: self._table(tm) for ds_id, tm in mapping.tables.items()
         }
+        # fetch's statements, built once per (dataset, fields, identity) with the USCC as
+        # a bind parameter: building a SELECT costs several times what running it does
+        self._lookups: dict[tuple[str, tuple[str, ...], bool], Any] = {}
 
     # --- schema -----------------------------------------------------------------------------
 
@@ -267,11 +273,22 @@ class ProviderStore:
         with self.engine.connect() as conn:
             for ds_id, fids in groups.items():
                 tm = self.mapping.tables[ds_id]
-                t = self.tables[ds_id]
-                stmt = self._select(tm, fids, identity).where(t.c[tm.key] == uscc)
-                stmt = stmt.order_by(*self._ordering(tm))
-                out[ds_id] = [self._convert(tm, fids, identity, r) for r in conn.execute(stmt)]
+                stmt = self._lookup(tm, fids, identity)
+                rows = conn.execute(stmt, {"uscc": uscc})
+                out[ds_id] = [self._convert(tm, fids, identity, r) for r in rows]
         return out
+
+    def _lookup(self, tm: TableMap, field_ids: Sequence[str], identity: bool) -> Any:
+        key = (tm.dataset_id, tuple(field_ids), identity)
+        stmt = self._lookups.get(key)
+        if stmt is None:
+            t = self.tables[tm.dataset_id]
+            stmt = self._select(tm, field_ids, identity).where(t.c[tm.key] == bindparam("uscc"))
+            stmt = stmt.order_by(*self._ordering(tm))
+            if len(self._lookups) >= _MAX_LOOKUPS:  # field sets are few; never unbounded
+                self._lookups.clear()
+            self._lookups[key] = stmt
+        return stmt
 
     def iter_dataset(
         self,

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from veil._internal.merkle import (
@@ -84,6 +84,15 @@ class LogStore:
     def __init__(self, url: str, *, table_prefix: str = "tlog_") -> None:
         self._engine: Engine = make_engine(url)
         self._t = Tables(table_prefix)
+        # every append runs these: built once, SQLAlchemy reuses their compiled form
+        head = self._t.head
+        self._read_head = select(head.c.size).where(head.c.id == _HEAD_ID)
+        self._lock_head = self._read_head.with_for_update()
+        self._move_head = (
+            update(head).where(head.c.id == _HEAD_ID).values(size=bindparam("new_size"))
+        )
+        self._insert_leaves = insert(self._t.leaves)
+        self._insert_nodes = insert(self._t.nodes)
         self._lock = threading.Lock()
         self._t.metadata.create_all(self._engine)
         with self._write() as conn:
@@ -120,8 +129,7 @@ class LogStore:
             yield conn
 
     def _head_size(self, conn: Connection, *, lock: bool = False) -> int:
-        query = select(self._t.head.c.size).where(self._t.head.c.id == _HEAD_ID)
-        size = conn.execute(query.with_for_update() if lock else query).scalar_one()
+        size = conn.execute(self._lock_head if lock else self._read_head).scalar_one()
         return int(size)
 
     def _nodes(self, conn: Connection, ids: Sequence[NodeID]) -> dict[NodeID, bytes]:
@@ -187,7 +195,7 @@ class LogStore:
                 frontier = list(self._frontier)
                 new_nodes = append_leaf_hashes(frontier, size, hashes)
                 conn.execute(
-                    insert(self._t.leaves),
+                    self._insert_leaves,
                     [
                         {"idx": size + i, "leaf_hash": h, "data": d}
                         for i, (h, d) in enumerate(zip(hashes, data, strict=True))
@@ -195,12 +203,8 @@ class LogStore:
                 )
                 rows = [{"id": node_key(lv, ix), "hash": h} for lv, ix, h in new_nodes if lv > 0]
                 if rows:
-                    conn.execute(insert(self._t.nodes), rows)
-                conn.execute(
-                    update(self._t.head)
-                    .where(self._t.head.c.id == _HEAD_ID)
-                    .values(size=size + len(data))
-                )
+                    conn.execute(self._insert_nodes, rows)
+                conn.execute(self._move_head, {"new_size": size + len(data)})
                 for write in along:
                     try:
                         with conn.begin_nested():
