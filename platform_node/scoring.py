@@ -35,6 +35,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -163,6 +164,8 @@ def combine_logit(
     spec: ModelSpec,
     answers: Mapping[str, Ciphertext],
     imputed: Sequence[str] = (),
+    *,
+    helper: Executor | None = None,
 ) -> float:
     """The logit from the providers' answers: decrypt only their product, add the
     platform's own terms (intercept, linear offsets, imputed providers' missing values).
@@ -171,7 +174,7 @@ def combine_logit(
     computed for another roster or request, or a provider sending garbage that is still
     a valid ciphertext): UNAVAILABLE naming the providers summed, never a number.
     """
-    total = keys.decrypt_centred(add_many(list(answers.values())))
+    total = keys.decrypt_centred(add_many(list(answers.values())), helper=helper)
     if abs(total) >= 1 << TOTAL_BOUND_BITS:
         units = ", ".join(sorted(answers))
         raise MasksDidNotCancel(
@@ -225,6 +228,8 @@ class OnlineScoring:
         self.audit = audit
         # Weights go to providers, who do not hold the key: DJN short exponents are fine.
         self.pool = RandomnessPool(keys.public, 64, short_exponent=True)
+        # half of each decryption runs here, beside the worker thread's half (latency)
+        self._decrypt_helper = ThreadPoolExecutor(2, thread_name_prefix="veil-decrypt")
         self._install_locks: dict[tuple[str, int, str], asyncio.Lock] = {}
         self._installed: set[tuple[str, int, str]] = set()
         self._stubs: dict[str, provider_scoring_pb2_grpc.ProviderScoringAsyncStub] = {}
@@ -234,6 +239,7 @@ class OnlineScoring:
 
     def close(self) -> None:
         self.pool.close()
+        self._decrypt_helper.shutdown(wait=False, cancel_futures=True)
 
     def stub(self, unit: str) -> provider_scoring_pb2_grpc.ProviderScoringAsyncStub:
         link = self.providers.link(unit)
@@ -432,7 +438,7 @@ class OnlineScoring:
     def combine(
         self, spec: ModelSpec, answers: Mapping[str, Ciphertext], imputed: Sequence[str]
     ) -> float:
-        return combine_logit(self.keys, spec, answers, imputed)
+        return combine_logit(self.keys, spec, answers, imputed, helper=self._decrypt_helper)
 
     # -- the request -----------------------------------------------------------------------
 

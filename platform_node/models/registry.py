@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import (
     Column,
@@ -37,6 +37,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -281,36 +282,43 @@ class ModelRegistry:
         return _record(row)
 
     def scorable(self, model_id: str, version: int = 0) -> ModelRecord:
-        """An approved version (``version`` 0: the latest approved one), spec cached."""
-        if version:
-            record = self.get(model_id, version)
-            if record.state != "approved":
-                raise FailedPrecondition(
-                    f"model {record.ref} is {record.state}, not approved for scoring"
-                )
-        else:
-            with self.engine.connect() as conn:
-                row = conn.execute(
-                    select(models)
-                    .where(and_(models.c.model_id == model_id, models.c.state == "approved"))
-                    .order_by(models.c.version.desc())
-                    .limit(1)
-                ).first()
-            if row is None:
-                with self.engine.connect() as conn:
-                    any_row = conn.execute(
-                        select(models.c.version).where(models.c.model_id == model_id).limit(1)
-                    ).first()
-                if any_row is None:
-                    raise NotFound(f"unknown model {model_id!r}")
-                raise FailedPrecondition(f"model {model_id} has no approved version")
-            record = _record(row)
-        cached = self._specs.get((record.model_id, record.version))
-        if cached is not None and cached.sha256 == record.sha256:
+        """An approved version (``version`` 0: the latest approved one), spec cached.
+
+        Runs on every score: it reads the version's state and digest only, and the
+        document only when this version is not cached yet (or its digest changed)."""
+        if not isinstance(model_id, str) or not MODEL_ID_RE.fullmatch(model_id):
+            raise InvalidArgument("model_id must match [a-z0-9][a-z0-9-]{0,63}")
+        with self.engine.connect() as conn:
+            if version:
+                head = conn.execute(_VERSION_HEAD, {"m_id": model_id, "m_v": version}).first()
+            else:
+                head = conn.execute(_LATEST_APPROVED_HEAD, {"m_id": model_id}).first()
+        if head is None or head.state != "approved":
+            self._refuse_unscorable(model_id, version)
+        assert head is not None
+        cached = self._specs.get((head.model_id, head.version))
+        if cached is not None and cached.sha256 == head.sha256:
             return cached
+        record = self.get(head.model_id, head.version)
+        if record.state != "approved":  # changed in between
+            self._refuse_unscorable(model_id, version)
         _ = record.spec  # parse (and validate) once per version
         self._specs[(record.model_id, record.version)] = record
         return record
+
+    def _refuse_unscorable(self, model_id: str, version: int) -> NoReturn:
+        if version:
+            record = self.get(model_id, version)  # NotFound names what is missing
+            raise FailedPrecondition(
+                f"model {record.ref} is {record.state}, not approved for scoring"
+            )
+        with self.engine.connect() as conn:
+            any_row = conn.execute(
+                select(models.c.version).where(models.c.model_id == model_id).limit(1)
+            ).first()
+        if any_row is None:
+            raise NotFound(f"unknown model {model_id!r}")
+        raise FailedPrecondition(f"model {model_id} has no approved version")
 
     def list(self, model_id: str | None = None) -> list[ModelRecord]:
         stmt = select(models).order_by(models.c.model_id, models.c.version)
@@ -366,3 +374,16 @@ class ModelRegistry:
                     )
                 )
             )
+
+
+# Read on every score (ModelRegistry.scorable): the state and digest, not the document.
+_HEAD_COLUMNS = (models.c.model_id, models.c.version, models.c.sha256, models.c.state)
+_VERSION_HEAD = select(*_HEAD_COLUMNS).where(
+    models.c.model_id == bindparam("m_id"), models.c.version == bindparam("m_v")
+)
+_LATEST_APPROVED_HEAD = (
+    select(*_HEAD_COLUMNS)
+    .where(models.c.model_id == bindparam("m_id"), models.c.state == "approved")
+    .order_by(models.c.version.desc())
+    .limit(1)
+)

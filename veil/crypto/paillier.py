@@ -38,6 +38,7 @@ import operator
 import os
 import secrets
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 import gmpy2
@@ -165,6 +166,13 @@ def _primorial(limit: int) -> mpz:
 
 
 _SMALL_PRIMORIAL = _primorial(1000)
+
+
+def _secret_powmod(base: mpz, exponent: mpz, modulus: mpz) -> mpz:
+    """``gmpy2.powmod_sec`` (constant time in ``exponent``, a secret) with the GIL released
+    meanwhile: a decryption in a worker thread does not stall the event loop's thread."""
+    with gmpy2.context(allow_release_gil=True):
+        return gmpy2.powmod_sec(base, exponent, modulus)
 
 
 # --- ciphertexts ---------------------------------------------------------------------
@@ -517,16 +525,26 @@ class PaillierKeys:
     def key_id(self) -> str:
         return self.public.key_id
 
-    def decrypt(self, c: Ciphertext) -> int:
+    def decrypt(self, c: Ciphertext, *, helper: Executor | None = None) -> int:
         """The plaintext in ``[0, n)``, by CRT: ``m_p = L_p(c^{p−1} mod p²)·h_p mod p``,
-        likewise mod ``q``, then ``m = m_p + p·((m_q − m_p)·p⁻¹ mod q)``."""
+        likewise mod ``q``, then ``m = m_p + p·((m_q − m_p)·p⁻¹ mod q)``.
+
+        With ``helper`` (an executor), the ``q`` half is computed there while this
+        thread computes the ``p`` half; both release the GIL, so on two idle cores the
+        decryption takes about half as long (the same CPU: for latency, not throughput).
+        """
         if not isinstance(c, Ciphertext):
             raise InvalidArgument(f"expected a Ciphertext, not {type(c).__name__}")
         if c.public_key.n != self.public.n:
             raise KeyMismatch("ciphertext was encrypted under another public key")
         p, q = self._p, self._q
-        xp = gmpy2.powmod_sec(c._c % self._p2, p - 1, self._p2)
-        xq = gmpy2.powmod_sec(c._c % self._q2, q - 1, self._q2)
+        if helper is None:
+            xq = _secret_powmod(c._c % self._q2, q - 1, self._q2)
+        else:
+            half = helper.submit(_secret_powmod, c._c % self._q2, q - 1, self._q2)
+        xp = _secret_powmod(c._c % self._p2, p - 1, self._p2)
+        if helper is not None:
+            xq = half.result()
         mp = (xp - 1) // p * self._hp % p
         mq = (xq - 1) // q * self._hq % q
         return int(mp + (mq - mp) * self._pinv % q * p)
@@ -548,11 +566,11 @@ class PaillierKeys:
             raise InvalidArgument(f"expected a Ciphertext, not {type(c).__name__}")
         if c.public_key.n != self.public.n:
             raise KeyMismatch("ciphertext was encrypted under another public key")
-        return bool(gmpy2.powmod_sec(c._c % self._p2, self._p - 1, self._p2) == 1)
+        return bool(_secret_powmod(c._c % self._p2, self._p - 1, self._p2) == 1)
 
-    def decrypt_centred(self, c: Ciphertext) -> int:
+    def decrypt_centred(self, c: Ciphertext, *, helper: Executor | None = None) -> int:
         """The plaintext as a signed integer in ``(−n/2, n/2]``."""
-        return centred(self.decrypt(c), self.public.n)
+        return centred(self.decrypt(c, helper=helper), self.public.n)
 
     def decrypt_fixed(self, c: Ciphertext, encoding: FixedPoint) -> float:
         """The plaintext decoded as a fixed-point real."""
