@@ -7,6 +7,7 @@ import math
 import os
 import pickle
 import random
+import secrets
 import signal
 import stat
 import threading
@@ -300,6 +301,27 @@ def test_pool_values_are_nth_residues(keys: PaillierKeys, short: bool) -> None:
     assert len(set(values)) == 6
     for v in values:
         assert keys.decrypt(Ciphertext(keys.public, int(v))) == 0  # an encryption of 0
+
+
+def test_djn_tables_give_the_direct_products(keys: PaillierKeys) -> None:
+    """The short-exponent randomizer from its two tables equals ``H^a·Π_{i∈S} Y_i``
+    computed with one ``powmod`` and plain multiplications, for chosen ``a`` and ``S``
+    (zero bytes, full bytes, the top bits of both)."""
+    import gmpy2
+
+    from veil.crypto.pool import _DJN
+
+    djn = _DJN(keys.public, 256, 64)
+    n2 = keys.public.nsquare_mpz
+    base = djn.table.power(1)
+    cases = [(0, 0), (1, 1), (2**256 - 1, 2**64 - 1), (0xFF00FF << 100, 0x8000_0000_0000_0001)]
+    cases += [(secrets.randbits(256), secrets.randbits(64)) for _ in range(8)]
+    for a, subset in cases:
+        want = gmpy2.powmod(base, a, n2)
+        for i, y in enumerate(djn.smear):
+            if subset >> i & 1:
+                want = want * y % n2
+        assert djn.value_for(a, subset) == want, (a, subset)
 
 
 def test_pool_refills_in_bursts_from_half_empty(keys: PaillierKeys) -> None:

@@ -20,9 +20,9 @@ Two modes, with different guarantees.  Choose by *who will see the ciphertexts*:
     ``h = −x² mod n``, ``H = h^n mod n²``, and ``k = 64`` full randomizers
     ``Y_i = y_i^n``.  Each value is ``ρ = H^a · Π_{i∈S} Y_i`` with ``a`` uniform below
     ``2^{2κ}`` (κ = 128) and ``S`` a uniformly random subset — ``ρ = (h^a·Π y_i)^n``, a
-    valid randomizer.  ``H^a`` comes from a fixed-base table (43 multiplications) and
-    ``S`` costs 32 on average: 24× (2048-bit) to 42× (3072-bit) faster than a full
-    randomizer.
+    valid randomizer.  ``H^a`` comes from a fixed-base table (32 multiplications) and
+    ``Π_S Y_i`` from tables of subset products (8 at most): about 39 multiplications,
+    some 40× (2048-bit) faster than a full randomizer.
 
     *Security.*  Against parties who do **not** know the factorization (providers
     receiving the platform's encrypted weights), DJN prove this IND-CPA under the
@@ -77,11 +77,28 @@ KAPPA = 128
 """Statistical/computational security parameter κ: DJN exponents have 2κ bits."""
 
 _SMEAR_BASES = 64
-_WINDOW = 6
+_WINDOW = 8
+_SMEAR_GROUP = 8
+
+
+def _subset_products(bases: list[mpz], m: mpz) -> list[mpz]:
+    """``out[b] = Π_{i: bit i of b} bases[i] mod m`` for every ``b < 2^len(bases)``."""
+    out = [mpz(1)]
+    for i, base in enumerate(bases):
+        out.extend(x * base % m for x in out[: 1 << i])
+    return out
 
 
 class _DJN:
-    """The per-pool DJN generator; its secrets (``x``, ``y_i``) never leave the object."""
+    """The per-pool DJN generator; its secrets (``x``, ``y_i``) never leave the object.
+
+    ``ρ = H^a · Π_{i∈S} Y_i`` with two precomputed tables, so that a value costs about
+    39 multiplications mod ``n²`` instead of 75: ``H^a`` from a fixed-base table of
+    8-bit digits (32 rows of 255, ≈ 4 MB at 2048 bits), and the subset product from the
+    products of every subset of each group of 8 ``Y_i`` (8 tables of 256, ≈ 1 MB), one
+    multiplication per non-zero byte of ``S``.  The values are exactly those of the
+    direct products (tested); the tables are as secret as ``x`` and the ``y_i``.
+    """
 
     def __init__(self, key: PublicKey, exponent_bits: int, smear_bases: int) -> None:
         n, n2 = key.n_mpz, key.nsquare_mpz
@@ -90,14 +107,26 @@ class _DJN:
         self.exponent_bits, self.n2 = exponent_bits, n2
         self.table = FixedBaseTable(gmpy2.powmod(h, n, n2), n2, exponent_bits, _WINDOW)
         self.smear = [full_randomizer(key) for _ in range(smear_bases)]
+        self.groups = [
+            _subset_products(self.smear[i : i + _SMEAR_GROUP], n2)
+            for i in range(0, smear_bases, _SMEAR_GROUP)
+        ]
 
     def value(self) -> mpz:
-        rho = self.table.power(secrets.randbits(self.exponent_bits))
-        subset, n2 = secrets.randbits(len(self.smear)), self.n2
-        for y in self.smear:
-            if subset & 1:
-                rho = rho * y % n2
-            subset >>= 1
+        return self.value_for(
+            secrets.randbits(self.exponent_bits), secrets.randbits(len(self.smear))
+        )
+
+    def value_for(self, a: int, subset: int) -> mpz:
+        """``H^a · Π_{i∈S} Y_i`` for ``S`` = the set bits of ``subset`` (``value`` draws
+        both uniformly; tests supply them)."""
+        rho, n2 = self.table.power(a), self.n2
+        mask = (1 << _SMEAR_GROUP) - 1
+        for products in self.groups:
+            digit = subset & mask
+            if digit:
+                rho = rho * products[digit] % n2
+            subset >>= _SMEAR_GROUP
         return rho
 
 
