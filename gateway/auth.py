@@ -24,7 +24,7 @@ import grpc
 
 from veil.caller import Caller, current_caller
 from veil.errors import PermissionDenied, Unauthenticated, UnknownKey, from_rpc_error
-from veil.server import current_peer, wrap_handler
+from veil.server import WrappedHandlers, current_peer
 from veil.tokens import KeySet, VerifyingKey, peek_client_assertion, verify_client_assertion
 from veil.v1 import platform_pb2, platform_pb2_grpc
 
@@ -106,6 +106,7 @@ class ClientAssertionInterceptor(grpc.aio.ServerInterceptor):
         self.audience = audience
         self.institutions = institutions
         self.eia_keys = eia_keys
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(
         self,
@@ -116,7 +117,7 @@ class ClientAssertionInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if method in PUBLIC_METHODS or method.startswith(PUBLIC_PREFIXES):
             return handler
-        return wrap_handler(handler, method, self._guard)  # type: ignore[return-value]
+        return self._wrapped.get(handler, method, self._guard)  # type: ignore[return-value]
 
     async def authenticate(self, token: str, now: float | None = None) -> Caller:
         iss, kid = peek_client_assertion(token)

@@ -16,7 +16,7 @@ import grpc
 from prometheus_client import Counter, Histogram, start_http_server
 
 from veil.errors import VeilError
-from veil.server import wrap_handler
+from veil.server import WrappedHandlers
 
 RPCS = Counter("veil_rpc_total", "RPCs handled, by method and status code", ["method", "code"])
 LATENCY = Histogram(
@@ -28,13 +28,16 @@ LATENCY = Histogram(
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        self._wrapped = WrappedHandlers()
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        return wrap_handler(handler, handler_call_details.method, self._guard)  # type: ignore[return-value]
+        return self._wrapped.get(handler, handler_call_details.method, self._guard)  # type: ignore[return-value]
 
     @staticmethod
     @contextlib.asynccontextmanager

@@ -187,8 +187,38 @@ REFUSALS = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSIO
 """Status codes that mean "refused": logged at WARNING by :class:`ErrorMappingInterceptor`."""
 
 
+class WrappedHandlers:
+    """:func:`wrap_handler` once per (handler, method): a server's handlers are fixed
+    objects, and wrapping one anew for every call cost each call a few closures."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[grpc.RpcMethodHandler, str], grpc.RpcMethodHandler | None] = {}
+
+    def get(
+        self, handler: grpc.RpcMethodHandler | None, method: str, guard: Guard
+    ) -> grpc.RpcMethodHandler | None:
+        if handler is None:
+            return None
+        key = (handler, method)
+        try:
+            wrapped = self._cache.get(key)
+        except TypeError:  # a handler with an unhashable part: wrap it each time
+            return wrap_handler(handler, method, guard)
+        if wrapped is None:
+            wrapped = wrap_handler(handler, method, guard)
+            if len(self._cache) < _MAX_WRAPPED:  # a server has finitely many methods
+                self._cache[key] = wrapped
+        return wrapped
+
+
+_MAX_WRAPPED = 4096
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     """VeilError → its status code + rich details; anything else → opaque INTERNAL."""
+
+    def __init__(self) -> None:
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(
         self,
@@ -196,7 +226,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        return wrap_handler(handler, handler_call_details.method, self._guard)  # type: ignore[return-value]
+        return self._wrapped.get(handler, handler_call_details.method, self._guard)  # type: ignore[return-value]
 
     @staticmethod
     @contextlib.asynccontextmanager
@@ -244,6 +274,7 @@ class PeerRoleInterceptor(grpc.aio.ServerInterceptor):
     ) -> None:
         self.allowed_roles = None if allowed_roles is None else frozenset(allowed_roles)
         self.exempt_prefixes = tuple(exempt_prefixes)
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(
         self,
@@ -251,7 +282,7 @@ class PeerRoleInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        return wrap_handler(handler, handler_call_details.method, self._guard)  # type: ignore[return-value]
+        return self._wrapped.get(handler, handler_call_details.method, self._guard)  # type: ignore[return-value]
 
     @contextlib.asynccontextmanager
     async def _guard(self, method: str, context: Context) -> AsyncIterator[None]:
