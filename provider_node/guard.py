@@ -46,6 +46,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from veil.errors import (
@@ -193,13 +194,8 @@ class Guard:
         expires_at = dt.datetime.fromtimestamp(
             claims.expires + MAX_REQUEST_TOKEN_LIFETIME_S, dt.UTC
         )
-        try:
-            with conn.begin_nested():
-                conn.execute(_CLAIM, {"request_id": claims.request_id, "expires_at": expires_at})
-        except IntegrityError:
-            raise Replayed(
-                f"request {claims.request_id} was already presented to {self.unit}"
-            ) from None
+        if _claimed_before(conn, {"request_id": claims.request_id, "expires_at": expires_at}):
+            raise Replayed(f"request {claims.request_id} was already presented to {self.unit}")
         if _revoked(conn, grant.uscc, grant.grant_id):
             raise GrantRevoked(f"grant {grant.grant_id} was revoked by the enterprise")
 
@@ -254,6 +250,31 @@ class Guard:
 
 # Built once with bind parameters (SQLAlchemy reuses the compiled form per request).
 _CLAIM = insert(seen_requests)
+# One statement, no savepoint: a request id seen before inserts nothing and returns no row.
+_CLAIM_IF_NEW = {
+    "sqlite": sqlite.insert(seen_requests)
+    .on_conflict_do_nothing()
+    .returning(seen_requests.c.request_id),
+    "postgresql": postgresql.insert(seen_requests)
+    .on_conflict_do_nothing()
+    .returning(seen_requests.c.request_id),
+}
+
+
+def _claimed_before(conn: Connection, row: dict[str, object]) -> bool:
+    """Claim a request id on ``conn``; True when it had been claimed before (nothing is
+    then written and the transaction stays usable)."""
+    statement = _CLAIM_IF_NEW.get(conn.dialect.name)
+    if statement is not None:
+        return conn.execute(statement, row).first() is None
+    try:  # pragma: no cover - other backends
+        with conn.begin_nested():
+            conn.execute(_CLAIM, row)
+        return False
+    except IntegrityError:
+        return True
+
+
 _REVOKED = (
     select(revocations.c.seq)
     .where(revocations.c.uscc == bindparam("uscc"), revocations.c.grant_id == bindparam("gid"))

@@ -5,12 +5,15 @@ window or replayed, and a token that differs in one byte is verified from scratc
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from provider_node.guard import GrantRevoked, Guard, PlatformKeys, Replayed
+from tests.conftest import POSTGRES_URL
 from tests.test_tokens import (
     CERT,
     CLOCK_SKEW_S,
@@ -130,12 +133,12 @@ def test_least_recently_used_entries_are_evicted() -> None:
 # --- the provider's Guard ---------------------------------------------------------------
 
 
-def make_guard(tmp_path: Path) -> Guard:
+def make_guard(tmp_path: Path, engine: Any = None) -> Guard:
     keys = PlatformKeys(platform=None)  # type: ignore[arg-type]
     keys.keys = PLATFORM_KEYS  # as if fetched: no platform call needed
     return Guard(
         unit="tax",
-        engine=make_engine(f"sqlite:///{tmp_path / 'guard.db'}"),
+        engine=engine if engine is not None else make_engine(f"sqlite:///{tmp_path / 'guard.db'}"),
         eia_keys=EIA_KEYS,
         platform_keys=keys,
     )
@@ -195,14 +198,37 @@ def test_guard_refuses_replays_expired_and_altered_grants_despite_the_cache(
     assert guard.grants.hits == 2 and guard.grants.misses == 2
 
 
-def test_claim_and_ledger_row_commit_once_and_roll_back_together(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The provider's ledger database: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'guard.db'}")
+        yield engine
+        engine.dispose()
+        return
+    base = make_engine(POSTGRES_URL)
+    schema = f"guard_test_{uuid.uuid4().hex[:12]}"
+    with base.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield base.execution_options(schema_translate_map={None: schema})
+    finally:
+        with base.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        base.dispose()
+
+
+def test_claim_and_ledger_row_commit_once_and_roll_back_together(
+    tmp_path: Path, ledger_engine: Any
+) -> None:
     """``Guard.claimed``: replay claim + revocation check + ledger row = one commit; a
-    replay is refused before the block runs; a failure inside rolls both back."""
+    replay is refused before the block runs; a failure inside rolls both back.  The same
+    on PostgreSQL, where the claim is ``INSERT … ON CONFLICT DO NOTHING RETURNING``."""
     from sqlalchemy import event
 
     from provider_node.ledger import Ledger
 
-    guard = make_guard(tmp_path)
+    guard = make_guard(tmp_path, ledger_engine)
     ledger = Ledger(guard.engine)
     grant_jws = sign_grant(ENTERPRISE, CERT, make_grant())
 
