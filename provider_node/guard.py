@@ -46,8 +46,6 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 
 from veil.errors import (
     PermissionDenied,
@@ -57,7 +55,7 @@ from veil.errors import (
     VeilError,
     from_rpc_error,
 )
-from veil.store import write_transaction
+from veil.store import insert_if_new, write_transaction
 from veil.tokens import (
     MAX_REQUEST_TOKEN_LIFETIME_S,
     GrantVerifier,
@@ -248,33 +246,13 @@ class Guard:
             await asyncio.sleep(interval_s)
 
 
-# Built once with bind parameters (SQLAlchemy reuses the compiled form per request).
-_CLAIM = insert(seen_requests)
-# One statement, no savepoint: a request id seen before inserts nothing and returns no row.
-_CLAIM_IF_NEW = {
-    "sqlite": sqlite.insert(seen_requests)
-    .on_conflict_do_nothing()
-    .returning(seen_requests.c.request_id),
-    "postgresql": postgresql.insert(seen_requests)
-    .on_conflict_do_nothing()
-    .returning(seen_requests.c.request_id),
-}
-
-
 def _claimed_before(conn: Connection, row: dict[str, object]) -> bool:
     """Claim a request id on ``conn``; True when it had been claimed before (nothing is
     then written and the transaction stays usable)."""
-    statement = _CLAIM_IF_NEW.get(conn.dialect.name)
-    if statement is not None:
-        return conn.execute(statement, row).first() is None
-    try:  # pragma: no cover - other backends
-        with conn.begin_nested():
-            conn.execute(_CLAIM, row)
-        return False
-    except IntegrityError:
-        return True
+    return not insert_if_new(conn, seen_requests, row)
 
 
+# Built once with bind parameters (SQLAlchemy reuses the compiled form per request).
 _REVOKED = (
     select(revocations.c.seq)
     .where(revocations.c.uscc == bindparam("uscc"), revocations.c.grant_id == bindparam("gid"))

@@ -379,3 +379,25 @@ def test_generate_into_postgres_schema(tmp_path: Path) -> None:
         with engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_insert_if_new_claims_a_key_once(kind: str, tmp_path: Path) -> None:
+    """The replay-claim primitive: the first insert of a key succeeds, the second writes
+    nothing and says so, and the transaction goes on (both rows of the batch commit)."""
+    from sqlalchemy import Column, MetaData, String, Table, select
+
+    from tests.conftest import fresh_database
+    from veil.store import insert_if_new, insert_if_new_is_one_statement, write_transaction
+
+    claims = Table("claims", MetaData(), Column("token", String(64), primary_key=True))
+    with fresh_database(kind, tmp_path, "claims") as engine:
+        claims.metadata.create_all(engine)
+        assert insert_if_new_is_one_statement(engine)
+        with write_transaction(engine) as conn:
+            assert insert_if_new(conn, claims, {"token": "a"})
+            assert not insert_if_new(conn, claims, {"token": "a"})
+            assert insert_if_new(conn, claims, {"token": "b"})
+        with engine.connect() as conn:
+            assert sorted(conn.execute(select(claims.c.token)).scalars()) == ["a", "b"]
+            assert not insert_if_new(conn, claims, {"token": "b"})

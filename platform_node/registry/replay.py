@@ -26,22 +26,16 @@ import datetime as dt
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, delete, insert
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, delete
 
 from platform_node.registry import _checks
 from platform_node.registry.schema import create_schema, replay, utc_now
 from veil.errors import InvalidArgument, Replayed
+from veil.store import insert_if_new, insert_if_new_is_one_statement
 from veil.tokens import CLOCK_SKEW_S
 
 __all__ = ["ReplayGuard"]
 
-_CLAIM = insert(replay)  # built once: every call reuses its compiled form
-_CLAIM_IF_NEW = {  # a row returned: claimed now; none: claimed before
-    "sqlite": sqlite.insert(replay).on_conflict_do_nothing().returning(replay.c.token_id),
-    "postgresql": postgresql.insert(replay).on_conflict_do_nothing().returning(replay.c.token_id),
-}
 MAX_BATCH = 256
 
 
@@ -56,15 +50,7 @@ def _claim_row(namespace: str, token_id: str, expires_at: dt.datetime) -> dict[s
 def _claimed_before(conn: Connection, row: dict[str, object]) -> bool:
     """Claim ``row`` on ``conn``; True when it had been claimed before (then nothing
     was written and the transaction stays usable)."""
-    statement = _CLAIM_IF_NEW.get(conn.dialect.name)
-    if statement is not None:
-        return conn.execute(statement, row).first() is None
-    try:  # pragma: no cover - other backends
-        with conn.begin_nested():
-            conn.execute(_CLAIM, row)
-        return False
-    except IntegrityError:
-        return True
+    return not insert_if_new(conn, replay, row)
 
 
 def _replayed(namespace: str) -> Replayed:
@@ -108,7 +94,7 @@ class ReplayGuard:
         """
         row = _claim_row(namespace, token_id, expires_at)
         utc_now(now)  # validates now; the expiry decides how long the claim is kept
-        if self.engine.dialect.name in _CLAIM_IF_NEW:
+        if insert_if_new_is_one_statement(self.engine):
             replayed = self._group_claim(row)
         else:  # pragma: no cover - other backends: one transaction per claim
             with self.engine.begin() as conn:

@@ -5,7 +5,13 @@
 * :mod:`veil.store.store`: :class:`ProviderStore`, reads and writes in catalog terms.
 """
 
-from veil.store.engine import bulk_load, make_engine, write_transaction
+from veil.store.engine import (
+    bulk_load,
+    insert_if_new,
+    insert_if_new_is_one_statement,
+    make_engine,
+    write_transaction,
+)
 from veil.store.mapping import (
     IDENTITY_NAME,
     IDENTITY_USCC,
@@ -28,6 +34,8 @@ __all__ = [
     "TableMap",
     "Transform",
     "bulk_load",
+    "insert_if_new",
+    "insert_if_new_is_one_statement",
     "load_mapping",
     "make_engine",
     "mapping_path",

@@ -8,14 +8,23 @@ timeout; :func:`bulk_load` relaxes durability while the generator fills a fresh 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
-__all__ = ["bulk_load", "is_sqlite", "make_engine", "write_transaction"]
+__all__ = [
+    "bulk_load",
+    "insert_if_new",
+    "insert_if_new_is_one_statement",
+    "is_sqlite",
+    "make_engine",
+    "write_transaction",
+]
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:
@@ -66,6 +75,40 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         if is_sqlite(conn):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         yield conn
+
+
+def insert_if_new(conn: Connection, table: Table, row: Mapping[str, Any]) -> bool:
+    """Insert ``row`` into ``table`` unless its primary key is taken; True when inserted.
+
+    On SQLite and PostgreSQL one statement, ``INSERT … ON CONFLICT DO NOTHING RETURNING``,
+    and no savepoint: a taken key writes nothing and leaves the transaction usable (how
+    replay claims are made: a request id or token id claimed once).  Other backends use
+    a savepoint and the integrity error."""
+    key = (table, conn.dialect.name)
+    statement = _INSERT_IF_NEW.get(key)
+    if statement is None:
+        dialect = _ON_CONFLICT.get(conn.dialect.name)
+        if dialect is None:  # pragma: no cover - other backends
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(table), dict(row))
+                return True
+            except IntegrityError:
+                return False
+        returned = next(iter(table.primary_key.columns))
+        statement = dialect.insert(table).on_conflict_do_nothing().returning(returned)
+        _INSERT_IF_NEW[key] = statement  # built once per table: the compiled form is reused
+    return conn.execute(statement, dict(row)).first() is not None
+
+
+def insert_if_new_is_one_statement(bind: Engine | Connection) -> bool:
+    """Whether :func:`insert_if_new` is one statement on ``bind``'s database (then a taken
+    key never disturbs the transaction, and many claims can share one commit)."""
+    return bind.dialect.name in _ON_CONFLICT
+
+
+_ON_CONFLICT: dict[str, Any] = {"sqlite": sqlite, "postgresql": postgresql}
+_INSERT_IF_NEW: dict[tuple[Table, str], Any] = {}
 
 
 @contextmanager
