@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,32 @@ E2E_ENTERPRISES = 400
 def run(coro: Any) -> Any:
     """Run a coroutine to completion (no pytest-asyncio needed)."""
     return asyncio.run(coro)
+
+
+@contextmanager
+def fresh_database(kind: str, tmp_path: Path, name: str) -> Iterator[Any]:
+    """An engine on a fresh database: ``kind`` "sqlite" — a SQLite file (WAL) in
+    ``tmp_path``; "postgres" — a new PostgreSQL schema, dropped afterwards (PostgreSQL
+    must be reachable: a connection error fails the test, never skips it)."""
+    import uuid
+
+    from veil.store import make_engine
+
+    if kind == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / f'{name}.db'}")
+        yield engine
+        engine.dispose()
+        return
+    base = make_engine(POSTGRES_URL)
+    schema = f"{name}_test_{uuid.uuid4().hex[:12]}"
+    with base.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield base.execution_options(schema_translate_map={None: schema})
+    finally:
+        with base.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        base.dispose()
 
 
 @pytest.fixture(scope="module")

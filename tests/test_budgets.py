@@ -14,10 +14,9 @@ from google.rpc import error_details_pb2
 from sqlalchemy import Engine
 
 from platform_node.budgets import BudgetPolicy, CachedAnswer, Question, VerificationBudgets
+from tests.conftest import fresh_database
 from veil.errors import ConfigError, ResourceExhausted
-from veil.store import make_engine
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 GRANT = "6f1c1a52-7d0e-4e55-9f43-6b1fbd2f0c11"
 USCC = "91110000MA01AB2C32"
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -27,21 +26,8 @@ NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 def engine(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Engine]:
     """A fresh database: a SQLite file, or a new PostgreSQL schema dropped afterwards
     (PostgreSQL must be reachable: a connection error fails the test)."""
-    if request.param == "sqlite":
-        eng = make_engine(f"sqlite:///{tmp_path / 'budgets.db'}")
-        yield eng
-        eng.dispose()
-        return
-    base = make_engine(PG_URL)
-    schema = f"budget_test_{uuid.uuid4().hex[:12]}"
-    with base.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield base.execution_options(schema_translate_map={None: schema})  # type: ignore[misc]
-    finally:
-        with base.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        base.dispose()
+    with fresh_database(request.param, tmp_path, "budget") as engine:
+        yield engine
 
 
 def question(fields: tuple[str, ...] = ("tax_vat_paid_last_year",), **kw: str) -> Question:

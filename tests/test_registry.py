@@ -32,6 +32,7 @@ from platform_node.registry import grants as grants_module
 from platform_node.registry import institutions as institutions_module
 from platform_node.registry.schema import grants as grants_table
 from platform_node.registry.schema import institutions as institutions_table
+from tests.conftest import fresh_database
 from veil.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -49,7 +50,6 @@ from veil.errors import (
     UnknownKey,
     UseNotGranted,
 )
-from veil.store import make_engine
 from veil.tokens import (
     CLOCK_SKEW_S,
     Grant,
@@ -60,8 +60,6 @@ from veil.tokens import (
     sign_revocation,
     verify_revocation,
 )
-
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 NOW = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC)
 T = int(NOW.timestamp())
@@ -109,21 +107,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Engine]:
 
     PostgreSQL must be reachable: a connection error fails the test, never skips it.
     """
-    if request.param == "sqlite":
-        eng = make_engine(f"sqlite:///{tmp_path / 'registry.db'}")
-        yield eng
-        eng.dispose()
-        return
-    base = make_engine(PG_URL)
-    schema = f"registry_test_{uuid.uuid4().hex[:12]}"
-    with base.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield base.execution_options(schema_translate_map={None: schema})
-    finally:
-        with base.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        base.dispose()
+    with fresh_database(request.param, tmp_path, "registry") as engine:
+        yield engine
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ window or replayed, and a token that differs in one byte is verified from scratc
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from provider_node.guard import GrantRevoked, Guard, PlatformKeys, Replayed
-from tests.conftest import POSTGRES_URL
+from tests.conftest import fresh_database
 from tests.test_tokens import (
     CERT,
     CLOCK_SKEW_S,
@@ -201,21 +200,8 @@ def test_guard_refuses_replays_expired_and_altered_grants_despite_the_cache(
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def ledger_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """The provider's ledger database: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'guard.db'}")
+    with fresh_database(request.param, tmp_path, "guard") as engine:
         yield engine
-        engine.dispose()
-        return
-    base = make_engine(POSTGRES_URL)
-    schema = f"guard_test_{uuid.uuid4().hex[:12]}"
-    with base.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield base.execution_options(schema_translate_map={None: schema})
-    finally:
-        with base.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        base.dispose()
 
 
 def test_claim_and_ledger_row_commit_once_and_roll_back_together(
