@@ -233,14 +233,11 @@ def partial_vector(
     for f in job.part.features:
         cts = job.weights[f.spec.name]
         if f.linear:
-            x = np.where(found, data.linear[f.spec.name][take], data.defaults[f.spec.name])
-            missing = np.isnan(x)
-            term(cts[0], np.where(missing, 0.0, x))
-            term(cts[1], missing.astype(np.float64))
+            value, missing = _linear_columns(data, f, found, take)
+            term(cts[0], value)
+            term(cts[1], missing)
             continue
-        idx = np.where(found, data.index[f.spec.name][take], int(data.defaults[f.spec.name]))
-        # entry b of the table is cts[b]; missing (-1) is the last ciphertext
-        slot = np.where(idx < 0, f.table_size, idx)
+        slot = _table_entries(data, f, found, take)
         counts = np.bincount(slot, minlength=f.table_size + 1)
         ref = int(np.argmax(counts))
         reference = cts[ref] if reference is None else reference + cts[ref]
@@ -249,10 +246,40 @@ def partial_vector(
                 term(cts[b] - cts[ref], (slot == b).astype(np.float64))
     if reference is not None:
         term(reference, np.ones(n))
+    return _sum_of_products(job, [(ct, column) for column, ct in terms.values()], pad=False)
+
+
+def _linear_columns(
+    data: JobData, f: PartFeature, found: npt.NDArray[np.bool_], take: npt.NDArray[np.intp]
+) -> tuple[F64, F64]:
+    """A linear feature's values over the chunk (0 where missing) and its missing
+    indicator."""
+    x = np.where(found, data.linear[f.spec.name][take], data.defaults[f.spec.name])
+    missing = np.isnan(x)
+    return np.where(missing, 0.0, x), missing.astype(np.float64)
+
+
+def _table_entries(
+    data: JobData, f: PartFeature, found: npt.NDArray[np.bool_], take: npt.NDArray[np.intp]
+) -> npt.NDArray[np.int16]:
+    """Each enterprise's entry of a table feature: entry ``b`` is weight ciphertext ``b``;
+    missing (-1 in the job's data) is the last one, ``table_size``."""
+    idx = np.where(found, data.index[f.spec.name][take], int(data.defaults[f.spec.name]))
+    entries: npt.NDArray[np.int16] = np.where(idx < 0, f.table_size, idx)
+    return entries
+
+
+def _sum_of_products(
+    job: BatchJob, terms: Sequence[tuple[ts.CKKSVector, F64]], *, pad: bool
+) -> ts.CKKSVector | None:
+    """``Σ ct⊙column`` over the chunk's slots; ``pad`` puts 1 in the first slot after
+    the chunk of every column (:func:`_uniform_vector`)."""
     acc: ts.CKKSVector | None = None
-    for column, ct in terms.values():
+    for ct, column in terms:
         full = np.zeros(job.slots)
-        full[:n] = column
+        full[: len(column)] = column
+        if pad:
+            full[len(column)] = 1.0
         product = ct * ts.plain_tensor(full)
         if acc is None:
             acc = product
@@ -274,33 +301,17 @@ def _uniform_vector(
     which the platform does not read (it decrypts slots ``0..n−1``).  What lands
     there is a sum of this part's weights, the same for every chunk and every
     enterprise, under the mask."""
-    n = len(found)
-    assert n < job.slots, "a uniform chunk leaves a slot free"
-    acc: ts.CKKSVector | None = None
-
-    def add(ct: ts.CKKSVector, column: F64) -> None:
-        nonlocal acc
-        full = np.zeros(job.slots)
-        full[:n] = column
-        full[n] = 1.0
-        product = ct * ts.plain_tensor(full)
-        if acc is None:
-            acc = product
-        else:
-            acc.add_(product)
-
+    assert len(found) < job.slots, "a uniform chunk leaves a slot free"
+    terms: list[tuple[ts.CKKSVector, F64]] = []
     for f in job.part.features:
         cts = job.weights[f.spec.name]
         if f.linear:
-            x = np.where(found, data.linear[f.spec.name][take], data.defaults[f.spec.name])
-            missing = np.isnan(x)
-            add(cts[0], np.where(missing, 0.0, x))
-            add(cts[1], missing.astype(np.float64))
+            value, missing = _linear_columns(data, f, found, take)
+            terms += [(cts[0], value), (cts[1], missing)]
             continue
-        idx = np.where(found, data.index[f.spec.name][take], int(data.defaults[f.spec.name]))
-        slot = np.where(idx < 0, f.table_size, idx)
-        for b in range(f.table_size + 1):
-            add(cts[b], (slot == b).astype(np.float64))
+        slot = _table_entries(data, f, found, take)
+        terms += [(cts[b], (slot == b).astype(np.float64)) for b in range(f.table_size + 1)]
+    acc = _sum_of_products(job, terms, pad=True)
     assert acc is not None, "a model part has at least one feature"
     return acc
 
