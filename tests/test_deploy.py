@@ -34,7 +34,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import struct
 import subprocess
@@ -72,6 +71,7 @@ from veil_cli.client import ClientConfig, load_client_config
 from veil_cli.commands.data import generate_to_dir
 from veil_cli.commands.enterprise import make_grant_jws
 from veil_cli.commands.fetch import fetch_authorized
+from veil_cli.federation import free_port
 from veil_cli.main import COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,12 +104,6 @@ def cli(argv: list[str]) -> argparse.Namespace:
         return parser.parse_args(argv)
     except SystemExit as exc:
         raise AssertionError(f"`veil {' '.join(argv)}` is not a valid command line") from exc
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_of(address: str) -> int:

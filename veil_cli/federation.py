@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -57,9 +58,33 @@ def unit_of(node: str) -> str:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A loopback port free now, for a node that binds it a moment later.
+
+    Taken below the kernel's ephemeral range: a port the kernel hands out for binding
+    to port 0 is one it also hands to outgoing connections, and one of those (to a
+    peer node, to PostgreSQL) could take it before the node binds it."""
+    low, high = _unassigned_range()
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded range
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _unassigned_range() -> tuple[int, int]:
+    """Ports the kernel does not pick for outgoing connections (Linux: below
+    ``ip_local_port_range``; elsewhere the IANA registered range's upper part)."""
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 20000, 32767
+    return max(1024, first - 12000), first - 1
 
 
 @dataclass(frozen=True)
