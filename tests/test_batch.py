@@ -93,17 +93,26 @@ def registered(fed: Any) -> list[str]:
     return sorted({r.uscc for r in rows})
 
 
+@pytest.mark.parametrize("chunk_size", [128, 0])
 def test_full_coverage_scores_every_enterprise_within_the_stated_precision(
-    federation: Any, model: tuple[dict[str, Any], spb.ModelInfo]
+    federation: Any, model: tuple[dict[str, Any], spb.ModelInfo], chunk_size: int
 ) -> None:
+    """Chunks of 128 take the uniform path at every provider (below
+    ``batch_uniform_below``); the default, one chunk of the whole population, the
+    shortcut path.  Both within the stated precision of the plaintext model."""
+    from provider_node.scoring_batch import UNIFORM_BELOW
+    from veil.scoring.ckks import SLOTS
+
     doc, info = model
-    job = start(federation, info.model_id, chunk_size=128)
+    job = start(federation, info.model_id, chunk_size=chunk_size)
     done = run(follow_batch(str(federation.workdir / "admin.toml"), job.job_id, show=False))
     assert done.state == "done", done.error
     universe = registered(federation)
+    size = chunk_size or SLOTS
     assert done.enterprises == len(universe) == done.scored and done.chunks == -(
-        -len(universe) // 128
+        -len(universe) // size
     )
+    assert (size < UNIFORM_BELOW) == (chunk_size == 128) and len(universe) >= UNIFORM_BELOW
     assert "1e-4" in done.precision
     got = results(federation, job.job_id)
     assert sorted(got) == universe
