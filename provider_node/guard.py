@@ -192,7 +192,8 @@ class Guard:
         expires_at = dt.datetime.fromtimestamp(
             claims.expires + MAX_REQUEST_TOKEN_LIFETIME_S, dt.UTC
         )
-        if _claimed_before(conn, {"request_id": claims.request_id, "expires_at": expires_at}):
+        claim = {"request_id": claims.request_id, "expires_at": expires_at}
+        if not insert_if_new(conn, seen_requests, claim):
             raise Replayed(f"request {claims.request_id} was already presented to {self.unit}")
         if _revoked(conn, grant.uscc, grant.grant_id):
             raise GrantRevoked(f"grant {grant.grant_id} was revoked by the enterprise")
@@ -244,12 +245,6 @@ class Guard:
             except grpc.aio.AioRpcError as err:
                 log.debug("revocation poll failed: %s", err.code().name)
             await asyncio.sleep(interval_s)
-
-
-def _claimed_before(conn: Connection, row: dict[str, object]) -> bool:
-    """Claim a request id on ``conn``; True when it had been claimed before (nothing is
-    then written and the transaction stays usable)."""
-    return not insert_if_new(conn, seen_requests, row)
 
 
 # Built once with bind parameters (SQLAlchemy reuses the compiled form per request).

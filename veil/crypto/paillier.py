@@ -538,13 +538,10 @@ class PaillierKeys:
         if c.public_key.n != self.public.n:
             raise KeyMismatch("ciphertext was encrypted under another public key")
         p, q = self._p, self._q
-        if helper is None:
-            xq = _secret_powmod(c._c % self._q2, q - 1, self._q2)
-        else:
-            half = helper.submit(_secret_powmod, c._c % self._q2, q - 1, self._q2)
+        cq = c._c % self._q2
+        half = None if helper is None else helper.submit(_secret_powmod, cq, q - 1, self._q2)
         xp = _secret_powmod(c._c % self._p2, p - 1, self._p2)
-        if helper is not None:
-            xq = half.result()
+        xq = _secret_powmod(cq, q - 1, self._q2) if half is None else half.result()
         mp = (xp - 1) // p * self._hp % p
         mq = (xq - 1) // q * self._hq % q
         return int(mp + (mq - mp) * self._pinv % q * p)
