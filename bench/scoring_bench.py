@@ -353,6 +353,7 @@ class Bench:
                 )
 
             await sequential(10, one)  # warm-up: connections, caches, pools
+            await self.fed.settle()  # the providers' new pools fill in the background
             lat = await sequential(self.args.requests, one)
             self.row(
                 f"online score [{mode}], p50 / p99 one at a time",
@@ -391,6 +392,7 @@ class Bench:
             spec.scale.apply(plain_logit(spec, rows))
 
         await sequential(5, one)
+        await self.fed.settle()
         lat = await sequential(self.args.requests, one)
         self.row(
             "plaintext fan-out (FetchAuthorized + local model), p50 / p99",
@@ -559,16 +561,7 @@ class Bench:
         )
 
     def cpu_seconds(self) -> dict[str, float]:
-        """User + system CPU of every daemon process so far (``/proc/<pid>/stat``)."""
-        tick = os.sysconf("SC_CLK_TCK")
-        out = {}
-        for name, proc in self.fed.processes.items():
-            try:
-                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            out[name] = (int(fields[11]) + int(fields[12])) / tick
-        return out
+        return self.fed.cpu_seconds()
 
     async def batch(self) -> None:
         from veil.v1 import scoring_pb2 as spb

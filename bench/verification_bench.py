@@ -18,10 +18,14 @@ providers → back, every answer signed and its client assertion fresh):
   in the clear to its provider and answered to the platform (``plaintext_baseline``, a
   platform setting enabled for this benchmark only).
 
-Latency p50/p99 with one request at a time; throughput with ``--concurrency`` requests in
-flight over one channel; CPU time per check summed over every process (from /proc), both
-one at a time and while ``--concurrency`` are in flight (idle work amortised: the steadier
-figure on a shared machine).
+Each row starts after its warm-up once the federation is idle again
+(``Federation.settle``: the first composite check makes every provider build its
+randomizer tables in the background, about 0.65 s of CPU each, which would otherwise
+share the cores with the next row).  Latency p50/p99 with one request at a time;
+throughput with ``--concurrency`` requests in flight over one channel; CPU time per
+check summed over every process (from /proc), both one at a time and while
+``--concurrency`` are in flight (idle work amortised: the steadier figure on a shared
+machine).
 The answer cache is off, so every request reaches the providers; thresholds cycle so
 answers mix true and false (a true ``all`` needs one decryption, false or no record two).
 Targets (issue 4, 2-core machine): single p50 ≤ 10 ms, composite p50 ≤ 40 ms, ≥ 100
@@ -99,15 +103,6 @@ def claim_for(kind: str) -> str:
     if kind == "single":
         return json.dumps(vat(i))
     return json.dumps({"all": [*SIX, vat(i)]})
-
-
-def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    out = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for name, pid in pids.items():
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        out[name] = (int(fields[11]) + int(fields[12])) / tick
-    return out
 
 
 async def prepare(fed: Federation, enterprises: int) -> list[tuple[str, str]]:
@@ -190,18 +185,19 @@ async def run(args: argparse.Namespace, fed: Federation) -> list[dict[str, objec
         assert answers[0].result == answers[1].result, "baseline and protocol disagree"
         assert answers[1].protocol == vpb.VERIFICATION_PROTOCOL_PLAINTEXT
 
+        pids = list(fed.processes)
         for kind in ("single", "composite", "baseline"):
             call = ask(kind)
             for _ in range(args.warmup):  # pools, key caches, connections
                 await call()
-            pids = {n: p.pid for n, p in fed.processes.items()}
-            before = cpu_seconds(pids)
+            await fed.settle()
+            before = fed.cpu_seconds()
             latencies = []
             for _ in range(args.requests):
                 t0 = time.perf_counter()
                 await call()
                 latencies.append((time.perf_counter() - t0) * 1000)
-            after = cpu_seconds(pids)
+            after = fed.cpu_seconds()
             spent = {n: (after[n] - before[n]) / args.requests * 1000 for n in pids}
             cpu_ms = sum(spent.values())
             roles = {n.name: n.role for n in fed.nodes}
@@ -221,11 +217,11 @@ async def run(args: argparse.Namespace, fed: Federation) -> list[dict[str, objec
                     await call()
                     done += 1
 
-            before = cpu_seconds(pids)
+            before = fed.cpu_seconds()
             t0 = time.monotonic()
             await asyncio.gather(*(worker() for _ in range(args.concurrency)))
             rate = done / (time.monotonic() - t0)
-            after = cpu_seconds(pids)
+            after = fed.cpu_seconds()
             loaded = {n: (after[n] - before[n]) / max(1, done) * 1000 for n in pids}
             loaded_by_role = {
                 role: sum(v for n, v in loaded.items() if roles[n] == role)

@@ -275,3 +275,34 @@ def test_unreachable_provider_is_unavailable_naming_it(federation: Any) -> None:
     assert "court" in (info.value.details() or "")
     assert elapsed < 10.0
     assert proc.returncode == 0  # graceful shutdown on SIGTERM
+
+
+def test_settle_waits_out_a_nodes_background_work(tmp_path: Path) -> None:
+    """``Federation.settle`` (what the benchmarks wait on between rows) returns only
+    once the nodes are idle, and ``cpu_seconds`` counts what each node used."""
+    import subprocess
+    import sys
+
+    from veil_cli.federation import Federation
+
+    fed = Federation(tmp_path)
+    busy = (
+        "import time\n"
+        "end = time.process_time() + 1.0\n"
+        "while time.process_time() < end: pass\n"
+        "time.sleep(30)"
+    )
+    fed.processes["busy"] = subprocess.Popen([sys.executable, "-c", busy])
+    fed.processes["idle"] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        waited = run(fed.settle(interval_s=0.25, limit_s=15.0))
+        used = fed.cpu_seconds()
+        assert used["busy"] >= 0.9  # its second of work was over before settle returned
+        assert used["idle"] < 0.5
+        assert 0.5 <= waited < 15.0
+        assert run(fed.settle(interval_s=0.25)) < 1.0  # already idle: two quiet intervals
+    finally:
+        for proc in fed.processes.values():
+            proc.kill()
+            proc.wait()
+    assert fed.cpu_seconds() == {}  # exited nodes are skipped

@@ -45,6 +45,7 @@ INSTITUTION = "demo-bank"
 ADMIN = "platform-admin"
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
+SETTLED_CORES = 0.1  # Federation.settle: the nodes together below a tenth of a core
 
 
 def node_name(unit: str) -> str:
@@ -274,6 +275,39 @@ class Federation:
                 ) from None
 
         await asyncio.gather(*(one(n) for n in self.nodes if roles is None or n.role in roles))
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU seconds each running node has used so far (``/proc``)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for name, proc in self.processes.items():
+            try:
+                stat = Path(f"/proc/{proc.pid}/stat").read_text()
+            except OSError:  # exited
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
+        return out
+
+    async def settle(
+        self, *, idle: float = SETTLED_CORES, interval_s: float = 0.5, limit_s: float = 20.0
+    ) -> float:
+        """Wait until the nodes together use less than ``idle`` of one core over two
+        ``interval_s`` in a row (at most ``limit_s``); return the seconds waited.
+
+        For measurements: a node's one-off background work (a provider builds its
+        randomizer tables and fills its pool after the first check under a new key,
+        about 0.65 s of CPU) must not share the cores with what is measured next."""
+        started = time.monotonic()
+        quiet = 0
+        before = self.cpu_seconds()
+        while quiet < 2 and time.monotonic() - started < limit_s:
+            await asyncio.sleep(interval_s)
+            after = self.cpu_seconds()
+            busy = sum(after[n] - before.get(n, after[n]) for n in after) / interval_s
+            quiet = quiet + 1 if busy < idle else 0
+            before = after
+        return time.monotonic() - started
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> dict[str, int | None]:
         """SIGTERM every node (gateway first), wait, and return each exit code."""
