@@ -206,7 +206,7 @@ class VerificationBudgets:
             raise refusal
         at = _now(now)
         with conn.begin_nested():
-            quota.consume(conn, q.institution, at, 1)
+            quota.take(conn, q.institution, at, 1)
         with conn.begin_nested():
             found = self._cached(conn, q, at)
             if found is None:

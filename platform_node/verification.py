@@ -75,7 +75,14 @@ from platform_node.verification_plan import Plan, plan
 from veil.audit.entry import AuditEvent, EventType
 from veil.caller import Caller
 from veil.catalog import Catalog
-from veil.claims import Truth, canonical_json, claim_fields, claim_from_json, claim_sha256
+from veil.claims import (
+    ClaimCache,
+    Truth,
+    canonical_json,
+    claim_fields,
+    claim_from_json,
+    claim_sha256,
+)
 from veil.claims_grid import Grid, snap
 from veil.composite import Protocol
 from veil.config import NodeConfig
@@ -190,6 +197,7 @@ class Verification:
         fanout: Fanout,
     ) -> None:
         self.catalog = catalog
+        self.claims = ClaimCache(catalog)
         self.registry = registry
         self.callers = authz.callers
         self.grants: GrantRegistry = authz.grants
@@ -301,7 +309,7 @@ class Verification:
             )
         validate_uscc(request.uscc)
         state.claim = snap(
-            claim_from_json(request.claim_json, self.catalog), self.settings.grid, self.catalog
+            self.claims.parse(request.claim_json), self.settings.grid, self.catalog
         )
         state.digest = claim_sha256(state.claim)
         state.fields = claim_fields(state.claim, self.catalog)

@@ -52,6 +52,7 @@ VERIFIED_TTL_S = 300.0
 """How long a peer's signed key, once verified, is trusted without re-verifying (its
 certificate's validity is re-checked after this)."""
 MAX_PARTICIPANTS = 32
+MAX_ROSTERS = 64  # accepted rosters remembered (ProviderMaskKeys.peers)
 
 
 class StaleMaskKey(FailedPrecondition):
@@ -68,6 +69,7 @@ class ProviderMaskKeys:
         self.signed = signed
         self.ca_pem = ca_pem
         self._verified: dict[bytes, tuple[float, bytes]] = {}
+        self._rosters: dict[bytes, tuple[float, dict[str, bytes]]] = {}
 
     @classmethod
     def from_config(cls, config: NodeConfig, unit: str) -> ProviderMaskKeys:
@@ -107,9 +109,29 @@ class ProviderMaskKeys:
         Refuses a roster without this provider, with a name twice, with another key for
         this provider (:class:`StaleMaskKey`), or with any key that does not verify
         against the CA and its node identity (:class:`~veil.errors.InvalidMaskKey`).
+
+        A roster accepted once is accepted again from its exact bytes for
+        ``VERIFIED_TTL_S`` (every check of a burst carries the same one), as long as this
+        provider's own key is unchanged.
         """
         if len(participants) > MAX_PARTICIPANTS:
             raise InvalidArgument(f"at most {MAX_PARTICIPANTS} participants")
+        roster = hashlib.sha256(self.key.public_bytes())
+        for p in participants:
+            blob = p.SerializeToString(deterministic=True)
+            roster.update(len(blob).to_bytes(4, "big") + blob)
+        key = roster.digest()
+        now = time.monotonic()
+        hit = self._rosters.get(key)
+        if hit is not None and now - hit[0] < VERIFIED_TTL_S:
+            return dict(hit[1])
+        out = self._check_roster(participants)
+        if len(self._rosters) >= MAX_ROSTERS:
+            self._rosters.clear()
+        self._rosters[key] = (now, out)
+        return dict(out)
+
+    def _check_roster(self, participants: Sequence[masks_pb2.SignedMaskKey]) -> dict[str, bytes]:
         names = [p.unit for p in participants]
         if len(set(names)) != len(names) or len({p.node for p in participants}) != len(names):
             raise InvalidArgument("the participant roster names a provider twice")

@@ -53,9 +53,9 @@ from veil._internal.status import error_status
 from veil.attestation import sign_answer
 from veil.claims import (
     Claim,
+    ClaimCache,
     Truth,
     claim_fields,
-    claim_from_json,
     claim_sha256,
     evaluate,
     numeric_value,
@@ -165,6 +165,8 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         self.short_exponent = short_exponent
         self.pool_size = pool_size
         self._pools: dict[int, RandomnessPool] = {}
+        self._claims = ClaimCache(self.catalog)
+        self._public_keys: dict[bytes, PublicKey] = {}
 
     # --- helpers ---
 
@@ -222,6 +224,16 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             raise PermissionDenied(f"request token is for use {claims.use!r}, not {USE!r}")
         return claims, grant
 
+    def _public_key(self, n: bytes) -> PublicKey:
+        """The platform's Paillier key from its bytes, checked once per key."""
+        key = self._public_keys.get(n)
+        if key is None:
+            key = public_key_from_bytes(n)
+            if len(self._public_keys) >= 4:  # rotated keys: keep the newest only
+                self._public_keys.clear()
+            self._public_keys[n] = key
+        return key
+
     def _pool(self, n: int) -> RandomnessPool | None:
         if self.pool_size == 0:
             return None
@@ -252,7 +264,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         fields: list[str] = []
         digest = ""
         try:
-            claim = claim_from_json(request.claim_json, self.catalog)
+            claim = self._claims.parse(request.claim_json)
             digest = claim_sha256(claim)
             fields = claim_fields(claim, self.catalog)
             claims, grant = await self._authorize(
@@ -342,7 +354,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             item.fields = sorted(
                 {f for c in conditions for f in claim_fields(c, self.catalog)} | set(sum_fields)
             )
-            public_key = public_key_from_bytes(bytes(request.paillier_n))
+            public_key = self._public_key(bytes(request.paillier_n))
             claims, grant = await self._authorize(
                 request.request_id,
                 request.uscc,
@@ -508,7 +520,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             len(request.conditions_json) <= request.total_conditions <= 10 * MAX_CONDITIONS
         ):
             raise InvalidArgument("total_conditions must cover this provider's conditions")
-        return [claim_from_json(c, self.catalog) for c in request.conditions_json], []
+        return [self._claims.parse(c) for c in request.conditions_json], []
 
     async def GetAnswerKeys(
         self, request: vpb.GetAnswerKeysRequest, context: grpc.aio.ServicerContext[Any, Any]

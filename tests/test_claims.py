@@ -19,6 +19,7 @@ from veil.claims import (
     MAX_NODES,
     All,
     Atom,
+    ClaimCache,
     Truth,
     canonical_json,
     claim_fields,
@@ -412,3 +413,20 @@ def test_atom_dataclass_is_plain_data() -> None:
     claim = parse(NO_ARREARS)
     assert claim == Atom("tax_in_arrears", "eq", value=False)
     assert isinstance(parse({"all": [NO_ARREARS]}), All)
+
+
+def test_claim_cache_parses_a_text_once_and_never_remembers_a_refusal() -> None:
+    cache = ClaimCache(CATALOG, size=2)
+    text = json.dumps(VAT_GE)
+    first = cache.parse(text)
+    assert first == claim_from_json(text, CATALOG)
+    assert cache.parse(text) is first  # remembered: the same (immutable) claim
+    bad = json.dumps({"field": "tax_vat_paid_last_year", "op": "ge", "value": "x"})
+    for _ in range(2):  # refused each time, never remembered
+        with pytest.raises(InvalidArgument):
+            cache.parse(bad)
+    cache.parse(json.dumps(NO_ARREARS))
+    cache.parse(json.dumps(PROPERTY))  # past its size the cache starts over
+    assert cache.parse(text) is not first and cache.parse(text) == first
+    with pytest.raises(InvalidArgument):
+        ClaimCache(CATALOG, size=0)

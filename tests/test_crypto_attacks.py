@@ -371,6 +371,36 @@ def test_substituted_mask_key_is_rejected(pki: dict[str, NodePaths], tmp_path: P
         assert err.value.details["check"] == check
 
 
+def test_a_remembered_roster_is_never_a_way_around_its_checks(
+    pki: dict[str, NodePaths],
+) -> None:
+    """``ProviderMaskKeys.peers`` remembers a roster it accepted (by its exact bytes and
+    the provider's own key): a roster that differs in any byte is checked afresh, and a
+    rotated own key turns the remembered roster stale."""
+    from provider_node.mask_keys import ProviderMaskKeys, StaleMaskKey
+
+    ca = pki["tax"].ca.read_bytes()
+
+    def node(name: str) -> ProviderMaskKeys:
+        key = MaskKey.generate()
+        signed = sign_mask_key(key, pki[name].key, pki[name].cert.read_bytes())
+        return ProviderMaskKeys(name, name, key, signed, ca)
+
+    tax, hf = node("tax"), node("hf")
+    roster = [tax.signed_message(), hf.signed_message()]
+    assert tax.peers(roster) == {"hf": hf.key.public_bytes()}
+    assert tax.peers(roster) == {"hf": hf.key.public_bytes()}  # remembered
+    platform_key = MaskKey.generate()
+    forged = hf.signed_message()
+    forged.public_key = platform_key.public_bytes()  # the platform swaps hf's key in
+    with pytest.raises(InvalidMaskKey):
+        tax.peers([tax.signed_message(), forged])
+    rotated = node("tax")
+    tax.key, tax.signed = rotated.key, rotated.signed  # tax rotated its mask key
+    with pytest.raises(StaleMaskKey):
+        tax.peers(roster)
+
+
 def test_substitution_would_have_stripped_the_mask(keys: PaillierKeys) -> None:
     """Why (3) matters: a platform whose key replaced the peer's computes the mask itself."""
     n = keys.public.n

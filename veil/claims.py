@@ -61,6 +61,7 @@ __all__ = [
     "AtLeast",
     "Atom",
     "Claim",
+    "ClaimCache",
     "Exists",
     "Not",
     "Sum",
@@ -496,6 +497,34 @@ def claim_from_json(text: str | bytes, catalog: Catalog) -> Claim:
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidArgument(f"claim is not valid JSON: {str(exc)[:80]}") from None
     return parse_claim(obj, catalog)
+
+
+class ClaimCache:
+    """:func:`claim_from_json` remembered by text, for one catalog.
+
+    A service sees the same claim text again and again (each condition of a composite
+    check at its provider, a bank's standard questions with the grid's thresholds);
+    parsing and validating one costs tens of microseconds.  Claims are immutable (frozen
+    dataclasses of tuples and scalars), so one parsed claim can be shared.  Refusals are
+    not remembered; past ``size`` texts the cache starts over.
+    """
+
+    def __init__(self, catalog: Catalog, size: int = 1024) -> None:
+        if size < 1:
+            raise InvalidArgument("a claim cache holds at least one claim")
+        self.catalog = catalog
+        self.size = size
+        self._parsed: dict[str | bytes, Claim] = {}
+
+    def parse(self, text: str | bytes) -> Claim:
+        """The claim of ``text``, as :func:`claim_from_json` returns or raises it."""
+        claim = self._parsed.get(text)
+        if claim is None:
+            claim = claim_from_json(text, self.catalog)
+            if len(self._parsed) >= self.size:
+                self._parsed.clear()
+            self._parsed[text] = claim
+        return claim
 
 
 def _no_constant(name: str) -> Any:
