@@ -308,9 +308,7 @@ class Verification:
                 "from A-Z a-z 0-9 . _ : @ -"
             )
         validate_uscc(request.uscc)
-        state.claim = snap(
-            self.claims.parse(request.claim_json), self.settings.grid, self.catalog
-        )
+        state.claim = snap(self.claims.parse(request.claim_json), self.settings.grid, self.catalog)
         state.digest = claim_sha256(state.claim)
         state.fields = claim_fields(state.claim, self.catalog)
         state.plan = plan(state.claim, self.catalog)
