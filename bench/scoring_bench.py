@@ -46,6 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._speed import probe
 from platform_node.models.demo import Template, fit_demo_model
 
 PROVIDERS = ("samr", "court", "tax", "social_insurance", "housing_fund", "utilities")
@@ -729,10 +730,11 @@ async def main(args: argparse.Namespace) -> None:
         Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="veil-scoring-bench-"))
     )
     bench = Bench(args, workdir)
+    speed = probe()
     print(
         f"machine: {os.cpu_count()} cores, "
         f"{platform_module.processor() or platform_module.machine()}, "
-        f"Python {platform_module.python_version()}; workdir {workdir}",
+        f"Python {platform_module.python_version()}; workdir {workdir}; speed: {speed}",
         flush=True,
     )
     try:
@@ -751,6 +753,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{'-' * width}  {'-' * 60}")
     for name, value in bench.rows:
         print(f"{name:<{width}}  {value}")
+    print(f"machine speed (bench/_speed.py) before: {speed}; after: {probe()}")
 
 
 async def online_rows(bench: Bench, args: argparse.Namespace) -> None:

@@ -49,6 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._speed import probe
 from veil.v1 import authorization_pb2 as apb
 from veil.v1 import (
     authorization_pb2_grpc,
@@ -318,6 +319,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.requests, args.warmup, args.seconds = 60, 10, 8.0
+    before = probe()
     with tempfile.TemporaryDirectory(prefix="veil-verify-bench-") as tmp:
         fed = Federation(Path(tmp))
         try:
@@ -325,6 +327,7 @@ def main() -> int:
         finally:
             fed.stop()
     report(rows, args)
+    print(f"machine speed (bench/_speed.py) before: {before}; after: {probe()}")
     return 0
 
 
