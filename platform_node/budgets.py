@@ -190,10 +190,12 @@ class VerificationBudgets:
         """Consume one unit of the institution's daily quota, then answer from the cache
         or spend the budget, in one write transaction (its own, or ``conn``).
 
-        A quota refusal takes nothing; a budget refusal (``ResourceExhausted`` naming
-        each field, with a ``QuotaFailure``) still takes the quota — the question was
-        asked.  Each step runs in a savepoint, so on ``conn`` the caller's transaction
-        stays usable and must be committed after a budget refusal (what the platform's
+        A quota refusal takes nothing (:func:`quota.take` writes at most today's zero
+        usage row, and no statement fails); a budget refusal (``ResourceExhausted``
+        naming each field, with a ``QuotaFailure``) still takes the quota — the question
+        was asked — and rolls back its own savepoint (several fields may have been
+        spent before one was found exhausted).  On ``conn`` the caller's transaction so
+        stays usable and must be committed after a refusal (what the platform's
         admission does: the caller's assertion commits with it).
         """
         if conn is None:
@@ -205,8 +207,7 @@ class VerificationBudgets:
                     refusal = exc  # commit what was taken (the quota), then refuse
             raise refusal
         at = _now(now)
-        with conn.begin_nested():
-            quota.take(conn, q.institution, at, 1)
+        quota.take(conn, q.institution, at, 1)
         with conn.begin_nested():
             found = self._cached(conn, q, at)
             if found is None:

@@ -172,9 +172,9 @@ class Guard:
 
     @contextmanager
     def claimed(self, claims: RequestClaims, grant: Grant) -> Iterator[Connection]:
-        """A write transaction on the ledger's database that first claims the request id
-        (:class:`Replayed` if it was seen) and checks that the grant is not revoked
-        (:class:`GrantRevoked`), before the block runs.  Blocking: call it in a worker
+        """A write transaction on the ledger's database that first checks that the grant
+        is not revoked (:class:`GrantRevoked`) and claims the request id
+        (:class:`Replayed` if it was seen), before the block runs.  Blocking: call it in a worker
         thread.  The block reads and computes the answer and writes its ledger row on the
         connection; all of it commits at once when the block ends, before the answer
         leaves.  Any exception rolls it all back (the request id stays unclaimed: nothing
@@ -186,17 +186,28 @@ class Guard:
 
     def claim_on(self, conn: Connection, claims: RequestClaims, grant: Grant) -> None:
         """:meth:`claimed`'s checks on a transaction of the caller's
-        (:func:`veil.store.write_transaction`): a batch answers each item in a savepoint
-        of one transaction (``conn.begin_nested()``), so that a refused item rolls back
-        alone.  :class:`Replayed`, :class:`GrantRevoked`."""
+        (:func:`veil.store.write_transaction`): :meth:`refuse_revoked`, then
+        :meth:`claim`.  Writes only when it returns."""
+        self.refuse_revoked(conn, grant)
+        self.claim(conn, claims)
+
+    def refuse_revoked(self, conn: Connection, grant: Grant) -> None:
+        """:class:`GrantRevoked` if the enterprise revoked ``grant`` (a read)."""
+        if _revoked(conn, grant.uscc, grant.grant_id):
+            raise GrantRevoked(f"grant {grant.grant_id} was revoked by the enterprise")
+
+    def claim(self, conn: Connection, claims: RequestClaims) -> None:
+        """Claim the request id: :class:`Replayed` (writing nothing) if it was seen.
+
+        A batch answers each item with :meth:`refuse_revoked` first and this claim last,
+        after every step that can refuse: a refused item then wrote nothing and needs
+        no savepoint of its own in the batch's one transaction."""
         expires_at = dt.datetime.fromtimestamp(
             claims.expires + MAX_REQUEST_TOKEN_LIFETIME_S, dt.UTC
         )
         claim = {"request_id": claims.request_id, "expires_at": expires_at}
         if not insert_if_new(conn, seen_requests, claim):
             raise Replayed(f"request {claims.request_id} was already presented to {self.unit}")
-        if _revoked(conn, grant.uscc, grant.grant_id):
-            raise GrantRevoked(f"grant {grant.grant_id} was revoked by the enterprise")
 
     def is_revoked(self, uscc: str, grant_id: str) -> bool:
         with self.engine.connect() as conn:

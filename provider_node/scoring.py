@@ -432,9 +432,9 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
         self, items: Sequence[pb.PartialScoreRequest]
     ) -> list[bytes | VeilError]:
         """Admit each request (stateless checks, on the event loop), then answer them in
-        one worker-thread hop and one transaction: each admitted item in a savepoint of
-        its own (a replayed id or a revoked grant rolls back that item alone), every
-        refusal recorded in the ledger, all of it committed before any answer leaves.
+        one worker-thread hop and one transaction: an item refused there (a replayed id,
+        a revoked grant) wrote nothing of its own (:meth:`_answer_partial`), every
+        refusal is recorded in the ledger, all of it committed before any answer leaves.
         "Not installed" is no use of data: returned, not recorded (the platform installs
         and asks again)."""
         outcomes: list[_Admitted | VeilError] = []
@@ -451,10 +451,9 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
                 for item, outcome in zip(items, outcomes, strict=True):
                     if isinstance(outcome, _Admitted):
                         try:
-                            with conn.begin_nested():
-                                results.append(self._answer_partial(conn, outcome))
+                            results.append(self._answer_partial(conn, outcome))
                             continue
-                        except VeilError as exc:
+                        except VeilError as exc:  # it wrote nothing (_answer_partial)
                             outcome = exc
                     results.append(outcome)
                     if not isinstance(outcome, NotInstalled):
@@ -530,17 +529,20 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
         )
 
     def _answer_partial(self, conn: Connection, a: _Admitted) -> bytes:
-        """Blocking, in a transaction: claim the request id (replay) and check the grant
-        is not revoked, read my rows, compute ``Enc(partial)·g^mask·ρ`` and write the
-        ledger row.  The answer may leave only once the transaction commits."""
+        """Blocking, in a transaction: check the grant is not revoked, read my rows,
+        compute ``Enc(partial)·g^mask·ρ``, then claim the request id (replay) and write
+        the ledger row.  The claim comes after every step that can refuse, so a refused
+        item wrote nothing (the batch needs no savepoint per item).  The answer may
+        leave only once the transaction commits."""
         masks = self.masks
         assert masks is not None
         rid = a.request.request_id
-        a.guard.claim_on(conn, a.claims, a.grant)
+        a.guard.refuse_revoked(conn, a.grant)
         rows = self.store.fetch(a.request.uscc, a.installed.part.fields)
         modulus = a.installed.public_key.n
         mask = masks.mask(a.peers, request_id=rid, context=MASK_CONTEXT, modulus=modulus)
         out = ciphertext_bytes(protect(unprotected_partial(a.installed, rows), mask, a.pool))
+        a.guard.claim(conn, a.claims)
         self.ledger.record(
             request_id=rid,
             method="PartialScore",

@@ -17,8 +17,9 @@ Only the answer leaves.  For every request the unit itself:
 ``ContributeMany`` carries the ``Contribute`` requests of several checks at once (the
 platform coalesces checks in flight together, ``platform_node/call_batcher.py``): each
 item goes through the same steps and gets its own answer or refusal in its place; the
-batch shares one worker-thread hop and one transaction (one savepoint per item, one
-commit), which is what a lone call pays most for.
+batch shares one worker-thread hop and one transaction (one commit; an item claims its
+request id only after every step that can refuse it, so a refused item wrote nothing and
+needs no savepoint), which is what a lone call pays most for.
 
 Configuration (provider node TOML)::
 
@@ -379,11 +380,12 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         return item
 
     def _answer_all(self, items: Sequence[_Item]) -> list[vpb.ContributeResponse | VeilError]:
-        """One worker thread, one transaction: each admitted item claims its request id,
-        is checked against revocations, read, masked, encrypted and recorded in a
-        savepoint of its own — a refusal there (a replayed request id, a revoked grant)
-        rolls back that item alone and is recorded as refused, like every refusal of
-        :meth:`_admit`.  All of it commits at once; the answers are signed after."""
+        """One worker thread, one transaction: each admitted item is checked against
+        revocations, read, masked and encrypted, then claims its request id and writes
+        its ledger row (:meth:`_answer_one`) — a refusal (a revoked grant, a replayed
+        request id) writes nothing of the item's and is recorded as refused, like every
+        refusal of :meth:`_admit`.  All of it commits at once; the answers are signed
+        after."""
         with write_transaction(self.guard.engine) as conn:  # as Guard.claimed
             for item in items:
                 if item.admitted is not None:
@@ -404,34 +406,31 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
     def _answer_one(
         self, conn: Connection, item: _Item, admitted: _Admitted
     ) -> list[bytes] | VeilError:
+        """The item's ciphertexts, or its refusal having written nothing: the request id
+        is claimed last, after every step that can refuse (``Guard.claim``), so a batch
+        needs no savepoint per item."""
         request = item.request
         try:
-            with conn.begin_nested():  # replay + revocation; rolled back alone if refused
-                self.guard.claim_on(conn, admitted.claims, admitted.grant)
-                ciphertexts = self._contribution(
-                    request,
-                    admitted.protocol,
-                    admitted.conditions,
-                    admitted.sum_fields,
-                    item.fields,
-                    admitted.public_key,
-                    admitted.peers,
-                    admitted.pool,
-                )
-                detail = _detail(
-                    admitted.claims, request.claims_sha256, f"protocol={admitted.protocol.value}"
-                )
-                self._ledger(
-                    "Contribute",
-                    request.request_id,
-                    request.uscc,
-                    item.fields,
-                    "answered",
-                    detail,
-                    conn,
-                )
+            self.guard.refuse_revoked(conn, admitted.grant)
+            ciphertexts = self._contribution(
+                request,
+                admitted.protocol,
+                admitted.conditions,
+                admitted.sum_fields,
+                item.fields,
+                admitted.public_key,
+                admitted.peers,
+                admitted.pool,
+            )
+            self.guard.claim(conn, admitted.claims)
         except VeilError as exc:
             return exc
+        detail = _detail(
+            admitted.claims, request.claims_sha256, f"protocol={admitted.protocol.value}"
+        )
+        self._ledger(
+            "Contribute", request.request_id, request.uscc, item.fields, "answered", detail, conn
+        )
         return ciphertexts
 
     def _signed(self, item: _Item) -> vpb.ContributeResponse | VeilError:

@@ -259,3 +259,60 @@ def test_claim_and_ledger_row_commit_once_and_roll_back_together(
     assert [e.request_id for e in ledger.entries()] == ["req-0000000000000001"]
     with guard.claimed(other, grant):  # its id was not consumed by the failed attempt
         pass
+
+
+def test_a_batch_item_refused_in_the_shared_transaction_writes_nothing(
+    tmp_path: Path, ledger_engine: Any
+) -> None:
+    """How the batched paths (``ContributeMany``, ``PartialScores``) answer several items
+    in one transaction without a savepoint each: ``refuse_revoked`` first, the claim
+    last.  A revoked item and a replayed one raise having written nothing, the
+    transaction stays usable (also on PostgreSQL) and commits the others' claims."""
+    from sqlalchemy import func, select
+
+    from provider_node.guard import seen_requests
+    from veil.store import write_transaction
+
+    guard = make_guard(tmp_path, ledger_engine)
+    kept, revoked = make_grant(), make_grant(grant_id="9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d")
+    jws = {g.grant_id: sign_grant(ENTERPRISE, CERT, g) for g in (kept, revoked)}
+    guard.store_revocation(
+        platform_pb2.RevocationNotice(
+            seq=1,
+            uscc=USCC,
+            grant_id=revoked.grant_id,
+            revocation_jws=sign_revocation(
+                ENTERPRISE, CERT, uscc=USCC, grant_id=revoked.grant_id, now=NOW
+            ),
+        )
+    )
+
+    def authenticated(rid: str, grant_id: str) -> tuple[Any, Any]:
+        token = issue_request_token(PLATFORM, make_claims(request_id=rid, grant_id=grant_id))
+        return asyncio.run(
+            guard.authenticate(
+                request_id=rid,
+                uscc=USCC,
+                fields=["tax_credit_rating"],
+                request_token=token,
+                grant_jws=jws[grant_id],
+                now=NOW,
+            )
+        )
+
+    first = authenticated("req-0000000000000001", kept.grant_id)
+    gone = authenticated("req-0000000000000002", revoked.grant_id)
+    outcomes = []
+    with write_transaction(guard.engine) as conn:
+        for claims, grant in (first, gone, first):  # the third is a replay of the first
+            try:
+                guard.refuse_revoked(conn, grant)
+                guard.claim(conn, claims)
+                outcomes.append("answered")
+            except (GrantRevoked, Replayed) as exc:
+                outcomes.append(type(exc).__name__)
+    assert outcomes == ["answered", "GrantRevoked", "Replayed"]
+    with guard.engine.connect() as conn:
+        ids = conn.execute(select(seen_requests.c.request_id)).scalars().all()
+        assert ids == ["req-0000000000000001"]  # the refused items claimed nothing
+        assert conn.execute(select(func.count()).select_from(seen_requests)).scalar_one() == 1
