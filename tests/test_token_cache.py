@@ -197,6 +197,21 @@ def test_guard_refuses_replays_expired_and_altered_grants_despite_the_cache(
     assert guard.grants.hits == 2 and guard.grants.misses == 2
 
 
+def authenticate(guard: Guard, rid: str, grant_jws: str, **claims: Any) -> tuple[Any, Any]:
+    """The stateless checks of a request ``rid`` under ``grant_jws``, at ``NOW``."""
+    token = issue_request_token(PLATFORM, make_claims(request_id=rid, **claims))
+    return asyncio.run(
+        guard.authenticate(
+            request_id=rid,
+            uscc=USCC,
+            fields=["tax_credit_rating"],
+            request_token=token,
+            grant_jws=grant_jws,
+            now=NOW,
+        )
+    )
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def ledger_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """The provider's ledger database: a SQLite file, or a fresh PostgreSQL schema."""
@@ -219,17 +234,7 @@ def test_claim_and_ledger_row_commit_once_and_roll_back_together(
     grant_jws = sign_grant(ENTERPRISE, CERT, make_grant())
 
     def authenticated(rid: str) -> tuple[Any, Any]:
-        token = issue_request_token(PLATFORM, make_claims(request_id=rid))
-        return asyncio.run(
-            guard.authenticate(
-                request_id=rid,
-                uscc=USCC,
-                fields=["tax_credit_rating"],
-                request_token=token,
-                grant_jws=grant_jws,
-                now=NOW,
-            )
-        )
+        return authenticate(guard, rid, grant_jws)
 
     def row(rid: str, conn: Any) -> None:
         ledger.record(
@@ -288,17 +293,7 @@ def test_a_batch_item_refused_in_the_shared_transaction_writes_nothing(
     )
 
     def authenticated(rid: str, grant_id: str) -> tuple[Any, Any]:
-        token = issue_request_token(PLATFORM, make_claims(request_id=rid, grant_id=grant_id))
-        return asyncio.run(
-            guard.authenticate(
-                request_id=rid,
-                uscc=USCC,
-                fields=["tax_credit_rating"],
-                request_token=token,
-                grant_jws=jws[grant_id],
-                now=NOW,
-            )
-        )
+        return authenticate(guard, rid, jws[grant_id], grant_id=grant_id)
 
     first = authenticated("req-0000000000000001", kept.grant_id)
     gone = authenticated("req-0000000000000002", revoked.grant_id)
