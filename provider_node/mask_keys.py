@@ -110,9 +110,9 @@ class ProviderMaskKeys:
         this provider (:class:`StaleMaskKey`), or with any key that does not verify
         against the CA and its node identity (:class:`~veil.errors.InvalidMaskKey`).
 
-        A roster accepted once is accepted again from its exact bytes for
-        ``VERIFIED_TTL_S`` (every check of a burst carries the same one), as long as this
-        provider's own key is unchanged.
+        A roster accepted once is accepted again from its exact bytes (every check of a
+        burst carries the same one) while this provider's own key is unchanged and
+        until its oldest peer verification is ``VERIFIED_TTL_S`` old, as each key alone.
         """
         if len(participants) > MAX_PARTICIPANTS:
             raise InvalidArgument(f"at most {MAX_PARTICIPANTS} participants")
@@ -125,13 +125,16 @@ class ProviderMaskKeys:
         hit = self._rosters.get(key)
         if hit is not None and now - hit[0] < VERIFIED_TTL_S:
             return dict(hit[1])
-        out = self._check_roster(participants)
+        oldest, out = self._check_roster(participants)
         if len(self._rosters) >= MAX_ROSTERS:
             self._rosters.clear()
-        self._rosters[key] = (now, out)
+        self._rosters[key] = (oldest, out)
         return dict(out)
 
-    def _check_roster(self, participants: Sequence[masks_pb2.SignedMaskKey]) -> dict[str, bytes]:
+    def _check_roster(
+        self, participants: Sequence[masks_pb2.SignedMaskKey]
+    ) -> tuple[float, dict[str, bytes]]:
+        """The roster's checks; the peers' keys and when the oldest was verified."""
         names = [p.unit for p in participants]
         if len(set(names)) != len(names) or len({p.node for p in participants}) != len(names):
             raise InvalidArgument("the participant roster names a provider twice")
@@ -143,16 +146,22 @@ class ProviderMaskKeys:
                 f"the roster's mask key for {self.unit!r} is not its current key; refresh it"
             )
         out: dict[str, bytes] = {}
+        oldest = time.monotonic()
         for p in participants:
             if p.unit != self.unit:
-                out[p.unit] = self.verify(p)
+                verified_at, out[p.unit] = self._verified_key(p)
+                oldest = min(oldest, verified_at)
         if not out:
             raise InvalidArgument("a masked contribution needs at least one other participant")
-        return out
+        return oldest, out
 
     def verify(self, p: masks_pb2.SignedMaskKey) -> bytes:
         """One participant's X25519 public key, after checking that its unit is its
         node's, and its signature and certificate against the CA (cached a while)."""
+        return self._verified_key(p)[1]
+
+    def _verified_key(self, p: masks_pb2.SignedMaskKey) -> tuple[float, bytes]:
+        """(when it was verified, the key): :meth:`verify`, from the cache while fresh."""
         if p.unit != p.node.replace("-", "_"):
             raise InvalidArgument(f"mask key of node {p.node!r} is labelled unit {p.unit!r}")
         signed = SignedMaskKey(bytes(p.public_key), bytes(p.signature), bytes(p.certificate_pem))
@@ -160,12 +169,12 @@ class ProviderMaskKeys:
         hit = self._verified.get(digest)
         now = time.monotonic()
         if hit is not None and now - hit[0] < VERIFIED_TTL_S:
-            return hit[1]
+            return hit
         public = verify_mask_key(signed, self.ca_pem, PeerIdentity("provider", p.node))
         if len(self._verified) > 4 * MAX_PARTICIPANTS:
             self._verified.clear()
         self._verified[digest] = (now, public)
-        return public
+        return now, public
 
     def mask(
         self, peers: Mapping[str, bytes], *, request_id: str, context: str, modulus: int

@@ -401,6 +401,42 @@ def test_a_remembered_roster_is_never_a_way_around_its_checks(
         tax.peers(roster)
 
 
+def test_a_remembered_roster_expires_with_its_oldest_key_check(
+    pki: dict[str, NodePaths], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A roster first accepted late in its peer's verification window is trusted only
+    until that verification's ``VERIFIED_TTL_S`` runs out, not for a window of its own."""
+    import provider_node.mask_keys as mask_keys
+
+    clock = [1000.0]
+    checks: list[str] = []
+    real = mask_keys.verify_mask_key
+
+    def counted(signed: Any, ca_pem: bytes, identity: PeerIdentity) -> bytes:
+        checks.append(identity.name)
+        return real(signed, ca_pem, identity)
+
+    monkeypatch.setattr(mask_keys.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(mask_keys, "verify_mask_key", counted)
+    ca = pki["tax"].ca.read_bytes()
+    made = {}
+    for name in ("tax", "hf"):
+        key = MaskKey.generate()
+        signed = sign_mask_key(key, pki[name].key, pki[name].cert.read_bytes())
+        made[name] = mask_keys.ProviderMaskKeys(name, name, key, signed, ca)
+    tax, hf = made["tax"], made["hf"]
+    tax.verify(hf.signed_message())  # hf's key checked at t = 1000
+    clock[0] += mask_keys.VERIFIED_TTL_S - 50
+    roster = [tax.signed_message(), hf.signed_message()]
+    tax.peers(roster)  # accepted from the cached check
+    clock[0] += 40
+    tax.peers(roster)
+    assert checks == ["hf"]
+    clock[0] += 20  # past the TTL of hf's check, though not of the roster's acceptance
+    tax.peers(roster)
+    assert checks == ["hf", "hf"]
+
+
 def test_substitution_would_have_stripped_the_mask(keys: PaillierKeys) -> None:
     """Why (3) matters: a platform whose key replaced the peer's computes the mask itself."""
     n = keys.public.n
