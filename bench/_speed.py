@@ -11,7 +11,7 @@ so that figures from different runs (and machines) can be compared on their own 
   mix of the request paths), median of ``repeat``.
 
 Reference values: the AMD EPYC machine of the 2026-12-05 third session measured
-``gmp_ms`` 3.56 and ``python_ms`` 2.6 at its quietest (``docs/performance.md``).
+``gmp_ms`` 3.56 and ``python_ms`` 0.76 at its quietest (``docs/performance.md``).
 """
 
 from __future__ import annotations

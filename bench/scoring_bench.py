@@ -360,7 +360,7 @@ class Bench:
                 f"online score [{mode}], p50 / p99 one at a time",
                 f"{pct(lat, 50):.1f} / {pct(lat, 99):.1f} ms",
             )
-            before = self.cpu_seconds()
+            before = self.fed.cpu_seconds()
             rate, loaded = await sustained(self.args.seconds, self.args.concurrency, one)
             self.row(
                 f"online score [{mode}], throughput ({self.args.concurrency} in flight)",
@@ -399,7 +399,7 @@ class Bench:
             "plaintext fan-out (FetchAuthorized + local model), p50 / p99",
             f"{pct(lat, 50):.1f} / {pct(lat, 99):.1f} ms",
         )
-        before = self.cpu_seconds()
+        before = self.fed.cpu_seconds()
         rate, loaded = await sustained(self.args.seconds, self.args.concurrency, one)
         self.row(
             f"plaintext fan-out, throughput ({self.args.concurrency} in flight)",
@@ -549,7 +549,7 @@ class Bench:
     def cpu_row(self, label: str, before: Mapping[str, float], requests: int) -> None:
         """CPU ms per request by role over a throughput run (the figure least moved by
         other load on the machine)."""
-        after = self.cpu_seconds()
+        after = self.fed.cpu_seconds()
         roles = {n.name: n.role for n in self.fed.nodes}
         spent = {r: 0.0 for r in ("gateway", "platform", "provider")}
         for name, t in after.items():
@@ -561,9 +561,6 @@ class Bench:
             f"(total {sum(spent.values()):.1f})",
         )
 
-    def cpu_seconds(self) -> dict[str, float]:
-        return self.fed.cpu_seconds()
-
     async def batch(self) -> None:
         from veil.v1 import scoring_pb2 as spb
         from veil.v1 import scoring_pb2_grpc
@@ -573,7 +570,7 @@ class Bench:
         cores = os.cpu_count() or 1
         for run in ("run 1", "run 2"):
             load = os.getloadavg()[0]
-            cpu0, own0 = self.cpu_seconds(), time.process_time()
+            cpu0, own0 = self.fed.cpu_seconds(), time.process_time()
             job = await call_platform(
                 admin,
                 scoring_pb2_grpc.BatchAdminStub,
@@ -584,7 +581,7 @@ class Bench:
             done = await follow_tolerantly(admin, job.job_id)
             wall = time.perf_counter() - t0
             assert done.state == "done", done.error
-            cpu1 = self.cpu_seconds()
+            cpu1 = self.fed.cpu_seconds()
             used = {n: cpu1[n] - cpu0.get(n, 0.0) for n in cpu1}
             total = sum(used.values()) + time.process_time() - own0
             providers = sum(v for n, v in used.items() if n not in ("platform", "gateway"))
