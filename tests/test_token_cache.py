@@ -143,12 +143,15 @@ def make_guard(tmp_path: Path, engine: Any = None) -> Guard:
     )
 
 
-def check(guard: Guard, rid: str, grant_jws: str, now: int = NOW) -> object:
-    """A handler's two steps: the stateless checks, then the replay claim and the
-    revocation look-up (here with nothing read inside)."""
-    claims = make_claims(request_id=rid, issued_at=now, expires=now + 60)
-    token = issue_request_token(PLATFORM, claims)
-    verified, grant = asyncio.run(
+def authenticate(
+    guard: Guard, rid: str, grant_jws: str, now: int = NOW, **claims: Any
+) -> tuple[Any, Any]:
+    """The stateless checks of a request ``rid`` (its token issued at ``now``) under
+    ``grant_jws``."""
+    token = issue_request_token(
+        PLATFORM, make_claims(request_id=rid, issued_at=now, expires=now + 60, **claims)
+    )
+    return asyncio.run(
         guard.authenticate(
             request_id=rid,
             uscc=USCC,
@@ -158,6 +161,12 @@ def check(guard: Guard, rid: str, grant_jws: str, now: int = NOW) -> object:
             now=now,
         )
     )
+
+
+def check(guard: Guard, rid: str, grant_jws: str, now: int = NOW) -> object:
+    """A handler's two steps: the stateless checks, then the replay claim and the
+    revocation look-up (here with nothing read inside)."""
+    verified, grant = authenticate(guard, rid, grant_jws, now)
     with guard.claimed(verified, grant):
         pass
     return verified
@@ -195,21 +204,6 @@ def test_guard_refuses_replays_expired_and_altered_grants_despite_the_cache(
     with pytest.raises((BadSignature, InvalidToken)):
         check(guard, "req-0000000000000003", flip(grant_jws, 1))
     assert guard.grants.hits == 2 and guard.grants.misses == 2
-
-
-def authenticate(guard: Guard, rid: str, grant_jws: str, **claims: Any) -> tuple[Any, Any]:
-    """The stateless checks of a request ``rid`` under ``grant_jws``, at ``NOW``."""
-    token = issue_request_token(PLATFORM, make_claims(request_id=rid, **claims))
-    return asyncio.run(
-        guard.authenticate(
-            request_id=rid,
-            uscc=USCC,
-            fields=["tax_credit_rating"],
-            request_token=token,
-            grant_jws=grant_jws,
-            now=NOW,
-        )
-    )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
