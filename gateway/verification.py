@@ -1,6 +1,7 @@
 """VerificationService at the gateway: institutions' verification questions, forwarded.
 
-``Verify`` needs a client assertion (the interceptor in :mod:`gateway.auth`) and an
+``Verify`` and ``VerifyMany`` (up to 256 checks in one call, each answered or refused
+on its own) need a client assertion (the interceptor in :mod:`gateway.auth`) and an
 institution caller; the platform does everything else and returns the answer already
 signed (``signed_result``, verifiable with ``GatewayService.GetJwks``).
 ``GetVerificationPolicy`` is public: the grid, the budgets and the providers' answer keys
@@ -13,12 +14,15 @@ from typing import Any
 
 from gateway.forward import require_caller, to_platform
 from gateway.service import request_id_of
+from veil.errors import InvalidArgument
 from veil.server import ServiceBinding
 from veil.uscc import validate_uscc
 from veil.v1 import verification_pb2 as vpb
 from veil.v1 import verification_pb2_grpc
 
 FORWARD_TIMEOUT_S = 10.0
+FORWARD_MANY_TIMEOUT_S = 60.0
+MAX_VERIFY_MANY = 256
 POLICY_TIMEOUT_S = 5.0
 
 
@@ -34,6 +38,26 @@ class VerificationForwarder(verification_pb2_grpc.VerificationServiceServicer):
         forwarded.request_id = request_id_of(request.request_id)
         answer: vpb.VerifyResponse = await to_platform(
             self.platform.Verify, forwarded, caller, FORWARD_TIMEOUT_S
+        )
+        return answer
+
+    async def VerifyMany(
+        self, request: vpb.VerifyManyRequest, context: Any
+    ) -> vpb.VerifyManyResponse:
+        caller = require_caller("institution")
+        if not 1 <= len(request.requests) <= MAX_VERIFY_MANY:
+            raise InvalidArgument(
+                f"a batch carries 1 to {MAX_VERIFY_MANY} requests, not {len(request.requests)}"
+            )
+        forwarded = vpb.VerifyManyRequest()
+        forwarded.CopyFrom(request)
+        for i, item in enumerate(forwarded.requests):
+            try:
+                item.request_id = request_id_of(item.request_id)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"requests[{i}]: {exc.message}") from None
+        answer: vpb.VerifyManyResponse = await to_platform(
+            self.platform.VerifyMany, forwarded, caller, FORWARD_MANY_TIMEOUT_S
         )
         return answer
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
@@ -99,6 +99,59 @@ class CallerCheck:
         if refusal is not None:
             raise refusal
         return checked, written
+
+    def admit_each_with(
+        self,
+        caller: Caller,
+        items: Sequence[tuple[str | None, Callable[[], C], Callable[[Connection, C], W]]],
+    ) -> list[VeilError | None]:
+        """:meth:`admit_with` for many requests made under one assertion (blocking: call
+        it in a worker thread): one write transaction, the assertion consumed once.
+
+        ``items`` are ``(purpose, check, write)`` per request.  A replayed assertion or an
+        institution not active refuses the whole call (raised; a replay writes nothing);
+        otherwise each item is refused on its own — its purpose, its ``check``, its
+        ``write`` — and its refusal is returned in its place (None: admitted).  A
+        refused ``write`` keeps what it wrote, as in :meth:`admit_with`: writes must
+        refuse before writing anything that matters."""
+        caller_refusal: VeilError | None = None
+        refusals: list[VeilError | None] = []
+        checked: list[Any] = []
+        try:
+            self.require_active(caller)
+        except VeilError as exc:
+            caller_refusal = exc
+        if caller_refusal is None:
+            by_purpose: dict[str | None, VeilError | None] = {}
+            for purpose, check, _ in items:
+                if purpose not in by_purpose:
+                    try:
+                        self.require_active(caller, purpose=purpose)
+                        by_purpose[purpose] = None
+                    except VeilError as exc:
+                        by_purpose[purpose] = exc
+                refusal = by_purpose[purpose]
+                value = None
+                if refusal is None:
+                    try:
+                        value = check()
+                    except VeilError as exc:
+                        refusal = exc
+                refusals.append(refusal)
+                checked.append(value)
+        expires = dt.datetime.fromtimestamp(caller.expires, dt.UTC)
+        with write_tx(self.replay.engine) as conn:
+            self.replay.claim_on(conn, caller.namespace, caller.jti, expires)
+            if caller_refusal is None:
+                for i, (_, _, write) in enumerate(items):
+                    if refusals[i] is None:
+                        try:
+                            write(conn, checked[i])
+                        except VeilError as exc:
+                            refusals[i] = exc
+        if caller_refusal is not None:
+            raise caller_refusal
+        return refusals
 
     def require_active(self, caller: Caller, *, purpose: str | None = None) -> None:
         """For an institution: active now and allowed ``purpose`` (when given)."""

@@ -50,6 +50,7 @@ import logging
 import re
 import secrets
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ from platform_node.verification_fanout import (
     ProviderCallFailed,
 )
 from platform_node.verification_plan import Plan, plan
+from veil._internal.status import error_status
 from veil.audit.entry import AuditEvent, EventType
 from veil.caller import Caller
 from veil.catalog import Catalog
@@ -96,6 +98,7 @@ from veil.v1 import verification_pb2_grpc
 
 log = logging.getLogger("veil.platform.verification")
 
+MAX_VERIFY_MANY = 256
 MAX_REQUEST_ID = 64
 MIN_REQUEST_ID = 16
 REQUEST_ID_RE = re.compile(
@@ -212,8 +215,70 @@ class Verification:
         caller = self.callers.identify(context, {"institution"})
         request_id = request.request_id or uuid.uuid4().hex
         state = _Admission()
+        refusal: VeilError | None = None
         try:
             await asyncio.to_thread(self._admit, caller, request, request_id, state)
+        except VeilError as exc:
+            refusal = exc
+        return await self._conclude(caller, request, request_id, state, refusal)
+
+    async def verify_many(
+        self, requests: Sequence[vpb.VerifyRequest], context: Any
+    ) -> list[vpb.VerifyResponse | VeilError]:
+        """Each request answered as :meth:`verify` would answer it alone, or its refusal
+        in its place.  The caller is checked and its assertion consumed once, and every
+        item is admitted in one worker-thread hop and one write transaction
+        (:meth:`CallerCheck.admit_each_with`); the items then ask the providers together,
+        so their contributions travel to each provider in shared calls.  A refusal of the
+        caller itself fails the call, after each item's refusal is recorded as a lone
+        ``Verify``'s would be."""
+        caller = self.callers.identify(context, {"institution"})
+        if not 1 <= len(requests) <= MAX_VERIFY_MANY:
+            raise InvalidArgument(
+                f"a batch carries 1 to {MAX_VERIFY_MANY} requests, not {len(requests)}"
+            )
+        ids = [r.request_id or uuid.uuid4().hex for r in requests]
+        seen: set[str] = set()
+        for i, rid in enumerate(ids):
+            if rid in seen:
+                raise InvalidArgument(f"requests[{i}].request_id {rid!r} repeats an earlier one")
+            seen.add(rid)
+        states = [_Admission() for _ in requests]
+        whole: VeilError | None = None
+        try:
+            refusals = await asyncio.to_thread(self._admit_many, caller, requests, ids, states)
+        except VeilError as exc:  # the caller itself (a replayed assertion, not active)
+            whole = exc
+            refusals = [exc] * len(requests)
+        outcomes = await asyncio.gather(
+            *(
+                self._conclude(caller, request, rid, state, refusal)
+                for request, rid, state, refusal in zip(
+                    requests, ids, states, refusals, strict=True
+                )
+            ),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, VeilError):
+                raise outcome
+        if whole is not None:  # each item's refusal is recorded; the call fails with it
+            raise whole
+        return outcomes  # type: ignore[return-value]
+
+    async def _conclude(
+        self,
+        caller: Caller,
+        request: vpb.VerifyRequest,
+        request_id: str,
+        state: _Admission,
+        refusal: VeilError | None,
+    ) -> vpb.VerifyResponse:
+        """After admission: ask the providers (or answer from the cache), record the use
+        and sign the answer; or record the refusal and raise it."""
+        try:
+            if refusal is not None:
+                raise refusal
             if state.cached is not None:
                 outcome = Outcome(
                     Truth(state.cached.result), state.cached.providers, state.cached.attestations
@@ -298,6 +363,33 @@ class Verification:
             write=spend,
         )
         state.spent = state.cached is None
+
+    def _admit_many(
+        self,
+        caller: Caller,
+        requests: Sequence[vpb.VerifyRequest],
+        ids: Sequence[str],
+        states: Sequence[_Admission],
+    ) -> list[VeilError | None]:
+        """:meth:`_admit` for a batch: each item's refusal (or None) in its place."""
+
+        def item(
+            request: vpb.VerifyRequest, rid: str, state: _Admission
+        ) -> tuple[str, Callable[[], None], Callable[[Connection, None], None]]:
+            def spend(conn: Connection, _: None) -> None:
+                assert state.question is not None
+                state.cached = self.budgets.admit(state.question, conn=conn)
+                state.spent = state.cached is None
+
+            return (
+                request.purpose,
+                lambda: self._read_request(caller, request, rid, state),
+                spend,
+            )
+
+        return self.callers.admit_each_with(
+            caller, [item(r, rid, st) for r, rid, st in zip(requests, ids, states, strict=True)]
+        )
 
     def _read_request(
         self, caller: Caller, request: vpb.VerifyRequest, request_id: str, state: _Admission
@@ -495,6 +587,19 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         self, request: vpb.VerifyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> vpb.VerifyResponse:
         return await self.verification.verify(request, context)
+
+    async def VerifyMany(
+        self, request: vpb.VerifyManyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> vpb.VerifyManyResponse:
+        outcomes = await self.verification.verify_many(list(request.requests), context)
+        return vpb.VerifyManyResponse(
+            results=[
+                vpb.VerifyResult(error=error_status(outcome))
+                if isinstance(outcome, VeilError)
+                else vpb.VerifyResult(answer=outcome)
+                for outcome in outcomes
+            ]
+        )
 
     async def GetVerificationPolicy(
         self, request: vpb.GetVerificationPolicyRequest, context: grpc.aio.ServicerContext[Any, Any]

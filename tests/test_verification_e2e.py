@@ -1258,3 +1258,187 @@ def test_concurrent_composite_checks_are_each_answered_correctly(
         assert truth is expected(federation, request.uscc, answer), request.claim_json
         results.append(truth)
     assert len(set(results)) > 1  # the answers differ: a mix-up would show
+
+
+# --- many checks in one call (VerifyMany) ------------------------------------------------
+
+
+def verify_many(bank: Bank, requests: list[vpb.VerifyRequest]) -> vpb.VerifyManyResponse:
+    answer: vpb.VerifyManyResponse = bank.call(
+        "VerifyMany",
+        vpb.VerifyManyRequest(requests=requests),
+        verification_pb2_grpc.VerificationServiceStub,
+    )
+    return answer
+
+
+def ask(uscc: str, grant: str, claim: Any, request_id: str = "") -> vpb.VerifyRequest:
+    return vpb.VerifyRequest(
+        uscc=uscc,
+        grant_id=grant,
+        purpose=PURPOSE,
+        loan_ref=LOAN,
+        claim_json=claim if isinstance(claim, str) else json.dumps(claim),
+        request_id=request_id,
+    )
+
+
+def test_verify_many_answers_and_refuses_each_item_in_its_place(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    """A bank checks its borrowers in one call: six-provider checks for every sampled
+    enterprise, a single-provider check, and three items a lone Verify would refuse (an
+    unknown field, another enterprise's grant, a malformed USCC).  Each answer equals
+    the plaintext evaluation and carries its own signed result and log entry; each
+    refusal is the lone call's, in its place, and recorded too."""
+    published = bank.call(
+        "GetJwks", gateway_pb2.GatewayGetJwksRequest(), gateway_pb2_grpc.GatewayServiceStub
+    )
+    keys = KeySet.from_jwks(json.loads(published.jwks_json))
+    (ent0, grant0), (ent1, _) = sample[0], sample[1]
+    fresh = {"field": "tax_vat_paid_last_year", "op": "ge", "value": "480000", "unit": "CNY"}
+    good = [
+        ask(ent.uscc, grant, {"all": [*NO_ARREARS_ANYWHERE["all"], fresh]}, uuid.uuid4().hex)
+        for ent, grant in sample
+    ]
+    good.append(ask(ent0.uscc, grant0, SINGLE_CLAIMS[1], uuid.uuid4().hex))
+    bad = [
+        ask(ent0.uscc, grant0, {"field": "no_such_field", "op": "eq", "value": 1}),
+        ask(ent1.uscc, grant0, SINGLE_CLAIMS[0], uuid.uuid4().hex),  # grant of another
+        ask("91330000ABCDEFGHIJ", grant0, SINGLE_CLAIMS[0], uuid.uuid4().hex),
+    ]
+    lone = [bank.refused(r.uscc, r.grant_id, r.claim_json) for r in bad]
+    requests = [*good[:3], bad[0], *good[3:5], bad[1], *good[5:], bad[2]]
+    answer = verify_many(bank, requests)
+    assert len(answer.results) == len(requests)
+    protocols = set()
+    for request, result in zip(requests, answer.results, strict=True):
+        if request in bad:
+            assert result.WhichOneof("outcome") == "error"
+            error = from_status_bytes(result.error)
+            expect = lone[bad.index(request)]
+            assert error.code == expect.code() and error.message == expect.details()
+            continue
+        assert result.WhichOneof("outcome") == "answer"
+        verified = result.answer
+        assert verified.request_id == request.request_id and verified.uscc == request.uscc
+        assert TRUTH[verified.result] is expected(federation, request.uscc, verified)
+        claims = verify_result(verified.signed_result, keys)
+        assert claims["request_id"] == request.request_id and claims["sub"] == request.uscc
+        assert claims["result"] == TRUTH[verified.result].value
+        (entry,) = bank.search(request.request_id)
+        assert entry["outcome"] == "OK" and entry["result_sha256"] == result_digest(claims)
+        protocols.add(verified.protocol)
+    assert protocols == {vpb.VERIFICATION_PROTOCOL_ALL, vpb.VERIFICATION_PROTOCOL_SINGLE}
+    for request, code in zip(bad[1:], ("PERMISSION_DENIED", "INVALID_ARGUMENT"), strict=True):
+        (entry,) = bank.search(request.request_id)
+        assert entry["outcome"] == code and entry["providers"] == []
+
+
+def test_verify_many_refuses_a_malformed_batch_as_a_whole(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    ent, grant = sample[2]
+    rid = uuid.uuid4().hex
+    cases = [
+        ([], "1 to 256 requests, not 0"),
+        ([ask(ent.uscc, grant, SINGLE_CLAIMS[0])] * 257, "not 257"),
+        (
+            [
+                ask(ent.uscc, grant, SINGLE_CLAIMS[0], rid),
+                ask(ent.uscc, grant, SINGLE_CLAIMS[1], rid),
+            ],
+            f"requests[1].request_id {rid!r} repeats",
+        ),
+        ([ask(ent.uscc, grant, SINGLE_CLAIMS[0], "x" * 200)], "requests[0]: request_id"),
+    ]
+    for requests, needle in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            verify_many(bank, requests)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert needle in (info.value.details() or ""), info.value.details()
+    assert bank.search(rid) == []  # nothing of a refused batch was asked or recorded
+
+
+def test_verify_many_spends_each_items_budget_and_consumes_one_assertion(
+    federation: Any, bank: Bank
+) -> None:
+    """Twenty-two distinct questions on one field in one batch: the first twenty spend
+    the budget and are answered, the last two are RESOURCE_EXHAUSTED with QuotaFailure;
+    the batch's assertion is consumed once, so sending it again is a replay."""
+    ent = Enterprise(federation, usccs(federation, 12)[11])
+    field = "tax_consecutive_normal_months"
+    grant = ent.grant((field,))
+    requests = [
+        ask(ent.uscc, grant, {"field": field, "op": "ge", "value": m, "unit": "month"})
+        for m in range(22)
+    ]
+    token = bank.identity.assertion()
+    node = federation.node("gateway")
+
+    async def many(token: str) -> Any:
+        async with secure_channel(
+            node.address, federation.client_tls(INSTITUTION), PeerIdentity("gateway", node.name)
+        ) as channel:
+            stub = verification_pb2_grpc.VerificationServiceStub(channel)
+            try:
+                return await stub.VerifyMany(
+                    vpb.VerifyManyRequest(requests=requests),
+                    metadata=(("authorization", f"Bearer {token}"),),
+                    timeout=30.0,
+                )
+            except grpc.aio.AioRpcError as err:
+                return err
+
+    answer = bank.loop.run_until_complete(many(token))
+    kinds = [r.WhichOneof("outcome") for r in answer.results]
+    assert kinds == ["answer"] * 20 + ["error"] * 2
+    for result in answer.results[20:]:
+        error = from_status_bytes(result.error)
+        assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        subjects = [
+            v.subject
+            for extra in error.extra
+            if isinstance(extra, error_details_pb2.QuotaFailure)
+            for v in extra.violations
+        ]
+        assert subjects == [f"institution:{INSTITUTION}/enterprise:{ent.uscc}/field:{field}"]
+    replayed = bank.loop.run_until_complete(many(token))
+    assert isinstance(replayed, grpc.aio.AioRpcError)
+    assert replayed.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_cli_verify_batch_checks_every_signed_result_and_names_refused_lines(
+    federation: Any, sample: list[tuple[Enterprise, str]], capsys: Any, tmp_path: Any
+) -> None:
+    from veil_cli.main import main
+
+    client = str(federation.workdir / "client.toml")
+    lines = [
+        {"uscc": ent.uscc, "grant": grant, "purpose": PURPOSE, "loan_ref": LOAN, "claim": claim}
+        for ent, grant in sample[:3]
+        for claim in (NO_ARREARS_ANYWHERE, SINGLE_CLAIMS[0])
+    ]
+    ok = tmp_path / "book.jsonl"
+    ok.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    assert main(["verify", "--batch", str(ok), "--json", "--config", client]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["uscc"] for o in out] == [line["uscc"] for line in lines]
+    for o in out:
+        want = evaluate(
+            claim_from_json(o["claimJson"], CATALOG), records(federation, o["uscc"]), CATALOG
+        )
+        assert TRUTH[vpb.VerificationResult.Value(o["result"])] is want
+    # one refused line: exit 1, the line's error in its place, the others answered
+    lines[1]["claim"] = {"field": "no_such_field", "op": "eq", "value": 1}
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("\n".join(json.dumps(line) for line in lines), encoding="utf-8")
+    assert main(["verify", "--batch", str(mixed), "--json", "--config", client]) == 1
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert out[1]["error"] == "INVALID_ARGUMENT" and "no_such_field" in out[1]["message"]
+    assert all("result" in o for i, o in enumerate(out) if i != 1)
+    # a malformed file is refused before anything is asked, naming the line
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps(lines[0]) + "\n{not json\n", encoding="utf-8")
+    assert main(["verify", "--batch", str(broken), "--config", client]) == 1
+    assert f"{broken}:2: not JSON" in capsys.readouterr().err

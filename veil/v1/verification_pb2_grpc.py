@@ -39,6 +39,11 @@ class VerificationServiceStub:
                 request_serializer=veil_dot_v1_dot_verification__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_verification__pb2.VerifyResponse.FromString,
                 _registered_method=True)
+        self.VerifyMany = channel.unary_unary(
+                '/veil.v1.VerificationService/VerifyMany',
+                request_serializer=veil_dot_v1_dot_verification__pb2.VerifyManyRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_verification__pb2.VerifyManyResponse.FromString,
+                _registered_method=True)
         self.GetVerificationPolicy = channel.unary_unary(
                 '/veil.v1.VerificationService/GetVerificationPolicy',
                 request_serializer=veil_dot_v1_dot_verification__pb2.GetVerificationPolicyRequest.SerializeToString,
@@ -63,6 +68,19 @@ class VerificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyMany(self, request, context):
+        """Many checks in one call: a bank monitoring the enterprises of its loan book (the
+        plan's dynamic monitoring of borrowers, 国办发〔2021〕52号 (八)).  1 to 256 items, each
+        with its own enterprise, grant, purpose and claim; each is answered exactly as a
+        lone Verify would answer it — its own signed result, budget, quota, log entry — or
+        refused on its own (VerifyResult.error).  One refused item never fails another.
+        The call itself fails only if the caller may not call (UNAUTHENTICATED,
+        PERMISSION_DENIED) or the batch is empty or too large (INVALID_ARGUMENT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetVerificationPolicy(self, request, context):
         """The published policy: grid steps, budgets, cache lifetime, protocols, and each
         provider's answer-signing keys.
@@ -78,6 +96,11 @@ def add_VerificationServiceServicer_to_server(servicer, server):
                     servicer.Verify,
                     request_deserializer=veil_dot_v1_dot_verification__pb2.VerifyRequest.FromString,
                     response_serializer=veil_dot_v1_dot_verification__pb2.VerifyResponse.SerializeToString,
+            ),
+            'VerifyMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyMany,
+                    request_deserializer=veil_dot_v1_dot_verification__pb2.VerifyManyRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_verification__pb2.VerifyManyResponse.SerializeToString,
             ),
             'GetVerificationPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVerificationPolicy,
@@ -112,6 +135,33 @@ class VerificationService:
             '/veil.v1.VerificationService/Verify',
             veil_dot_v1_dot_verification__pb2.VerifyRequest.SerializeToString,
             veil_dot_v1_dot_verification__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.VerificationService/VerifyMany',
+            veil_dot_v1_dot_verification__pb2.VerifyManyRequest.SerializeToString,
+            veil_dot_v1_dot_verification__pb2.VerifyManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

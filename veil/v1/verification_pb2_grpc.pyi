@@ -57,6 +57,15 @@ class VerificationServiceStub:
     or whose contribution was malformed (wrong count or width, out of range, not
     coprime, an impossible combination): never a partial answer.
     """
+    VerifyMany: _grpc.UnaryUnaryMultiCallable[_verification_pb2.VerifyManyRequest, _verification_pb2.VerifyManyResponse]
+    """Many checks in one call: a bank monitoring the enterprises of its loan book (the
+    plan's dynamic monitoring of borrowers, 国办发〔2021〕52号 (八)).  1 to 256 items, each
+    with its own enterprise, grant, purpose and claim; each is answered exactly as a
+    lone Verify would answer it — its own signed result, budget, quota, log entry — or
+    refused on its own (VerifyResult.error).  One refused item never fails another.
+    The call itself fails only if the caller may not call (UNAUTHENTICATED,
+    PERMISSION_DENIED) or the batch is empty or too large (INVALID_ARGUMENT).
+    """
     GetVerificationPolicy: _grpc.UnaryUnaryMultiCallable[_verification_pb2.GetVerificationPolicyRequest, _verification_pb2.VerificationPolicy]
     """The published policy: grid steps, budgets, cache lifetime, protocols, and each
     provider's answer-signing keys.
@@ -74,6 +83,15 @@ class VerificationServiceAsyncStub(VerificationServiceStub):
     google.rpc.QuotaFailure detail), UNAVAILABLE naming a provider that did not answer
     or whose contribution was malformed (wrong count or width, out of range, not
     coprime, an impossible combination): never a partial answer.
+    """
+    VerifyMany: _aio.UnaryUnaryMultiCallable[_verification_pb2.VerifyManyRequest, _verification_pb2.VerifyManyResponse]  # type: ignore[assignment]
+    """Many checks in one call: a bank monitoring the enterprises of its loan book (the
+    plan's dynamic monitoring of borrowers, 国办发〔2021〕52号 (八)).  1 to 256 items, each
+    with its own enterprise, grant, purpose and claim; each is answered exactly as a
+    lone Verify would answer it — its own signed result, budget, quota, log entry — or
+    refused on its own (VerifyResult.error).  One refused item never fails another.
+    The call itself fails only if the caller may not call (UNAUTHENTICATED,
+    PERMISSION_DENIED) or the batch is empty or too large (INVALID_ARGUMENT).
     """
     GetVerificationPolicy: _aio.UnaryUnaryMultiCallable[_verification_pb2.GetVerificationPolicyRequest, _verification_pb2.VerificationPolicy]  # type: ignore[assignment]
     """The published policy: grid steps, budgets, cache lifetime, protocols, and each
@@ -95,6 +113,21 @@ class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
         google.rpc.QuotaFailure detail), UNAVAILABLE naming a provider that did not answer
         or whose contribution was malformed (wrong count or width, out of range, not
         coprime, an impossible combination): never a partial answer.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyMany(
+        self,
+        request: _verification_pb2.VerifyManyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_verification_pb2.VerifyManyResponse, _abc.Awaitable[_verification_pb2.VerifyManyResponse]]:
+        """Many checks in one call: a bank monitoring the enterprises of its loan book (the
+        plan's dynamic monitoring of borrowers, 国办发〔2021〕52号 (八)).  1 to 256 items, each
+        with its own enterprise, grant, purpose and claim; each is answered exactly as a
+        lone Verify would answer it — its own signed result, budget, quota, log entry — or
+        refused on its own (VerifyResult.error).  One refused item never fails another.
+        The call itself fails only if the caller may not call (UNAUTHENTICATED,
+        PERMISSION_DENIED) or the batch is empty or too large (INVALID_ARGUMENT).
         """
 
     @_abc_1.abstractmethod
