@@ -15,7 +15,10 @@ grants, and prints one table:
 * **online score** through the gateway (client → gateway → platform → 6 providers →
   Paillier 2048-bit secure sum → signed score): latency p50/p99 one request at a time,
   and throughput with ``--concurrency`` requests in flight, for each provider
-  randomizer mode (``djn`` and ``full``, see ``provider_node/scoring.py``);
+  randomizer mode (``djn`` and ``full``, see ``provider_node/scoring.py``); then the
+  same scores through ``ScoreMany`` (``--many`` per call, ``--many-concurrency`` calls
+  in flight), as a bank re-scoring its loan book sends them: each score still its own
+  grant, quota, rounds, attestation and log entry;
 * **the same fan-out in plaintext**: the bank fetches the same fields through the same
   path (``FetchAuthorized``: gateway → platform → the same 6 providers, grant checks,
   tokens, ledgers, audit log) and evaluates the model itself — what scoring costs
@@ -369,6 +372,35 @@ class Bench:
             self.cpu_row(f"online score [{mode}]", before, len(loaded))
             self.online_p50 = pct(lat, 50)
             self.online_rate = rate
+            many = self.args.many
+
+            async def batch(i: int) -> None:
+                requests = []
+                for j in range(many):
+                    uscc, grant, _ = self.targets[(i * many + j) % len(self.targets)]
+                    requests.append(
+                        spb.ScoreRequest(
+                            uscc=uscc,
+                            model_id=MODEL_ID,
+                            grant_id=grant,
+                            purpose=PURPOSE,
+                            loan_ref=LOAN,
+                        )
+                    )
+                answer = await stub.ScoreMany(spb.ScoreManyRequest(requests=requests), timeout=60)
+                refused = [r for r in answer.results if r.WhichOneof("outcome") != "answer"]
+                assert not refused, "a benchmark score was refused"
+
+            await sequential(2, batch)
+            await self.fed.settle()
+            before = self.fed.cpu_seconds()
+            rate, loaded = await sustained(self.args.seconds, self.args.many_concurrency, batch)
+            self.row(
+                f"online score [{mode}], ScoreMany ({many} per call, "
+                f"{self.args.many_concurrency} calls in flight)",
+                f"{rate * many:.1f} scores/s (a call's p50 {pct(loaded, 50):.0f} ms)",
+            )
+            self.cpu_row(f"online score [{mode}], ScoreMany", before, len(loaded) * many)
 
     async def plaintext(self) -> None:
         from platform_node.models.demo import Template  # noqa: F401  (same model, in the clear)
@@ -786,6 +818,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--seconds", type=float, default=20.0, help="duration of each throughput row"
     )
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--many", type=int, default=32, help="scores per ScoreMany call")
+    parser.add_argument("--many-concurrency", type=int, default=4, help="ScoreMany calls in flight")
     parser.add_argument("--enterprises-enrolled", type=int, default=20)
     parser.add_argument("--randomizer", choices=("djn", "full", "both"), default="both")
     parser.add_argument("--no-batch", action="store_true")

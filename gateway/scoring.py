@@ -22,6 +22,8 @@ from veil.v1 import platform_pb2, platform_pb2_grpc, scoring_pb2_grpc
 from veil.v1 import scoring_pb2 as pb
 
 SCORE_TIMEOUT_S = 12.0
+SCORE_MANY_TIMEOUT_S = 60.0
+MAX_SCORE_MANY = 256
 FORWARD_TIMEOUT_S = 8.0
 
 
@@ -39,6 +41,24 @@ class ScoringForwarder(scoring_pb2_grpc.ScoringServiceServicer):
         forwarded.request_id = request_id_of(request.request_id)
         answer: pb.ScoreResponse = await to_platform(
             self.platform.Score, forwarded, caller, SCORE_TIMEOUT_S
+        )
+        return answer
+
+    async def ScoreMany(self, request: pb.ScoreManyRequest, context: Any) -> pb.ScoreManyResponse:
+        caller = require_caller("institution")
+        if not 1 <= len(request.requests) <= MAX_SCORE_MANY:
+            raise InvalidArgument(
+                f"a batch carries 1 to {MAX_SCORE_MANY} requests, not {len(request.requests)}"
+            )
+        forwarded = pb.ScoreManyRequest()
+        forwarded.CopyFrom(request)
+        for i, item in enumerate(forwarded.requests):
+            try:
+                item.request_id = request_id_of(item.request_id)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"requests[{i}]: {exc.message}") from None
+        answer: pb.ScoreManyResponse = await to_platform(
+            self.platform.ScoreMany, forwarded, caller, SCORE_MANY_TIMEOUT_S
         )
         return answer
 

@@ -34,7 +34,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from platform_node.audit import AuditLog
 from platform_node.batch import BatchAdminServicer, BatchRunner, BatchStore, Deliveries
@@ -59,7 +59,9 @@ from platform_node.providers import (
 )
 from platform_node.registry import GrantRecord, GrantRegistry, InstitutionRegistry
 from platform_node.signing import PlatformKeys
+from veil._internal.status import error_status
 from veil.audit.entry import AuditEvent, EventType
+from veil.caller import Caller
 from veil.config import NodeConfig
 from veil.crypto.paillier import (
     Ciphertext,
@@ -138,6 +140,25 @@ def install_request(
             name=name, ciphertexts=[ciphertext_bytes(encrypt(pk, m, pool)) for m in ints]
         )
     return request
+
+
+MAX_SCORE_MANY = 256
+
+
+@dataclass
+class _Admitted:
+    """What admission found: the model (kept for the record even when the grant then
+    refuses) and the grant."""
+
+    record: ModelRecord | None = None
+    grant: GrantRecord | None = None
+
+
+def _request_id(request: pb.ScoreRequest) -> str:
+    request_id = request.request_id or uuid.uuid4().hex
+    if len(request_id) > MAX_REQUEST_ID_LEN or len(request_id) < 16:
+        raise InvalidArgument("request_id must be 16..64 characters")
+    return request_id
 
 
 def result_digest(claims: dict[str, Any]) -> str:
@@ -444,47 +465,126 @@ class OnlineScoring:
 
     async def score(self, request: pb.ScoreRequest, context: Any) -> pb.ScoreResponse:
         caller = self.callers.identify(context, {"institution"})
-        request_id = request.request_id or uuid.uuid4().hex
-        if len(request_id) > MAX_REQUEST_ID_LEN or len(request_id) < 16:
-            raise InvalidArgument("request_id must be 16..64 characters")
-        record: ModelRecord | None = None
+        request_id = _request_id(request)
+        admitted = _Admitted()
+        refusal: VeilError | None = None
+        try:
+            await asyncio.to_thread(self._admit, caller, request, admitted)
+        except VeilError as exc:
+            refusal = exc
+        return await self._conclude(caller, request, request_id, admitted, refusal)
+
+    async def score_many(
+        self, requests: Sequence[pb.ScoreRequest], context: Any
+    ) -> list[pb.ScoreResponse | VeilError]:
+        """Each request scored as :meth:`score` would score it alone, or its refusal in
+        its place.  The caller is checked and its assertion consumed once; every item is
+        admitted (model, grant, daily quota) in one worker-thread hop and one write
+        transaction (:meth:`CallerCheck.admit_each_with`); the items then run their
+        rounds together, so their partial-score requests travel to each provider in
+        shared calls.  A refusal of the caller itself fails the call, after each item's
+        refusal is recorded as a lone ``Score``'s would be."""
+        caller = self.callers.identify(context, {"institution"})
+        if not 1 <= len(requests) <= MAX_SCORE_MANY:
+            raise InvalidArgument(
+                f"a batch carries 1 to {MAX_SCORE_MANY} requests, not {len(requests)}"
+            )
+        ids: list[str] = []
+        for i, request in enumerate(requests):
+            try:
+                rid = _request_id(request)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"requests[{i}]: {exc.message}") from None
+            if rid in ids:
+                raise InvalidArgument(f"requests[{i}].request_id {rid!r} repeats an earlier one")
+            ids.append(rid)
+        states = [_Admitted() for _ in requests]
+        whole: VeilError | None = None
+        try:
+            refusals = await asyncio.to_thread(self._admit_many, caller, requests, states)
+        except VeilError as exc:  # the caller itself (a replayed assertion, not active)
+            whole = exc
+            refusals = [exc] * len(requests)
+        outcomes = await asyncio.gather(
+            *(
+                self._conclude(caller, request, rid, state, refusal)
+                for request, rid, state, refusal in zip(
+                    requests, ids, states, refusals, strict=True
+                )
+            ),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, VeilError):
+                raise outcome
+        if whole is not None:
+            raise whole
+        return outcomes  # type: ignore[return-value]
+
+    def _check(self, caller: Caller, request: pb.ScoreRequest, admitted: _Admitted) -> None:
+        """The model and the grant (reads only); ``admitted`` keeps the model even if
+        the grant then refuses, for the record of the refusal."""
+        validate_uscc(request.uscc)
+        admitted.record = found = self.models.scorable(request.model_id, request.version)
+        self._check_registered(found.spec)
+        admitted.grant = self.grants.authorize(
+            grant_id=request.grant_id,
+            uscc=request.uscc,
+            institution=caller.subject,
+            fields=list(found.spec.fields),
+            use=USE,
+            purpose=request.purpose,
+            loan_ref=request.loan_ref,
+        )
+
+    def _admit(self, caller: Caller, request: pb.ScoreRequest, admitted: _Admitted) -> None:
+        """The checks, then one transaction: the assertion consumed (also when a check
+        refused: a refusal is no way to replay it) and the daily quota (one worker-thread
+        hop for all of it)."""
+        self.callers.admit_with(
+            caller,
+            purpose=request.purpose,
+            check=lambda: self._check(caller, request, admitted),
+            write=lambda conn, _: self.institutions.consume_quota(caller.subject, conn=conn),
+        )
+
+    def _admit_many(
+        self, caller: Caller, requests: Sequence[pb.ScoreRequest], states: Sequence[_Admitted]
+    ) -> list[VeilError | None]:
+        """:meth:`_admit` for a batch: each item's refusal (or None) in its place."""
+
+        def quota(conn: Connection, _: None) -> None:
+            self.institutions.consume_quota(caller.subject, conn=conn)
+
+        def check(request: pb.ScoreRequest, admitted: _Admitted) -> Callable[[], None]:
+            return lambda: self._check(caller, request, admitted)
+
+        return self.callers.admit_each_with(
+            caller,
+            [(r.purpose, check(r, st), quota) for r, st in zip(requests, states, strict=True)],
+        )
+
+    async def _conclude(
+        self,
+        caller: Caller,
+        request: pb.ScoreRequest,
+        request_id: str,
+        admitted: _Admitted,
+        refusal: VeilError | None,
+    ) -> pb.ScoreResponse:
+        """After admission: the rounds with the providers, the decryption, the log entry
+        and the signed score; or the refusal, recorded, raised."""
         asked: list[str] = []
         answered: list[str] = []
         imputed: list[str] = []
         attempt = 0  # rounds run so far, minus one (a drop-out or a stale mask key re-runs)
         try:
-            # Inside the try: a replayed assertion, a suspended institution or a purpose
-            # it was not admitted for is refused *and recorded*, like every other refusal.
-            def check() -> tuple[ModelRecord, GrantRecord]:
-                nonlocal record  # known to the failure log even if a later check refuses
-                validate_uscc(request.uscc)
-                record = found = self.models.scorable(request.model_id, request.version)
-                self._check_registered(found.spec)
-                granted = self.grants.authorize(
-                    grant_id=request.grant_id,
-                    uscc=request.uscc,
-                    institution=caller.subject,
-                    fields=list(found.spec.fields),
-                    use=USE,
-                    purpose=request.purpose,
-                    loan_ref=request.loan_ref,
-                )
-                return found, granted
-
-            def admit() -> tuple[ModelRecord, GrantRecord]:  # one worker-thread hop
-                """The checks, then one transaction: the assertion consumed (also when a
-                check refused: a refusal is no way to replay it) and the daily quota."""
-                checked, _ = self.callers.admit_with(
-                    caller,
-                    purpose=request.purpose,
-                    check=check,
-                    write=lambda conn, _: self.institutions.consume_quota(
-                        caller.subject, conn=conn
-                    ),
-                )
-                return checked
-
-            scored, grant = await asyncio.to_thread(admit)
+            # A replayed assertion, a suspended institution or a purpose it was not
+            # admitted for is refused *and recorded*, like every other refusal.
+            if refusal is not None:
+                raise refusal
+            assert admitted.record is not None and admitted.grant is not None
+            scored, grant = admitted.record, admitted.grant
             spec = scored.spec
             await self._ensure_installed(spec)
             units = list(spec.providers)
@@ -544,7 +644,14 @@ class OnlineScoring:
             result = spec.scale.apply(logit)
         except VeilError as exc:
             await self._log_failure(
-                request, caller.subject, request_id, record, asked, answered, exc, attempt + 1
+                request,
+                caller.subject,
+                request_id,
+                admitted.record,
+                asked,
+                answered,
+                exc,
+                attempt + 1,
             )
             raise
         claims: dict[str, Any] = {
@@ -571,7 +678,7 @@ class OnlineScoring:
             request,
             caller.subject,
             request_id,
-            record,
+            admitted.record,
             answered,
             [u for u in asked if u not in answered],
             "OK",
@@ -700,6 +807,17 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
 
     async def Score(self, request: pb.ScoreRequest, context: Any) -> pb.ScoreResponse:
         return await self.online.score(request, context)
+
+    async def ScoreMany(self, request: pb.ScoreManyRequest, context: Any) -> pb.ScoreManyResponse:
+        outcomes = await self.online.score_many(list(request.requests), context)
+        return pb.ScoreManyResponse(
+            results=[
+                pb.ScoreResult(error=error_status(outcome))
+                if isinstance(outcome, VeilError)
+                else pb.ScoreResult(answer=outcome)
+                for outcome in outcomes
+            ]
+        )
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Any

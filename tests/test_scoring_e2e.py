@@ -27,6 +27,7 @@ from provider_node.reconcile import reconcile
 from tests.conftest import run
 from tests.test_authorization_e2e import Enterprise, bank, claims, gateway, usccs
 from veil.config import load_node_config
+from veil.errors import from_status_bytes
 from veil.request_ids import round_ids
 from veil.scoring.plain import plain_logit
 from veil.scoring.spec import parse_model
@@ -767,3 +768,104 @@ def test_a_purpose_the_institution_was_not_admitted_for_is_refused_and_recorded(
     ).uses
     (use,) = [u for u in uses if u.request_id == rid]
     assert use.outcome == "PERMISSION_DENIED" and not use.providers
+
+
+# --- many scores in one call (ScoreMany) -------------------------------------------------
+
+
+def score_many(fed: Any, requests: list[spb.ScoreRequest]) -> spb.ScoreManyResponse:
+    answer: spb.ScoreManyResponse = run(
+        gateway(
+            fed,
+            "ScoreMany",
+            spb.ScoreManyRequest(requests=requests),
+            signer=bank(fed),
+            service=scoring_pb2_grpc.ScoringServiceStub,
+        )
+    )
+    return answer
+
+
+def test_score_many_scores_and_refuses_each_item_in_its_place(
+    federation: Any, document: dict[str, Any], model: spb.ModelInfo, scorer: Enterprise
+) -> None:
+    """A bank re-scores five borrowers in one call, with two items a lone Score would
+    refuse among them (a grant without use "score", an unknown model).  Each score equals
+    the plaintext model and carries its own attestation and log entry; each refusal is
+    the lone call's, in its place."""
+    jwks = KeySet.from_jwks(fetch_jwks(jwks_url(federation)), label="platform")
+
+    def ask(uscc: str, grant_id: str, model_id: str = model.model_id) -> spb.ScoreRequest:
+        return spb.ScoreRequest(
+            uscc=uscc,
+            model_id=model_id,
+            grant_id=grant_id,
+            purpose=SCORE_PURPOSE,
+            loan_ref=SCORE_LOAN,
+            request_id=uuid.uuid4().hex,
+        )
+
+    good = []
+    for uscc in usccs(federation, 14)[9:14]:
+        ent = Enterprise(federation, uscc)
+        g = ent.grant(
+            tuple(model_fields(document)),
+            uses=["score"],
+            purpose=SCORE_PURPOSE,
+            loan_ref=SCORE_LOAN,
+        )
+        good.append(ask(uscc, g.grant_id))
+    verify_only = scorer.grant(
+        tuple(model_fields(document)), uses=["verify"], purpose=SCORE_PURPOSE, loan_ref=SCORE_LOAN
+    )
+    bad = [ask(scorer.uscc, verify_only.grant_id), ask(good[0].uscc, good[0].grant_id, "no-model")]
+    requests = [good[0], bad[0], *good[1:4], bad[1], good[4]]
+    answer = score_many(federation, requests)
+    assert len(answer.results) == len(requests)
+    indices = set()
+    for request, result in zip(requests, answer.results, strict=True):
+        if request in bad:
+            error = from_status_bytes(result.error)
+            want_code = (
+                grpc.StatusCode.PERMISSION_DENIED
+                if request is bad[0]
+                else grpc.StatusCode.NOT_FOUND
+            )
+            assert error.code == want_code, error
+            continue
+        scored = result.answer
+        _, want = expected(federation, document, request.uscc)
+        assert (scored.pd, scored.score, scored.grade) == (want.pd, want.score, want.grade)
+        claims_ = verify_result(scored.attestation, jwks)
+        assert claims_["request_id"] == request.request_id == scored.request_id
+        assert claims_["sub"] == request.uscc and claims_["log_index"] == scored.log_index
+        indices.add(scored.log_index)
+    assert len(indices) == len(good)  # a log entry each
+
+
+def test_score_many_refuses_a_malformed_batch_as_a_whole(
+    federation: Any, model: spb.ModelInfo, scorer: Enterprise, score_grant: Any
+) -> None:
+    one = spb.ScoreRequest(
+        uscc=scorer.uscc,
+        model_id=model.model_id,
+        grant_id=score_grant.grant_id,
+        purpose=SCORE_PURPOSE,
+        loan_ref=SCORE_LOAN,
+        request_id=uuid.uuid4().hex,
+    )
+    for requests, needle in (
+        ([], "1 to 256 requests, not 0"),
+        ([one] * 257, "not 257"),
+        ([one, one], f"requests[1].request_id {one.request_id!r} repeats"),
+    ):
+        code, why = code_of(
+            gateway(
+                federation,
+                "ScoreMany",
+                spb.ScoreManyRequest(requests=requests),
+                signer=bank(federation),
+                service=scoring_pb2_grpc.ScoringServiceStub,
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and needle in why, why

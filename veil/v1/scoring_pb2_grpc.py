@@ -39,6 +39,11 @@ class ScoringServiceStub:
                 request_serializer=veil_dot_v1_dot_scoring__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_scoring__pb2.ScoreResponse.FromString,
                 _registered_method=True)
+        self.ScoreMany = channel.unary_unary(
+                '/veil.v1.ScoringService/ScoreMany',
+                request_serializer=veil_dot_v1_dot_scoring__pb2.ScoreManyRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_scoring__pb2.ScoreManyResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/veil.v1.ScoringService/ListModels',
                 request_serializer=veil_dot_v1_dot_scoring__pb2.ListModelsRequest.SerializeToString,
@@ -71,6 +76,18 @@ class ScoringServiceServicer:
         gateway's JWKS.  UNAVAILABLE names a provider that failed when the model card does
         not allow imputing it; INVALID_ARGUMENT names a provider that sent a malformed
         ciphertext; NOT_FOUND for an unknown model or version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScoreMany(self, request, context):
+        """Many scores in one call: a bank re-scoring the enterprises of its loan book (the
+        plan's dynamic monitoring of borrowers, 国办发〔2021〕52号 (八)).  1 to 256 items, each
+        with its own enterprise, grant and model; each is scored exactly as a lone Score
+        would score it — its own attestation, quota, log entry — or refused on its own
+        (ScoreResult.error).  The call itself fails only if the caller may not call or the
+        batch is empty, too large or repeats a request id (INVALID_ARGUMENT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,6 +129,11 @@ def add_ScoringServiceServicer_to_server(servicer, server):
                     servicer.Score,
                     request_deserializer=veil_dot_v1_dot_scoring__pb2.ScoreRequest.FromString,
                     response_serializer=veil_dot_v1_dot_scoring__pb2.ScoreResponse.SerializeToString,
+            ),
+            'ScoreMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreMany,
+                    request_deserializer=veil_dot_v1_dot_scoring__pb2.ScoreManyRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_scoring__pb2.ScoreManyResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -161,6 +183,33 @@ class ScoringService:
             '/veil.v1.ScoringService/Score',
             veil_dot_v1_dot_scoring__pb2.ScoreRequest.SerializeToString,
             veil_dot_v1_dot_scoring__pb2.ScoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.ScoringService/ScoreMany',
+            veil_dot_v1_dot_scoring__pb2.ScoreManyRequest.SerializeToString,
+            veil_dot_v1_dot_scoring__pb2.ScoreManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

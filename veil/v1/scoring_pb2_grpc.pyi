@@ -47,6 +47,14 @@ class ScoringServiceStub:
     not allow imputing it; INVALID_ARGUMENT names a provider that sent a malformed
     ciphertext; NOT_FOUND for an unknown model or version.
     """
+    ScoreMany: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.ScoreManyRequest, _scoring_pb2.ScoreManyResponse]
+    """Many scores in one call: a bank re-scoring the enterprises of its loan book (the
+    plan's dynamic monitoring of borrowers, 国办发〔2021〕52号 (八)).  1 to 256 items, each
+    with its own enterprise, grant and model; each is scored exactly as a lone Score
+    would score it — its own attestation, quota, log entry — or refused on its own
+    (ScoreResult.error).  The call itself fails only if the caller may not call or the
+    batch is empty, too large or repeats a request id (INVALID_ARGUMENT).
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.ListModelsRequest, _scoring_pb2.ListModelsResponse]
     """Approved models and their cards."""
     Subscribe: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.SubscribeRequest, _scoring_pb2.Subscription]
@@ -68,6 +76,14 @@ class ScoringServiceAsyncStub(ScoringServiceStub):
     gateway's JWKS.  UNAVAILABLE names a provider that failed when the model card does
     not allow imputing it; INVALID_ARGUMENT names a provider that sent a malformed
     ciphertext; NOT_FOUND for an unknown model or version.
+    """
+    ScoreMany: _aio.UnaryUnaryMultiCallable[_scoring_pb2.ScoreManyRequest, _scoring_pb2.ScoreManyResponse]  # type: ignore[assignment]
+    """Many scores in one call: a bank re-scoring the enterprises of its loan book (the
+    plan's dynamic monitoring of borrowers, 国办发〔2021〕52号 (八)).  1 to 256 items, each
+    with its own enterprise, grant and model; each is scored exactly as a lone Score
+    would score it — its own attestation, quota, log entry — or refused on its own
+    (ScoreResult.error).  The call itself fails only if the caller may not call or the
+    batch is empty, too large or repeats a request id (INVALID_ARGUMENT).
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_scoring_pb2.ListModelsRequest, _scoring_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Approved models and their cards."""
@@ -93,6 +109,20 @@ class ScoringServiceServicer(metaclass=_abc_1.ABCMeta):
         gateway's JWKS.  UNAVAILABLE names a provider that failed when the model card does
         not allow imputing it; INVALID_ARGUMENT names a provider that sent a malformed
         ciphertext; NOT_FOUND for an unknown model or version.
+        """
+
+    @_abc_1.abstractmethod
+    def ScoreMany(
+        self,
+        request: _scoring_pb2.ScoreManyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scoring_pb2.ScoreManyResponse, _abc.Awaitable[_scoring_pb2.ScoreManyResponse]]:
+        """Many scores in one call: a bank re-scoring the enterprises of its loan book (the
+        plan's dynamic monitoring of borrowers, 国办发〔2021〕52号 (八)).  1 to 256 items, each
+        with its own enterprise, grant and model; each is scored exactly as a lone Score
+        would score it — its own attestation, quota, log entry — or refused on its own
+        (ScoreResult.error).  The call itself fails only if the caller may not call or the
+        batch is empty, too large or repeats a request id (INVALID_ARGUMENT).
         """
 
     @_abc_1.abstractmethod
