@@ -14,11 +14,14 @@ from typing import Any
 
 from gateway.forward import require_caller, to_platform
 from gateway.service import request_id_of
-from veil.errors import InvalidArgument
+from veil.call_batcher import CallBatcher
+from veil.caller import Caller
+from veil.errors import InvalidArgument, Unavailable, VeilError, from_status_bytes
 from veil.server import ServiceBinding
 from veil.uscc import validate_uscc
+from veil.v1 import forwarding_pb2 as fpb
+from veil.v1 import forwarding_pb2_grpc, verification_pb2_grpc
 from veil.v1 import verification_pb2 as vpb
-from veil.v1 import verification_pb2_grpc
 
 FORWARD_TIMEOUT_S = 10.0
 FORWARD_MANY_TIMEOUT_S = 60.0
@@ -27,8 +30,22 @@ POLICY_TIMEOUT_S = 5.0
 
 
 class VerificationForwarder(verification_pb2_grpc.VerificationServiceServicer):
-    def __init__(self, platform: verification_pb2_grpc.VerificationServiceAsyncStub) -> None:
+    """``Verify`` calls in flight together leave for the platform in one
+    ``Forwarding.VerifyForwarded`` (:class:`~veil.call_batcher.CallBatcher`): a lone call
+    is forwarded at once as a ``Verify`` of its own; while one is outstanding, the calls
+    arriving meanwhile wait for it and then leave together, each with its own caller, and
+    each gets exactly its own answer or refusal."""
+
+    def __init__(
+        self,
+        platform: verification_pb2_grpc.VerificationServiceAsyncStub,
+        forwarding: forwarding_pb2_grpc.ForwardingAsyncStub,
+    ) -> None:
         self.platform = platform
+        self.forwarding = forwarding
+        self._batcher: CallBatcher[tuple[Caller, vpb.VerifyRequest], vpb.VerifyResponse] = (
+            CallBatcher(self._forward, name="VerifyForwarded", max_batch=MAX_VERIFY_MANY)
+        )
 
     async def Verify(self, request: vpb.VerifyRequest, context: Any) -> vpb.VerifyResponse:
         caller = require_caller("institution")
@@ -36,10 +53,45 @@ class VerificationForwarder(verification_pb2_grpc.VerificationServiceServicer):
         forwarded = vpb.VerifyRequest()
         forwarded.CopyFrom(request)
         forwarded.request_id = request_id_of(request.request_id)
-        answer: vpb.VerifyResponse = await to_platform(
-            self.platform.Verify, forwarded, caller, FORWARD_TIMEOUT_S
+        return await self._batcher.call((caller, forwarded))
+
+    async def _forward(
+        self, items: list[tuple[Caller, vpb.VerifyRequest]]
+    ) -> list[vpb.VerifyResponse | VeilError]:
+        if len(items) == 1:
+            caller, request = items[0]
+            try:
+                answer: vpb.VerifyResponse = await to_platform(
+                    self.platform.Verify, request, caller, FORWARD_TIMEOUT_S
+                )
+            except VeilError as exc:
+                return [exc]
+            return [answer]
+        batch = fpb.ForwardedVerifyBatch(
+            items=[
+                fpb.ForwardedVerify(
+                    caller=fpb.ForwardedCaller(
+                        kind=caller.kind,
+                        subject=caller.subject,
+                        jti=caller.jti,
+                        expires=caller.expires,
+                    ),
+                    request=request,
+                )
+                for caller, request in items
+            ]
         )
-        return answer
+        many: vpb.VerifyManyResponse = await to_platform(
+            self.forwarding.VerifyForwarded, batch, None, FORWARD_TIMEOUT_S
+        )
+        if len(many.results) != len(items):
+            raise Unavailable("the platform answered a coalesced call with the wrong count")
+        return [
+            result.answer
+            if result.WhichOneof("outcome") == "answer"
+            else from_status_bytes(result.error)
+            for result in many.results
+        ]
 
     async def VerifyMany(
         self, request: vpb.VerifyManyRequest, context: Any
@@ -73,7 +125,10 @@ class VerificationForwarder(verification_pb2_grpc.VerificationServiceServicer):
 def verification_binding(channel: Any) -> ServiceBinding:
     """The ServiceBinding the gateway adds to serve ``VerificationService`` over the
     platform channel it already has."""
-    forwarder = VerificationForwarder(verification_pb2_grpc.VerificationServiceStub(channel))
+    forwarder = VerificationForwarder(
+        verification_pb2_grpc.VerificationServiceStub(channel),
+        forwarding_pb2_grpc.ForwardingStub(channel),
+    )
     return ServiceBinding(
         name=vpb.DESCRIPTOR.services_by_name["VerificationService"].full_name,
         register=lambda server: verification_pb2_grpc.add_VerificationServiceServicer_to_server(

@@ -153,6 +153,53 @@ class CallerCheck:
             raise caller_refusal
         return refusals
 
+    def admit_forwarded(
+        self,
+        items: Sequence[tuple[Caller, str | None, Callable[[], C], Callable[[Connection, C], W]]],
+    ) -> list[VeilError | None]:
+        """:meth:`admit_with` for requests the gateway coalesced, each under its own
+        caller and assertion (blocking: call it in a worker thread): one write
+        transaction; each item's refusal (or None) in its place.
+
+        ``items`` are ``(caller, purpose, check, write)``.  Per item, as for a lone
+        call: its caller must be active (and admitted for ``purpose``), ``check`` and
+        ``write`` may refuse, and its assertion is consumed also when it was refused —
+        a replayed assertion refuses its item alone (and takes precedence)."""
+        refusals: list[VeilError | None] = []
+        checked: list[Any] = []
+        active: dict[tuple[str, str | None], VeilError | None] = {}
+        for caller, purpose, check, _ in items:
+            key = (caller.namespace, purpose)
+            if key not in active:
+                try:
+                    self.require_active(caller, purpose=purpose)
+                    active[key] = None
+                except VeilError as exc:
+                    active[key] = exc
+            refusal = active[key]
+            value = None
+            if refusal is None:
+                try:
+                    value = check()
+                except VeilError as exc:
+                    refusal = exc
+            refusals.append(refusal)
+            checked.append(value)
+        with write_tx(self.replay.engine) as conn:
+            for i, (caller, _, _, write) in enumerate(items):
+                expires = dt.datetime.fromtimestamp(caller.expires, dt.UTC)
+                try:
+                    self.replay.claim_on(conn, caller.namespace, caller.jti, expires)
+                except VeilError as exc:
+                    refusals[i] = exc
+                    continue
+                if refusals[i] is None:
+                    try:
+                        write(conn, checked[i])
+                    except VeilError as exc:
+                        refusals[i] = exc
+        return refusals
+
     def require_active(self, caller: Caller, *, purpose: str | None = None) -> None:
         """For an institution: active now and allowed ``purpose`` (when given)."""
         if caller.kind == "institution":

@@ -101,10 +101,10 @@ async def create_node(config: NodeConfig) -> RunningNode:
     )
     verification: list[ServiceBinding] = []
     if "verification" in config.raw:  # composite contributions are encrypted to its key
-        verify_binding, verification_kid = build_verification(
+        verify_bindings, verification_kid = build_verification(
             config, catalog, registry, store.engine, audit, authz
         )
-        verification.append(verify_binding)
+        verification.extend(verify_bindings)
         await record_key_changes(store.engine, audit, {"verification_paillier": [verification_kid]})
     scoring = (  # models, online scoring, batch evaluation (platform_node/scoring.py)
         build_scoring(config, registry, store.engine, audit, authz)

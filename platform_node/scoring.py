@@ -46,7 +46,6 @@ from sqlalchemy import Connection, Engine
 
 from platform_node.audit import AuditLog
 from platform_node.batch import BatchAdminServicer, BatchRunner, BatchStore, Deliveries
-from platform_node.call_batcher import CallBatcher
 from platform_node.callers import CallerCheck
 from platform_node.mask_directory import MaskDirectory
 from platform_node.models.admin import ModelAdminServicer, model_info
@@ -61,6 +60,7 @@ from platform_node.registry import GrantRecord, GrantRegistry, InstitutionRegist
 from platform_node.signing import PlatformKeys
 from veil._internal.status import error_status
 from veil.audit.entry import AuditEvent, EventType
+from veil.call_batcher import CallBatcher
 from veil.caller import Caller
 from veil.config import NodeConfig
 from veil.crypto.paillier import (

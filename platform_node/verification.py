@@ -75,7 +75,7 @@ from platform_node.verification_fanout import (
 from platform_node.verification_plan import Plan, plan
 from veil._internal.status import error_status
 from veil.audit.entry import AuditEvent, EventType
-from veil.caller import Caller
+from veil.caller import Caller, forwarded_caller
 from veil.catalog import Catalog
 from veil.claims import (
     ClaimCache,
@@ -89,12 +89,19 @@ from veil.claims_grid import Grid, snap
 from veil.composite import Protocol
 from veil.config import NodeConfig
 from veil.crypto import PaillierKeys
-from veil.errors import ConfigError, FailedPrecondition, InvalidArgument, VeilError
+from veil.errors import (
+    ConfigError,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    VeilError,
+)
 from veil.server import ServiceBinding, require_peer
 from veil.tokens import sign_result
 from veil.uscc import validate_uscc
+from veil.v1 import forwarding_pb2 as fpb
+from veil.v1 import forwarding_pb2_grpc, verification_pb2_grpc
 from veil.v1 import verification_pb2 as vpb
-from veil.v1 import verification_pb2_grpc
 
 log = logging.getLogger("veil.platform.verification")
 
@@ -266,6 +273,47 @@ class Verification:
             raise whole
         return outcomes  # type: ignore[return-value]
 
+    async def verify_forwarded(
+        self, items: Sequence[fpb.ForwardedVerify], context: Any
+    ) -> list[vpb.VerifyResponse | VeilError]:
+        """``Verify`` calls the gateway coalesced, each under the caller it
+        authenticated: each answered as :meth:`verify` would answer it alone, or its
+        refusal in its place (a replayed assertion refuses its own item only)."""
+        require_peer(context, roles={"gateway"})
+        if not 1 <= len(items) <= MAX_VERIFY_MANY:
+            raise InvalidArgument(f"a batch carries 1 to {MAX_VERIFY_MANY} items, not {len(items)}")
+        outcomes: list[vpb.VerifyResponse | VeilError | None] = [None] * len(items)
+        entries: list[tuple[Caller, vpb.VerifyRequest, str, _Admission]] = []
+        where: list[int] = []
+        for i, item in enumerate(items):
+            try:
+                sent = item.caller
+                caller = forwarded_caller(sent.kind, sent.subject, sent.jti, sent.expires)
+                if caller.kind != "institution":
+                    raise PermissionDenied("this call is for institution callers")
+            except VeilError as exc:  # refused as identify() refuses a lone call: unrecorded
+                outcomes[i] = exc
+                continue
+            rid = item.request.request_id or uuid.uuid4().hex
+            entries.append((caller, item.request, rid, _Admission()))
+            where.append(i)
+        if entries:
+            refusals = await asyncio.to_thread(self._admit_forwarded, entries)
+            concluded = await asyncio.gather(
+                *(
+                    self._conclude(caller, request, rid, state, refusal)
+                    for (caller, request, rid, state), refusal in zip(
+                        entries, refusals, strict=True
+                    )
+                ),
+                return_exceptions=True,
+            )
+            for i, outcome in zip(where, concluded, strict=True):
+                if isinstance(outcome, BaseException) and not isinstance(outcome, VeilError):
+                    raise outcome
+                outcomes[i] = outcome
+        return outcomes  # type: ignore[return-value]
+
     async def _conclude(
         self,
         caller: Caller,
@@ -371,24 +419,38 @@ class Verification:
         ids: Sequence[str],
         states: Sequence[_Admission],
     ) -> list[VeilError | None]:
-        """:meth:`_admit` for a batch: each item's refusal (or None) in its place."""
-
-        def item(
-            request: vpb.VerifyRequest, rid: str, state: _Admission
-        ) -> tuple[str, Callable[[], None], Callable[[Connection, None], None]]:
-            def spend(conn: Connection, _: None) -> None:
-                assert state.question is not None
-                state.cached = self.budgets.admit(state.question, conn=conn)
-                state.spent = state.cached is None
-
-            return (
-                request.purpose,
-                lambda: self._read_request(caller, request, rid, state),
-                spend,
-            )
-
+        """:meth:`_admit` for a batch under one assertion: each item's refusal (or None)
+        in its place."""
         return self.callers.admit_each_with(
-            caller, [item(r, rid, st) for r, rid, st in zip(requests, ids, states, strict=True)]
+            caller,
+            [
+                self._admission(caller, r, rid, st)
+                for r, rid, st in zip(requests, ids, states, strict=True)
+            ],
+        )
+
+    def _admit_forwarded(
+        self, entries: Sequence[tuple[Caller, vpb.VerifyRequest, str, _Admission]]
+    ) -> list[VeilError | None]:
+        """:meth:`_admit` for requests the gateway coalesced, each under its own caller."""
+        return self.callers.admit_forwarded(
+            [(c, *self._admission(c, r, rid, st)) for c, r, rid, st in entries]
+        )
+
+    def _admission(
+        self, caller: Caller, request: vpb.VerifyRequest, rid: str, state: _Admission
+    ) -> tuple[str, Callable[[], None], Callable[[Connection, None], None]]:
+        """One item's purpose, checks (reads) and budget spending (the write)."""
+
+        def spend(conn: Connection, _: None) -> None:
+            assert state.question is not None
+            state.cached = self.budgets.admit(state.question, conn=conn)
+            state.spent = state.cached is None
+
+        return (
+            request.purpose,
+            lambda: self._read_request(caller, request, rid, state),
+            spend,
         )
 
     def _read_request(
@@ -592,20 +654,38 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         self, request: vpb.VerifyManyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> vpb.VerifyManyResponse:
         outcomes = await self.verification.verify_many(list(request.requests), context)
-        return vpb.VerifyManyResponse(
-            results=[
-                vpb.VerifyResult(error=error_status(outcome))
-                if isinstance(outcome, VeilError)
-                else vpb.VerifyResult(answer=outcome)
-                for outcome in outcomes
-            ]
-        )
+        return vpb.VerifyManyResponse(results=verify_results(outcomes))
 
     async def GetVerificationPolicy(
         self, request: vpb.GetVerificationPolicyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> vpb.VerificationPolicy:
         require_peer(context, roles={"gateway", "admin"})
         return await self.verification.policy()
+
+
+class ForwardingServicer(forwarding_pb2_grpc.ForwardingServicer):
+    """The platform's side of the gateway's coalesced calls (gateway peers only)."""
+
+    def __init__(self, verification: Verification) -> None:
+        self.verification = verification
+
+    async def VerifyForwarded(
+        self, request: fpb.ForwardedVerifyBatch, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> vpb.VerifyManyResponse:
+        outcomes = await self.verification.verify_forwarded(list(request.items), context)
+        return vpb.VerifyManyResponse(results=verify_results(outcomes))
+
+
+def verify_results(
+    outcomes: Sequence[vpb.VerifyResponse | VeilError],
+) -> list[vpb.VerifyResult]:
+    """Each item's answer, or its refusal as a serialized ``google.rpc.Status``."""
+    return [
+        vpb.VerifyResult(error=error_status(outcome))
+        if isinstance(outcome, VeilError)
+        else vpb.VerifyResult(answer=outcome)
+        for outcome in outcomes
+    ]
 
 
 def build_verification(
@@ -615,9 +695,10 @@ def build_verification(
     engine: Any,
     audit: AuditLog,
     authz: AuthorizationParts,
-) -> tuple[ServiceBinding, str]:
-    """The platform's VerificationService (``[verification]`` in its configuration),
-    with the id of the Paillier key providers encrypt their contributions to."""
+) -> tuple[list[ServiceBinding], str]:
+    """The platform's VerificationService (``[verification]`` in its configuration) and
+    the gateway's coalesced calls to it (``Forwarding``), with the id of the Paillier key
+    providers encrypt their contributions to."""
     settings = VerificationSettings.from_config(config)
     paillier = load_paillier(settings)
     ca_pem = config.tls.ca.read_bytes() if config.tls.ca is not None else None
@@ -629,21 +710,29 @@ def build_verification(
         masks=MaskDirectory(registry, ca_pem, registry.timeout_s),
         answer_keys=AnswerKeys(registry),
     )
-    servicer = VerificationServicer(
-        Verification(
-            catalog=catalog,
-            registry=registry,
-            authz=authz,
-            audit=audit,
-            budgets=VerificationBudgets(engine, settings.policy),
-            settings=settings,
-            fanout=fanout,
-        )
+    verification = Verification(
+        catalog=catalog,
+        registry=registry,
+        authz=authz,
+        audit=audit,
+        budgets=VerificationBudgets(engine, settings.policy),
+        settings=settings,
+        fanout=fanout,
     )
-    binding = ServiceBinding(
-        name=vpb.DESCRIPTOR.services_by_name["VerificationService"].full_name,
-        register=lambda server: verification_pb2_grpc.add_VerificationServiceServicer_to_server(
-            servicer, server
+    servicer = VerificationServicer(verification)
+    forwarding = ForwardingServicer(verification)
+    bindings = [
+        ServiceBinding(
+            name=vpb.DESCRIPTOR.services_by_name["VerificationService"].full_name,
+            register=lambda server: verification_pb2_grpc.add_VerificationServiceServicer_to_server(
+                servicer, server
+            ),
         ),
-    )
-    return binding, paillier.key_id
+        ServiceBinding(
+            name=fpb.DESCRIPTOR.services_by_name["Forwarding"].full_name,
+            register=lambda server: forwarding_pb2_grpc.add_ForwardingServicer_to_server(
+                forwarding, server
+            ),
+        ),
+    ]
+    return bindings, paillier.key_id

@@ -8,7 +8,7 @@ whole check fails with UNAVAILABLE naming it: a combination missing a participan
 never decoded (its masks would not cancel) and never reported as a partial yes.
 
 Contributions to checks in flight together travel to each provider in one
-``ContributeMany`` (:class:`~platform_node.call_batcher.CallBatcher`, one per provider);
+``ContributeMany`` (:class:`~veil.call_batcher.CallBatcher`, one per provider);
 each item keeps its own request token, answer or refusal, so a check sees exactly what a
 lone ``Contribute`` would have given it.
 """
@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from platform_node.call_batcher import CallBatcher
 from platform_node.mask_directory import MaskDirectory
 from platform_node.providers import ProviderRegistry, provider_error, unpack_batch
 from platform_node.signing import PlatformKeys
 from platform_node.verification_plan import Plan
 from veil.attestation import verify_answer
+from veil.call_batcher import CallBatcher
 from veil.catalog import Catalog
 from veil.claims import (
     All,

@@ -15,7 +15,7 @@ Only the answer leaves.  For every request the unit itself:
    (:mod:`veil.composite`), after verifying every other participant's signed mask key.
 
 ``ContributeMany`` carries the ``Contribute`` requests of several checks at once (the
-platform coalesces checks in flight together, ``platform_node/call_batcher.py``): each
+platform coalesces checks in flight together, ``veil/call_batcher.py``): each
 item goes through the same steps and gets its own answer or refusal in its place; the
 batch shares one worker-thread hop and one transaction (one commit; an item claims its
 request id only after every step that can refuse it, so a refused item wrote nothing and

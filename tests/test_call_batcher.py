@@ -1,4 +1,4 @@
-"""platform_node.call_batcher: alone at once, together in batches, errors item by item;
+"""veil.call_batcher: alone at once, together in batches, errors item by item;
 and the per-item rich status that carries a refusal inside a batched answer."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from platform_node.call_batcher import CallBatcher
+from veil.call_batcher import CallBatcher
 from veil._internal.status import error_status
 from veil.errors import (
     FailedPrecondition,

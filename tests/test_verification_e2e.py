@@ -1442,3 +1442,101 @@ def test_cli_verify_batch_checks_every_signed_result_and_names_refused_lines(
     broken.write_text(json.dumps(lines[0]) + "\n{not json\n", encoding="utf-8")
     assert main(["verify", "--batch", str(broken), "--config", client]) == 1
     assert f"{broken}:2: not JSON" in capsys.readouterr().err
+
+
+# --- the gateway's coalesced calls (Forwarding.VerifyForwarded) --------------------------
+
+
+def test_concurrent_verify_calls_each_get_their_own_answer_or_refusal(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    """Twenty Verify calls in flight at once, refused ones among them: the gateway sends
+    those arriving while one is outstanding to the platform together; each call still
+    gets exactly the answer or the refusal it would have got alone."""
+    fresh = {"field": "tax_vat_paid_last_year", "op": "ge", "value": "260000", "unit": "CNY"}
+    bad_claim = {"field": "no_such_field", "op": "eq", "value": 1}
+    (ent0, grant0), (ent1, _) = sample[0], sample[1]
+    calls = []
+    for i in range(20):
+        ent, grant = sample[i % len(sample)]
+        if i % 5 == 3:
+            calls.append((ent0.uscc, grant0, bad_claim, "INVALID_ARGUMENT"))
+        elif i % 5 == 4:
+            calls.append((ent1.uscc, grant0, SINGLE_CLAIMS[0], "PERMISSION_DENIED"))
+        else:
+            calls.append((ent.uscc, grant, {"all": [*NO_ARREARS_ANYWHERE["all"], fresh]}, None))
+
+    async def one(uscc: str, grant: str, claim: Any) -> Any:
+        try:
+            return await bank._call(
+                "Verify",
+                ask(uscc, grant, claim, uuid.uuid4().hex),
+                verification_pb2_grpc.VerificationServiceStub,
+            )
+        except grpc.aio.AioRpcError as err:
+            return err
+
+    async def all_at_once() -> list[Any]:
+        return list(await asyncio.gather(*(one(u, g, c) for u, g, c, _ in calls)))
+
+    outcomes = bank.loop.run_until_complete(all_at_once())
+    for (uscc, _, _, refused), outcome in zip(calls, outcomes, strict=True):
+        if refused is not None:
+            assert isinstance(outcome, grpc.aio.AioRpcError) and outcome.code().name == refused
+            continue
+        assert isinstance(outcome, vpb.VerifyResponse) and outcome.uscc == uscc
+        assert TRUTH[outcome.result] is expected(federation, uscc, outcome)
+
+
+def test_forwarded_items_are_admitted_each_under_its_own_caller(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    """Playing the gateway against the platform: a coalesced batch whose second item
+    replays the first one's assertion (as a second gateway replica might forward it) and
+    whose third claims an enterprise caller.  Each is answered or refused on its own, the
+    replay recorded as a lone replayed Verify would be; only gateways may send these."""
+    from veil.v1 import forwarding_pb2 as fpb
+    from veil.v1 import forwarding_pb2_grpc
+
+    ent, grant = sample[3]
+    expires = int(time.time()) + 60
+    jti_a, jti_b = uuid.uuid4().hex, uuid.uuid4().hex
+
+    def item(jti: str, kind: str = "institution") -> fpb.ForwardedVerify:
+        return fpb.ForwardedVerify(
+            caller=fpb.ForwardedCaller(kind=kind, subject=INSTITUTION, jti=jti, expires=expires),
+            request=ask(ent.uscc, grant, SINGLE_CLAIMS[1], uuid.uuid4().hex),
+        )
+
+    batch = fpb.ForwardedVerifyBatch(
+        items=[item(jti_a), item(jti_a), item(uuid.uuid4().hex, "enterprise"), item(jti_b)]
+    )
+    node = federation.node("platform")
+
+    async def send(cert: str) -> Any:
+        async with secure_channel(
+            node.address, federation.client_tls(cert), PeerIdentity("platform", node.name)
+        ) as channel:
+            try:
+                return await forwarding_pb2_grpc.ForwardingStub(channel).VerifyForwarded(
+                    batch, timeout=20.0
+                )
+            except grpc.aio.AioRpcError as err:
+                return err
+
+    answer = run(send("gateway"))
+    kinds = [r.WhichOneof("outcome") for r in answer.results]
+    assert kinds == ["answer", "error", "error", "answer"]
+    replayed = from_status_bytes(answer.results[1].error)
+    assert replayed.code == grpc.StatusCode.UNAUTHENTICATED and "replay" in replayed.message
+    wrong_kind = from_status_bytes(answer.results[2].error)
+    assert wrong_kind.code == grpc.StatusCode.PERMISSION_DENIED
+    (entry,) = bank.search(batch.items[1].request.request_id)
+    assert entry["outcome"] == "UNAUTHENTICATED" and entry["providers"] == []
+    for i in (0, 3):
+        verified = answer.results[i].answer
+        assert TRUTH[verified.result] is expected(federation, ent.uscc, verified)
+    # a bank's certificate is not a gateway's
+    refused = run(send(INSTITUTION))
+    assert isinstance(refused, grpc.aio.AioRpcError)
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -88,7 +88,7 @@ class ProviderScoringServicer:
 
     def PartialScores(self, request, context):
         """PartialScore for several requests at once (the platform coalesces requests in
-        flight together: platform_node/call_batcher.py).  Each item is checked, answered
+        flight together: veil/call_batcher.py).  Each item is checked, answered
         and recorded in the ledger exactly as a PartialScore call would be; one commit for
         the batch.  The answer has one result per request, in order: its ciphertext, or its
         own refusal (a refused item never fails another).  At most 256 items.

@@ -48,7 +48,7 @@ class ProviderScoringStub:
     """
     PartialScores: _grpc.UnaryUnaryMultiCallable[_provider_scoring_pb2.PartialScoresRequest, _provider_scoring_pb2.PartialScoresResponse]
     """PartialScore for several requests at once (the platform coalesces requests in
-    flight together: platform_node/call_batcher.py).  Each item is checked, answered
+    flight together: veil/call_batcher.py).  Each item is checked, answered
     and recorded in the ledger exactly as a PartialScore call would be; one commit for
     the batch.  The answer has one result per request, in order: its ciphertext, or its
     own refusal (a refused item never fails another).  At most 256 items.
@@ -79,7 +79,7 @@ class ProviderScoringAsyncStub(ProviderScoringStub):
     """
     PartialScores: _aio.UnaryUnaryMultiCallable[_provider_scoring_pb2.PartialScoresRequest, _provider_scoring_pb2.PartialScoresResponse]  # type: ignore[assignment]
     """PartialScore for several requests at once (the platform coalesces requests in
-    flight together: platform_node/call_batcher.py).  Each item is checked, answered
+    flight together: veil/call_batcher.py).  Each item is checked, answered
     and recorded in the ledger exactly as a PartialScore call would be; one commit for
     the batch.  The answer has one result per request, in order: its ciphertext, or its
     own refusal (a refused item never fails another).  At most 256 items.
@@ -125,7 +125,7 @@ class ProviderScoringServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_provider_scoring_pb2.PartialScoresResponse, _abc.Awaitable[_provider_scoring_pb2.PartialScoresResponse]]:
         """PartialScore for several requests at once (the platform coalesces requests in
-        flight together: platform_node/call_batcher.py).  Each item is checked, answered
+        flight together: veil/call_batcher.py).  Each item is checked, answered
         and recorded in the ledger exactly as a PartialScore call would be; one commit for
         the batch.  The answer has one result per request, in order: its ciphertext, or its
         own refusal (a refused item never fails another).  At most 256 items.

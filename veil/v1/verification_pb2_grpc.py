@@ -255,7 +255,7 @@ class ProviderVerificationServicer:
 
     def ContributeMany(self, request, context):
         """Contribute for several checks at once (the platform coalesces checks in flight
-        together: platform_node/call_batcher.py).  Each item is checked, answered and
+        together: veil/call_batcher.py).  Each item is checked, answered and
         recorded in the ledger exactly as a Contribute call would be; one commit for the
         batch.  One result per request, in order: its contribution or its own refusal (a
         refused item never fails another).  At most 256 items.

@@ -157,7 +157,7 @@ class ProviderVerificationStub:
     """A masked, encrypted contribution to a check spanning several providers."""
     ContributeMany: _grpc.UnaryUnaryMultiCallable[_verification_pb2.ContributeManyRequest, _verification_pb2.ContributeManyResponse]
     """Contribute for several checks at once (the platform coalesces checks in flight
-    together: platform_node/call_batcher.py).  Each item is checked, answered and
+    together: veil/call_batcher.py).  Each item is checked, answered and
     recorded in the ledger exactly as a Contribute call would be; one commit for the
     batch.  One result per request, in order: its contribution or its own refusal (a
     refused item never fails another).  At most 256 items.
@@ -178,7 +178,7 @@ class ProviderVerificationAsyncStub(ProviderVerificationStub):
     """A masked, encrypted contribution to a check spanning several providers."""
     ContributeMany: _aio.UnaryUnaryMultiCallable[_verification_pb2.ContributeManyRequest, _verification_pb2.ContributeManyResponse]  # type: ignore[assignment]
     """Contribute for several checks at once (the platform coalesces checks in flight
-    together: platform_node/call_batcher.py).  Each item is checked, answered and
+    together: veil/call_batcher.py).  Each item is checked, answered and
     recorded in the ledger exactly as a Contribute call would be; one commit for the
     batch.  One result per request, in order: its contribution or its own refusal (a
     refused item never fails another).  At most 256 items.
@@ -214,7 +214,7 @@ class ProviderVerificationServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_verification_pb2.ContributeManyResponse, _abc.Awaitable[_verification_pb2.ContributeManyResponse]]:
         """Contribute for several checks at once (the platform coalesces checks in flight
-        together: platform_node/call_batcher.py).  Each item is checked, answered and
+        together: veil/call_batcher.py).  Each item is checked, answered and
         recorded in the ledger exactly as a Contribute call would be; one commit for the
         batch.  One result per request, in order: its contribution or its own refusal (a
         refused item never fails another).  At most 256 items.
