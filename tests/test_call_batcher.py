@@ -10,8 +10,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from veil.call_batcher import CallBatcher
 from veil._internal.status import error_status
+from veil.call_batcher import CallBatcher
 from veil.errors import (
     FailedPrecondition,
     InvalidArgument,
