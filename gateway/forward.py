@@ -1,17 +1,33 @@
-"""Forwarding to the platform: the caller rides along in metadata, errors come back mapped."""
+"""Forwarding to the platform: the caller rides along in metadata, errors come back mapped.
+
+:class:`Coalesced` sends calls of one kind that are in flight together in one
+``Forwarding`` call, each item with its own caller (``proto/veil/v1/forwarding.proto``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 
+from veil.call_batcher import CallBatcher
 from veil.caller import Caller, current_caller
-from veil.errors import PermissionDenied, Unauthenticated, Unavailable, from_rpc_error
+from veil.errors import (
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+    VeilError,
+    from_rpc_error,
+    from_status_bytes,
+)
+from veil.v1 import forwarding_pb2 as fpb
 
 PLATFORM_TIMEOUT_S = 10.0
+MAX_COALESCED = 256  # the platform's limit per forwarded call
 T = TypeVar("T")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 
 def require_caller(*kinds: str) -> Caller:
@@ -37,3 +53,69 @@ async def to_platform(
         if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise Unavailable(f"the platform did not answer within {timeout_s:g} s") from None
         raise from_rpc_error(err) from None
+
+
+class Coalesced(Generic[Req, Resp]):
+    """One kind of call (``Verify``, ``Score``) forwarded to the platform, coalesced.
+
+    A call leaves at once, as a lone call of its own, while no call of this kind is
+    outstanding (no added latency); calls arriving meanwhile wait for it and then leave
+    together in one ``together`` call (:class:`~veil.call_batcher.CallBatcher`), each
+    item with the caller the gateway authenticated.  Each call gets exactly its own
+    answer or refusal; a failure of the whole forwarded call fails each of its calls.
+    The platform pays its per-call price (a gRPC call, a worker-thread hop, a commit)
+    once per batch.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        lone: Callable[..., Awaitable[Resp]],
+        together: Callable[..., Awaitable[Any]],
+        item: Callable[..., Any],
+        batch: Callable[..., Any],
+        timeout_s: float,
+    ) -> None:
+        self._lone = lone
+        self._together = together
+        self._item = item
+        self._batch = batch
+        self._timeout_s = timeout_s
+        self._batcher: CallBatcher[tuple[Caller, Req], Resp] = CallBatcher(
+            self._send, name=name, max_batch=MAX_COALESCED
+        )
+
+    async def call(self, caller: Caller, request: Req) -> Resp:
+        return await self._batcher.call((caller, request))
+
+    async def _send(self, items: list[tuple[Caller, Req]]) -> list[Resp | VeilError]:
+        if len(items) == 1:
+            caller, request = items[0]
+            try:
+                return [await to_platform(self._lone, request, caller, self._timeout_s)]
+            except VeilError as exc:
+                return [exc]
+        batch = self._batch(
+            items=[
+                self._item(
+                    caller=fpb.ForwardedCaller(
+                        kind=caller.kind,
+                        subject=caller.subject,
+                        jti=caller.jti,
+                        expires=caller.expires,
+                    ),
+                    request=request,
+                )
+                for caller, request in items
+            ]
+        )
+        answer = await to_platform(self._together, batch, None, self._timeout_s)
+        if len(answer.results) != len(items):
+            raise Unavailable("the platform answered a coalesced call with the wrong count")
+        return [
+            result.answer
+            if result.WhichOneof("outcome") == "answer"
+            else from_status_bytes(result.error)
+            for result in answer.results
+        ]

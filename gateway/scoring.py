@@ -11,14 +11,15 @@ from typing import Any
 
 import grpc
 
-from gateway.forward import require_caller, to_platform
+from gateway.forward import Coalesced, require_caller, to_platform
 from gateway.jwks_http import JwksHttpServer, start_jwks_http
 from gateway.service import request_id_of
 from veil.config import NodeConfig
 from veil.errors import InvalidArgument
 from veil.server import ServiceBinding
 from veil.uscc import validate_uscc
-from veil.v1 import platform_pb2, platform_pb2_grpc, scoring_pb2_grpc
+from veil.v1 import forwarding_pb2 as fpb
+from veil.v1 import forwarding_pb2_grpc, platform_pb2, platform_pb2_grpc, scoring_pb2_grpc
 from veil.v1 import scoring_pb2 as pb
 
 SCORE_TIMEOUT_S = 12.0
@@ -28,8 +29,24 @@ FORWARD_TIMEOUT_S = 8.0
 
 
 class ScoringForwarder(scoring_pb2_grpc.ScoringServiceServicer):
-    def __init__(self, platform: scoring_pb2_grpc.ScoringServiceAsyncStub) -> None:
+    """``Score`` calls in flight together leave for the platform in one
+    ``Forwarding.ScoreForwarded`` (:class:`~gateway.forward.Coalesced`): each still gets
+    exactly its own score or refusal."""
+
+    def __init__(
+        self,
+        platform: scoring_pb2_grpc.ScoringServiceAsyncStub,
+        forwarding: forwarding_pb2_grpc.ForwardingAsyncStub,
+    ) -> None:
         self.platform = platform
+        self._coalesced: Coalesced[pb.ScoreRequest, pb.ScoreResponse] = Coalesced(
+            name="ScoreForwarded",
+            lone=platform.Score,
+            together=forwarding.ScoreForwarded,
+            item=fpb.ForwardedScore,
+            batch=fpb.ForwardedScoreBatch,
+            timeout_s=SCORE_TIMEOUT_S,
+        )
 
     async def Score(self, request: pb.ScoreRequest, context: Any) -> pb.ScoreResponse:
         caller = require_caller("institution")
@@ -39,10 +56,7 @@ class ScoringForwarder(scoring_pb2_grpc.ScoringServiceServicer):
         forwarded = pb.ScoreRequest()
         forwarded.CopyFrom(request)
         forwarded.request_id = request_id_of(request.request_id)
-        answer: pb.ScoreResponse = await to_platform(
-            self.platform.Score, forwarded, caller, SCORE_TIMEOUT_S
-        )
-        return answer
+        return await self._coalesced.call(caller, forwarded)
 
     async def ScoreMany(self, request: pb.ScoreManyRequest, context: Any) -> pb.ScoreManyResponse:
         caller = require_caller("institution")
@@ -99,7 +113,9 @@ class ScoringForwarder(scoring_pb2_grpc.ScoringServiceServicer):
 
 def scoring_binding(channel: grpc.aio.Channel) -> ServiceBinding:
     """ScoringService at the gateway, forwarding over the platform channel it has."""
-    servicer = ScoringForwarder(scoring_pb2_grpc.ScoringServiceStub(channel))
+    servicer = ScoringForwarder(
+        scoring_pb2_grpc.ScoringServiceStub(channel), forwarding_pb2_grpc.ForwardingStub(channel)
+    )
     return ServiceBinding(
         name=pb.DESCRIPTOR.services_by_name["ScoringService"].full_name,
         register=lambda server: scoring_pb2_grpc.add_ScoringServiceServicer_to_server(

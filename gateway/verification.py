@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.forward import require_caller, to_platform
+from gateway.forward import Coalesced, require_caller, to_platform
 from gateway.service import request_id_of
-from veil.call_batcher import CallBatcher
-from veil.caller import Caller
-from veil.errors import InvalidArgument, Unavailable, VeilError, from_status_bytes
+from veil.errors import InvalidArgument
 from veil.server import ServiceBinding
 from veil.uscc import validate_uscc
 from veil.v1 import forwarding_pb2 as fpb
@@ -31,10 +29,8 @@ POLICY_TIMEOUT_S = 5.0
 
 class VerificationForwarder(verification_pb2_grpc.VerificationServiceServicer):
     """``Verify`` calls in flight together leave for the platform in one
-    ``Forwarding.VerifyForwarded`` (:class:`~veil.call_batcher.CallBatcher`): a lone call
-    is forwarded at once as a ``Verify`` of its own; while one is outstanding, the calls
-    arriving meanwhile wait for it and then leave together, each with its own caller, and
-    each gets exactly its own answer or refusal."""
+    ``Forwarding.VerifyForwarded`` (:class:`~gateway.forward.Coalesced`): each still gets
+    exactly its own answer or refusal."""
 
     def __init__(
         self,
@@ -42,9 +38,13 @@ class VerificationForwarder(verification_pb2_grpc.VerificationServiceServicer):
         forwarding: forwarding_pb2_grpc.ForwardingAsyncStub,
     ) -> None:
         self.platform = platform
-        self.forwarding = forwarding
-        self._batcher: CallBatcher[tuple[Caller, vpb.VerifyRequest], vpb.VerifyResponse] = (
-            CallBatcher(self._forward, name="VerifyForwarded", max_batch=MAX_VERIFY_MANY)
+        self._coalesced: Coalesced[vpb.VerifyRequest, vpb.VerifyResponse] = Coalesced(
+            name="VerifyForwarded",
+            lone=platform.Verify,
+            together=forwarding.VerifyForwarded,
+            item=fpb.ForwardedVerify,
+            batch=fpb.ForwardedVerifyBatch,
+            timeout_s=FORWARD_TIMEOUT_S,
         )
 
     async def Verify(self, request: vpb.VerifyRequest, context: Any) -> vpb.VerifyResponse:
@@ -53,45 +53,7 @@ class VerificationForwarder(verification_pb2_grpc.VerificationServiceServicer):
         forwarded = vpb.VerifyRequest()
         forwarded.CopyFrom(request)
         forwarded.request_id = request_id_of(request.request_id)
-        return await self._batcher.call((caller, forwarded))
-
-    async def _forward(
-        self, items: list[tuple[Caller, vpb.VerifyRequest]]
-    ) -> list[vpb.VerifyResponse | VeilError]:
-        if len(items) == 1:
-            caller, request = items[0]
-            try:
-                answer: vpb.VerifyResponse = await to_platform(
-                    self.platform.Verify, request, caller, FORWARD_TIMEOUT_S
-                )
-            except VeilError as exc:
-                return [exc]
-            return [answer]
-        batch = fpb.ForwardedVerifyBatch(
-            items=[
-                fpb.ForwardedVerify(
-                    caller=fpb.ForwardedCaller(
-                        kind=caller.kind,
-                        subject=caller.subject,
-                        jti=caller.jti,
-                        expires=caller.expires,
-                    ),
-                    request=request,
-                )
-                for caller, request in items
-            ]
-        )
-        many: vpb.VerifyManyResponse = await to_platform(
-            self.forwarding.VerifyForwarded, batch, None, FORWARD_TIMEOUT_S
-        )
-        if len(many.results) != len(items):
-            raise Unavailable("the platform answered a coalesced call with the wrong count")
-        return [
-            result.answer
-            if result.WhichOneof("outcome") == "answer"
-            else from_status_bytes(result.error)
-            for result in many.results
-        ]
+        return await self._coalesced.call(caller, forwarded)
 
     async def VerifyMany(
         self, request: vpb.VerifyManyRequest, context: Any

@@ -13,6 +13,7 @@ from platform_node.audit import AuditLog, log_settings
 from platform_node.authorization import AuthorizationServicer
 from platform_node.callers import CallerCheck
 from platform_node.detail import AuthorizedDetail
+from platform_node.forwarding import ForwardingServicer
 from platform_node.institutions_service import InstitutionRegistryServicer
 from platform_node.key_events import record_key_changes
 from platform_node.log_service import log_service_binding
@@ -22,7 +23,7 @@ from platform_node.registry import GrantRegistry, InstitutionRegistry, ReplayGua
 from platform_node.scoring import build_scoring
 from platform_node.service import AuthorizationParts, PlatformServicer
 from platform_node.signing import load_platform_keys
-from platform_node.verification import build_verification
+from platform_node.verification import Verification, build_verification
 from veil.catalog import Catalog, load_catalog
 from veil.config import NodeConfig
 from veil.errors import ConfigError
@@ -35,6 +36,8 @@ from veil.trust import load_eia_keys
 from veil.v1 import (
     authorization_pb2,
     authorization_pb2_grpc,
+    forwarding_pb2,
+    forwarding_pb2_grpc,
     institution_pb2,
     institution_pb2_grpc,
     platform_pb2,
@@ -100,11 +103,12 @@ async def create_node(config: NodeConfig) -> RunningNode:
         },
     )
     verification: list[ServiceBinding] = []
+    verifier: Verification | None = None
     if "verification" in config.raw:  # composite contributions are encrypted to its key
-        verify_bindings, verification_kid = build_verification(
+        verify_binding, verification_kid, verifier = build_verification(
             config, catalog, registry, store.engine, audit, authz
         )
-        verification.extend(verify_bindings)
+        verification.append(verify_binding)
         await record_key_changes(store.engine, audit, {"verification_paillier": [verification_kid]})
     scoring = (  # models, online scoring, batch evaluation (platform_node/scoring.py)
         build_scoring(config, registry, store.engine, audit, authz)
@@ -115,6 +119,18 @@ async def create_node(config: NodeConfig) -> RunningNode:
         await record_key_changes(
             store.engine, audit, {"scoring_paillier": [scoring.online.keys.key_id]}
         )
+    forwarding = ForwardingServicer(  # the gateway's coalesced Verify / Score calls
+        verify=verifier.verify_coalesced if verifier is not None else None,
+        score=scoring.online.score_coalesced if scoring is not None else None,
+    )
+    verification.append(
+        ServiceBinding(
+            name=forwarding_pb2.DESCRIPTOR.services_by_name["Forwarding"].full_name,
+            register=lambda server: forwarding_pb2_grpc.add_ForwardingServicer_to_server(
+                forwarding, server
+            ),
+        )
+    )
     servicer = PlatformServicer(catalog, registry, store, audit=audit, authz=authz)
     binding = ServiceBinding(
         name=platform_pb2.DESCRIPTOR.services_by_name["PlatformService"].full_name,

@@ -47,6 +47,7 @@ from sqlalchemy import Connection, Engine
 from platform_node.audit import AuditLog
 from platform_node.batch import BatchAdminServicer, BatchRunner, BatchStore, Deliveries
 from platform_node.callers import CallerCheck
+from platform_node.forwarding import gather_outcomes, score_results
 from platform_node.mask_directory import MaskDirectory
 from platform_node.models.admin import ModelAdminServicer, model_info
 from platform_node.models.registry import ModelRecord, ModelRegistry
@@ -58,7 +59,6 @@ from platform_node.providers import (
 )
 from platform_node.registry import GrantRecord, GrantRegistry, InstitutionRegistry
 from platform_node.signing import PlatformKeys
-from veil._internal.status import error_status
 from veil.audit.entry import AuditEvent, EventType
 from veil.call_batcher import CallBatcher
 from veil.caller import Caller
@@ -505,20 +505,41 @@ class OnlineScoring:
         except VeilError as exc:  # the caller itself (a replayed assertion, not active)
             whole = exc
             refusals = [exc] * len(requests)
-        outcomes = await asyncio.gather(
-            *(
-                self._conclude(caller, request, rid, state, refusal)
-                for request, rid, state, refusal in zip(
-                    requests, ids, states, refusals, strict=True
-                )
-            ),
-            return_exceptions=True,
+        outcomes = await gather_outcomes(
+            self._conclude(caller, request, rid, state, refusal)
+            for request, rid, state, refusal in zip(requests, ids, states, refusals, strict=True)
         )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, VeilError):
-                raise outcome
         if whole is not None:
             raise whole
+        return outcomes
+
+    async def score_coalesced(
+        self, entries: Sequence[tuple[Caller, pb.ScoreRequest]]
+    ) -> list[pb.ScoreResponse | VeilError]:
+        """``Score`` calls the gateway coalesced (``Forwarding.ScoreForwarded``), each
+        under the caller it authenticated: each scored as :meth:`score` would score it
+        alone, or its refusal in its place (a replayed assertion refuses its own item
+        only).  Admitted in one worker-thread hop and one write transaction."""
+        outcomes: list[pb.ScoreResponse | VeilError | None] = [None] * len(entries)
+        admitted: list[tuple[int, Caller, pb.ScoreRequest, str, _Admitted]] = []
+        for i, (caller, request) in enumerate(entries):
+            try:
+                admitted.append((i, caller, request, _request_id(request), _Admitted()))
+            except InvalidArgument as exc:  # as a lone call refuses it: unrecorded
+                outcomes[i] = exc
+        refusals = await asyncio.to_thread(
+            self.callers.admit_forwarded,
+            [
+                (c, r.purpose, self._checker(c, r, st), self._quota(c))
+                for _, c, r, _, st in admitted
+            ],
+        )
+        concluded = await gather_outcomes(
+            self._conclude(caller, request, rid, state, refusal)
+            for (_, caller, request, rid, state), refusal in zip(admitted, refusals, strict=True)
+        )
+        for (i, *_), outcome in zip(admitted, concluded, strict=True):
+            outcomes[i] = outcome
         return outcomes  # type: ignore[return-value]
 
     def _check(self, caller: Caller, request: pb.ScoreRequest, admitted: _Admitted) -> None:
@@ -544,25 +565,35 @@ class OnlineScoring:
         self.callers.admit_with(
             caller,
             purpose=request.purpose,
-            check=lambda: self._check(caller, request, admitted),
-            write=lambda conn, _: self.institutions.consume_quota(caller.subject, conn=conn),
+            check=self._checker(caller, request, admitted),
+            write=self._quota(caller),
         )
 
     def _admit_many(
         self, caller: Caller, requests: Sequence[pb.ScoreRequest], states: Sequence[_Admitted]
     ) -> list[VeilError | None]:
-        """:meth:`_admit` for a batch: each item's refusal (or None) in its place."""
-
-        def quota(conn: Connection, _: None) -> None:
-            self.institutions.consume_quota(caller.subject, conn=conn)
-
-        def check(request: pb.ScoreRequest, admitted: _Admitted) -> Callable[[], None]:
-            return lambda: self._check(caller, request, admitted)
-
+        """:meth:`_admit` for a batch under one assertion: each item's refusal (or None)
+        in its place."""
         return self.callers.admit_each_with(
             caller,
-            [(r.purpose, check(r, st), quota) for r, st in zip(requests, states, strict=True)],
+            [
+                (r.purpose, self._checker(caller, r, st), self._quota(caller))
+                for r, st in zip(requests, states, strict=True)
+            ],
         )
+
+    def _checker(
+        self, caller: Caller, request: pb.ScoreRequest, admitted: _Admitted
+    ) -> Callable[[], None]:
+        return lambda: self._check(caller, request, admitted)
+
+    def _quota(self, caller: Caller) -> Callable[[Connection, None], None]:
+        """An item's write: one unit of its caller's daily quota."""
+
+        def take(conn: Connection, _: None) -> None:
+            self.institutions.consume_quota(caller.subject, conn=conn)
+
+        return take
 
     async def _conclude(
         self,
@@ -810,14 +841,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
 
     async def ScoreMany(self, request: pb.ScoreManyRequest, context: Any) -> pb.ScoreManyResponse:
         outcomes = await self.online.score_many(list(request.requests), context)
-        return pb.ScoreManyResponse(
-            results=[
-                pb.ScoreResult(error=error_status(outcome))
-                if isinstance(outcome, VeilError)
-                else pb.ScoreResult(answer=outcome)
-                for outcome in outcomes
-            ]
-        )
+        return pb.ScoreManyResponse(results=score_results(outcomes))
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Any

@@ -60,6 +60,7 @@ from sqlalchemy import Connection
 
 from platform_node.audit import AuditLog
 from platform_node.budgets import BudgetPolicy, CachedAnswer, Question, VerificationBudgets
+from platform_node.forwarding import gather_outcomes, verify_results
 from platform_node.mask_directory import MaskDirectory
 from platform_node.providers import ProviderRegistry
 from platform_node.registry import GrantRegistry, InstitutionRegistry
@@ -73,9 +74,8 @@ from platform_node.verification_fanout import (
     ProviderCallFailed,
 )
 from platform_node.verification_plan import Plan, plan
-from veil._internal.status import error_status
 from veil.audit.entry import AuditEvent, EventType
-from veil.caller import Caller, forwarded_caller
+from veil.caller import Caller
 from veil.catalog import Catalog
 from veil.claims import (
     ClaimCache,
@@ -93,15 +93,13 @@ from veil.errors import (
     ConfigError,
     FailedPrecondition,
     InvalidArgument,
-    PermissionDenied,
     VeilError,
 )
 from veil.server import ServiceBinding, require_peer
 from veil.tokens import sign_result
 from veil.uscc import validate_uscc
-from veil.v1 import forwarding_pb2 as fpb
-from veil.v1 import forwarding_pb2_grpc, verification_pb2_grpc
 from veil.v1 import verification_pb2 as vpb
+from veil.v1 import verification_pb2_grpc
 
 log = logging.getLogger("veil.platform.verification")
 
@@ -257,62 +255,30 @@ class Verification:
         except VeilError as exc:  # the caller itself (a replayed assertion, not active)
             whole = exc
             refusals = [exc] * len(requests)
-        outcomes = await asyncio.gather(
-            *(
-                self._conclude(caller, request, rid, state, refusal)
-                for request, rid, state, refusal in zip(
-                    requests, ids, states, refusals, strict=True
-                )
-            ),
-            return_exceptions=True,
+        outcomes = await gather_outcomes(
+            self._conclude(caller, request, rid, state, refusal)
+            for request, rid, state, refusal in zip(requests, ids, states, refusals, strict=True)
         )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, VeilError):
-                raise outcome
         if whole is not None:  # each item's refusal is recorded; the call fails with it
             raise whole
-        return outcomes  # type: ignore[return-value]
+        return outcomes
 
-    async def verify_forwarded(
-        self, items: Sequence[fpb.ForwardedVerify], context: Any
+    async def verify_coalesced(
+        self, entries: Sequence[tuple[Caller, vpb.VerifyRequest]]
     ) -> list[vpb.VerifyResponse | VeilError]:
-        """``Verify`` calls the gateway coalesced, each under the caller it
-        authenticated: each answered as :meth:`verify` would answer it alone, or its
-        refusal in its place (a replayed assertion refuses its own item only)."""
-        require_peer(context, roles={"gateway"})
-        if not 1 <= len(items) <= MAX_VERIFY_MANY:
-            raise InvalidArgument(f"a batch carries 1 to {MAX_VERIFY_MANY} items, not {len(items)}")
-        outcomes: list[vpb.VerifyResponse | VeilError | None] = [None] * len(items)
-        entries: list[tuple[Caller, vpb.VerifyRequest, str, _Admission]] = []
-        where: list[int] = []
-        for i, item in enumerate(items):
-            try:
-                sent = item.caller
-                caller = forwarded_caller(sent.kind, sent.subject, sent.jti, sent.expires)
-                if caller.kind != "institution":
-                    raise PermissionDenied("this call is for institution callers")
-            except VeilError as exc:  # refused as identify() refuses a lone call: unrecorded
-                outcomes[i] = exc
-                continue
-            rid = item.request.request_id or uuid.uuid4().hex
-            entries.append((caller, item.request, rid, _Admission()))
-            where.append(i)
-        if entries:
-            refusals = await asyncio.to_thread(self._admit_forwarded, entries)
-            concluded = await asyncio.gather(
-                *(
-                    self._conclude(caller, request, rid, state, refusal)
-                    for (caller, request, rid, state), refusal in zip(
-                        entries, refusals, strict=True
-                    )
-                ),
-                return_exceptions=True,
-            )
-            for i, outcome in zip(where, concluded, strict=True):
-                if isinstance(outcome, BaseException) and not isinstance(outcome, VeilError):
-                    raise outcome
-                outcomes[i] = outcome
-        return outcomes  # type: ignore[return-value]
+        """``Verify`` calls the gateway coalesced (``Forwarding.VerifyForwarded``), each
+        under the caller it authenticated: each answered as :meth:`verify` would answer
+        it alone, or its refusal in its place (a replayed assertion refuses its own item
+        only).  Admitted in one worker-thread hop and one write transaction."""
+        admitted = [
+            (caller, request, request.request_id or uuid.uuid4().hex, _Admission())
+            for caller, request in entries
+        ]
+        refusals = await asyncio.to_thread(self._admit_forwarded, admitted)
+        return await gather_outcomes(
+            self._conclude(caller, request, rid, state, refusal)
+            for (caller, request, rid, state), refusal in zip(admitted, refusals, strict=True)
+        )
 
     async def _conclude(
         self,
@@ -663,31 +629,6 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         return await self.verification.policy()
 
 
-class ForwardingServicer(forwarding_pb2_grpc.ForwardingServicer):
-    """The platform's side of the gateway's coalesced calls (gateway peers only)."""
-
-    def __init__(self, verification: Verification) -> None:
-        self.verification = verification
-
-    async def VerifyForwarded(
-        self, request: fpb.ForwardedVerifyBatch, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> vpb.VerifyManyResponse:
-        outcomes = await self.verification.verify_forwarded(list(request.items), context)
-        return vpb.VerifyManyResponse(results=verify_results(outcomes))
-
-
-def verify_results(
-    outcomes: Sequence[vpb.VerifyResponse | VeilError],
-) -> list[vpb.VerifyResult]:
-    """Each item's answer, or its refusal as a serialized ``google.rpc.Status``."""
-    return [
-        vpb.VerifyResult(error=error_status(outcome))
-        if isinstance(outcome, VeilError)
-        else vpb.VerifyResult(answer=outcome)
-        for outcome in outcomes
-    ]
-
-
 def build_verification(
     config: NodeConfig,
     catalog: Catalog,
@@ -695,10 +636,11 @@ def build_verification(
     engine: Any,
     audit: AuditLog,
     authz: AuthorizationParts,
-) -> tuple[list[ServiceBinding], str]:
-    """The platform's VerificationService (``[verification]`` in its configuration) and
-    the gateway's coalesced calls to it (``Forwarding``), with the id of the Paillier key
-    providers encrypt their contributions to."""
+) -> tuple[ServiceBinding, str, Verification]:
+    """The platform's VerificationService (``[verification]`` in its configuration), the
+    id of the Paillier key providers encrypt their contributions to, and the
+    :class:`Verification` (whose :meth:`~Verification.verify_coalesced` serves the
+    gateway's coalesced calls, ``platform_node/forwarding.py``)."""
     settings = VerificationSettings.from_config(config)
     paillier = load_paillier(settings)
     ca_pem = config.tls.ca.read_bytes() if config.tls.ca is not None else None
@@ -720,19 +662,10 @@ def build_verification(
         fanout=fanout,
     )
     servicer = VerificationServicer(verification)
-    forwarding = ForwardingServicer(verification)
-    bindings = [
-        ServiceBinding(
-            name=vpb.DESCRIPTOR.services_by_name["VerificationService"].full_name,
-            register=lambda server: verification_pb2_grpc.add_VerificationServiceServicer_to_server(
-                servicer, server
-            ),
+    binding = ServiceBinding(
+        name=vpb.DESCRIPTOR.services_by_name["VerificationService"].full_name,
+        register=lambda server: verification_pb2_grpc.add_VerificationServiceServicer_to_server(
+            servicer, server
         ),
-        ServiceBinding(
-            name=fpb.DESCRIPTOR.services_by_name["Forwarding"].full_name,
-            register=lambda server: forwarding_pb2_grpc.add_ForwardingServicer_to_server(
-                forwarding, server
-            ),
-        ),
-    ]
-    return bindings, paillier.key_id
+    )
+    return binding, paillier.key_id, verification

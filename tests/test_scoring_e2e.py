@@ -869,3 +869,74 @@ def test_score_many_refuses_a_malformed_batch_as_a_whole(
             )
         )
         assert code == grpc.StatusCode.INVALID_ARGUMENT and needle in why, why
+
+
+def test_forwarded_scores_are_admitted_each_under_its_own_caller(
+    federation: Any, document: dict[str, Any], model: spb.ModelInfo, scorer: Enterprise
+) -> None:
+    """Playing the gateway against the platform (``Forwarding.ScoreForwarded``): the
+    second item replays the first one's assertion, the third claims an enterprise caller,
+    the fourth uses a grant without use "score".  Each is scored or refused on its own;
+    a bank's certificate may not send these."""
+    from veil.v1 import forwarding_pb2 as fpb
+    from veil.v1 import forwarding_pb2_grpc
+
+    good = scorer.grant(
+        tuple(model_fields(document)), uses=["score"], purpose=SCORE_PURPOSE, loan_ref=SCORE_LOAN
+    )
+    verify_only = scorer.grant(
+        tuple(model_fields(document)), uses=["verify"], purpose=SCORE_PURPOSE, loan_ref=SCORE_LOAN
+    )
+    expires = int(time.time()) + 60
+    jti = uuid.uuid4().hex
+
+    def item(jti: str, grant_id: str = good.grant_id, kind: str = "institution") -> Any:
+        return fpb.ForwardedScore(
+            caller=fpb.ForwardedCaller(kind=kind, subject=INSTITUTION, jti=jti, expires=expires),
+            request=spb.ScoreRequest(
+                uscc=scorer.uscc,
+                model_id=model.model_id,
+                grant_id=grant_id,
+                purpose=SCORE_PURPOSE,
+                loan_ref=SCORE_LOAN,
+                request_id=uuid.uuid4().hex,
+            ),
+        )
+
+    batch = fpb.ForwardedScoreBatch(
+        items=[
+            item(jti),
+            item(jti),
+            item(uuid.uuid4().hex, kind="enterprise"),
+            item(uuid.uuid4().hex, verify_only.grant_id),
+            item(uuid.uuid4().hex),
+        ]
+    )
+    node = federation.node("platform")
+
+    async def send(cert: str) -> Any:
+        async with secure_channel(
+            node.address, federation.client_tls(cert), PeerIdentity("platform", node.name)
+        ) as channel:
+            try:
+                return await forwarding_pb2_grpc.ForwardingStub(channel).ScoreForwarded(
+                    batch, timeout=30.0
+                )
+            except grpc.aio.AioRpcError as err:
+                return err
+
+    answer = run(send("gateway"))
+    kinds = [r.WhichOneof("outcome") for r in answer.results]
+    assert kinds == ["answer", "error", "error", "error", "answer"]
+    codes = [from_status_bytes(r.error).code for r in answer.results[1:4]]
+    assert codes == [
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    ]
+    _, want = expected(federation, document, scorer.uscc)
+    for result in (answer.results[0], answer.results[4]):
+        assert (result.answer.pd, result.answer.score) == (want.pd, want.score)
+    refused = run(send(INSTITUTION))
+    assert isinstance(refused, grpc.aio.AioRpcError)
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED

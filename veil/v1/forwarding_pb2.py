@@ -22,22 +22,27 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from veil.v1 import scoring_pb2 as veil_dot_v1_dot_scoring__pb2
 from veil.v1 import verification_pb2 as veil_dot_v1_dot_verification__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18veil/v1/forwarding.proto\x12\x07veil.v1\x1a\x1aveil/v1/verification.proto\"N\n\x0f\x46orwardedCaller\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0b\n\x03jti\x18\x03 \x01(\t\x12\x0f\n\x07\x65xpires\x18\x04 \x01(\x03\"d\n\x0f\x46orwardedVerify\x12(\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32\x18.veil.v1.ForwardedCaller\x12\'\n\x07request\x18\x02 \x01(\x0b\x32\x16.veil.v1.VerifyRequest\"?\n\x14\x46orwardedVerifyBatch\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.veil.v1.ForwardedVerify2[\n\nForwarding\x12M\n\x0fVerifyForwarded\x12\x1d.veil.v1.ForwardedVerifyBatch\x1a\x1b.veil.v1.VerifyManyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18veil/v1/forwarding.proto\x12\x07veil.v1\x1a\x15veil/v1/scoring.proto\x1a\x1aveil/v1/verification.proto\"N\n\x0f\x46orwardedCaller\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0b\n\x03jti\x18\x03 \x01(\t\x12\x0f\n\x07\x65xpires\x18\x04 \x01(\x03\"d\n\x0f\x46orwardedVerify\x12(\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32\x18.veil.v1.ForwardedCaller\x12\'\n\x07request\x18\x02 \x01(\x0b\x32\x16.veil.v1.VerifyRequest\"?\n\x14\x46orwardedVerifyBatch\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.veil.v1.ForwardedVerify\"b\n\x0e\x46orwardedScore\x12(\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32\x18.veil.v1.ForwardedCaller\x12&\n\x07request\x18\x02 \x01(\x0b\x32\x15.veil.v1.ScoreRequest\"=\n\x13\x46orwardedScoreBatch\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.veil.v1.ForwardedScore2\xa7\x01\n\nForwarding\x12M\n\x0fVerifyForwarded\x12\x1d.veil.v1.ForwardedVerifyBatch\x1a\x1b.veil.v1.VerifyManyResponse\x12J\n\x0eScoreForwarded\x12\x1c.veil.v1.ForwardedScoreBatch\x1a\x1a.veil.v1.ScoreManyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veil.v1.forwarding_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FORWARDEDCALLER']._serialized_start=65
-  _globals['_FORWARDEDCALLER']._serialized_end=143
-  _globals['_FORWARDEDVERIFY']._serialized_start=145
-  _globals['_FORWARDEDVERIFY']._serialized_end=245
-  _globals['_FORWARDEDVERIFYBATCH']._serialized_start=247
-  _globals['_FORWARDEDVERIFYBATCH']._serialized_end=310
-  _globals['_FORWARDING']._serialized_start=312
-  _globals['_FORWARDING']._serialized_end=403
+  _globals['_FORWARDEDCALLER']._serialized_start=88
+  _globals['_FORWARDEDCALLER']._serialized_end=166
+  _globals['_FORWARDEDVERIFY']._serialized_start=168
+  _globals['_FORWARDEDVERIFY']._serialized_end=268
+  _globals['_FORWARDEDVERIFYBATCH']._serialized_start=270
+  _globals['_FORWARDEDVERIFYBATCH']._serialized_end=333
+  _globals['_FORWARDEDSCORE']._serialized_start=335
+  _globals['_FORWARDEDSCORE']._serialized_end=433
+  _globals['_FORWARDEDSCOREBATCH']._serialized_start=435
+  _globals['_FORWARDEDSCOREBATCH']._serialized_end=496
+  _globals['_FORWARDING']._serialized_start=499
+  _globals['_FORWARDING']._serialized_end=666
 # @@protoc_insertion_point(module_scope)

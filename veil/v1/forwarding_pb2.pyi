@@ -14,6 +14,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from veil.v1 import scoring_pb2 as _scoring_pb2
 from veil.v1 import verification_pb2 as _verification_pb2
 import builtins as _builtins
 import sys
@@ -105,3 +106,49 @@ class ForwardedVerifyBatch(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ForwardedVerifyBatch: _TypeAlias = ForwardedVerifyBatch  # noqa: Y015
+
+@_typing.final
+class ForwardedScore(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def caller(self) -> Global___ForwardedCaller: ...
+    @_builtins.property
+    def request(self) -> _scoring_pb2.ScoreRequest:
+        """request_id assigned by the gateway"""
+
+    def __init__(
+        self,
+        *,
+        caller: Global___ForwardedCaller | None = ...,
+        request: _scoring_pb2.ScoreRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForwardedScore: _TypeAlias = ForwardedScore  # noqa: Y015
+
+@_typing.final
+class ForwardedScoreBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForwardedScore]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ForwardedScore] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForwardedScoreBatch: _TypeAlias = ForwardedScoreBatch  # noqa: Y015

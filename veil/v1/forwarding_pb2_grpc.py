@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from veil.v1 import forwarding_pb2 as veil_dot_v1_dot_forwarding__pb2
+from veil.v1 import scoring_pb2 as veil_dot_v1_dot_scoring__pb2
 from veil.v1 import verification_pb2 as veil_dot_v1_dot_verification__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -40,6 +41,11 @@ class ForwardingStub:
                 request_serializer=veil_dot_v1_dot_forwarding__pb2.ForwardedVerifyBatch.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_verification__pb2.VerifyManyResponse.FromString,
                 _registered_method=True)
+        self.ScoreForwarded = channel.unary_unary(
+                '/veil.v1.Forwarding/ScoreForwarded',
+                request_serializer=veil_dot_v1_dot_forwarding__pb2.ForwardedScoreBatch.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_scoring__pb2.ScoreManyResponse.FromString,
+                _registered_method=True)
 
 
 class ForwardingServicer:
@@ -54,6 +60,13 @@ class ForwardingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScoreForwarded(self, request, context):
+        """Score calls in flight together at the gateway (1 to 256), answered likewise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ForwardingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +74,11 @@ def add_ForwardingServicer_to_server(servicer, server):
                     servicer.VerifyForwarded,
                     request_deserializer=veil_dot_v1_dot_forwarding__pb2.ForwardedVerifyBatch.FromString,
                     response_serializer=veil_dot_v1_dot_verification__pb2.VerifyManyResponse.SerializeToString,
+            ),
+            'ScoreForwarded': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreForwarded,
+                    request_deserializer=veil_dot_v1_dot_forwarding__pb2.ForwardedScoreBatch.FromString,
+                    response_serializer=veil_dot_v1_dot_scoring__pb2.ScoreManyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +108,33 @@ class Forwarding:
             '/veil.v1.Forwarding/VerifyForwarded',
             veil_dot_v1_dot_forwarding__pb2.ForwardedVerifyBatch.SerializeToString,
             veil_dot_v1_dot_verification__pb2.VerifyManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreForwarded(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.Forwarding/ScoreForwarded',
+            veil_dot_v1_dot_forwarding__pb2.ForwardedScoreBatch.SerializeToString,
+            veil_dot_v1_dot_scoring__pb2.ScoreManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,6 +13,7 @@ each item exactly as the lone call would, or refuses it in its place.
 from collections import abc as _abc
 from grpc import aio as _aio
 from veil.v1 import forwarding_pb2 as _forwarding_pb2
+from veil.v1 import scoring_pb2 as _scoring_pb2
 from veil.v1 import verification_pb2 as _verification_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -44,6 +45,8 @@ class ForwardingStub:
     items[i]: its VerifyResponse or the serialized google.rpc.Status Verify would have
     failed with.
     """
+    ScoreForwarded: _grpc.UnaryUnaryMultiCallable[_forwarding_pb2.ForwardedScoreBatch, _scoring_pb2.ScoreManyResponse]
+    """Score calls in flight together at the gateway (1 to 256), answered likewise."""
 
 @_typing.type_check_only
 class ForwardingAsyncStub(ForwardingStub):
@@ -53,6 +56,8 @@ class ForwardingAsyncStub(ForwardingStub):
     items[i]: its VerifyResponse or the serialized google.rpc.Status Verify would have
     failed with.
     """
+    ScoreForwarded: _aio.UnaryUnaryMultiCallable[_forwarding_pb2.ForwardedScoreBatch, _scoring_pb2.ScoreManyResponse]  # type: ignore[assignment]
+    """Score calls in flight together at the gateway (1 to 256), answered likewise."""
 
 class ForwardingServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -65,5 +70,13 @@ class ForwardingServicer(metaclass=_abc_1.ABCMeta):
         items[i]: its VerifyResponse or the serialized google.rpc.Status Verify would have
         failed with.
         """
+
+    @_abc_1.abstractmethod
+    def ScoreForwarded(
+        self,
+        request: _forwarding_pb2.ForwardedScoreBatch,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scoring_pb2.ScoreManyResponse, _abc.Awaitable[_scoring_pb2.ScoreManyResponse]]:
+        """Score calls in flight together at the gateway (1 to 256), answered likewise."""
 
 def add_ForwardingServicer_to_server(servicer: ForwardingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
