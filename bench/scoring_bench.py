@@ -208,6 +208,7 @@ BENCH_TEMPLATES: tuple[Template, ...] = (
 assert len(BENCH_TEMPLATES) == 40 and {t.provider for t in BENCH_TEMPLATES} == set(PROVIDERS)
 MODEL_ID = "bench-40"
 PURPOSE = "loan_origination"
+BENCH_DAILY_QUOTA = 100_000_000  # the demo's 10,000 a day would run out mid-run
 LOAN = "LOAN-BENCH-1"
 
 
@@ -279,7 +280,7 @@ class Bench:
         )
         await fed.launch()
         await wait_for_aggregation(fed.workdir / "admin.toml")
-        await onboard_institution(fed, INSTITUTION)
+        await onboard_institution(fed, INSTITUTION, daily_quota=BENCH_DAILY_QUOTA)
         self.document = fit_demo_model(fed.data, model_id=MODEL_ID, templates=BENCH_TEMPLATES)
         self.document["on_provider_unavailable"] = "fail"
         self.document.pop("required_providers", None)
@@ -388,8 +389,13 @@ class Bench:
                         )
                     )
                 answer = await stub.ScoreMany(spb.ScoreManyRequest(requests=requests), timeout=60)
-                refused = [r for r in answer.results if r.WhichOneof("outcome") != "answer"]
-                assert not refused, "a benchmark score was refused"
+                refused = [r.error for r in answer.results if r.WhichOneof("outcome") != "answer"]
+                if refused:
+                    from veil.errors import from_status_bytes
+
+                    raise SystemExit(
+                        f"a benchmark score was refused: {from_status_bytes(refused[0])}"
+                    )
 
             await sequential(2, batch)
             await self.fed.settle()
@@ -572,7 +578,7 @@ class Bench:
         t0 = time.perf_counter()
         await demo_cmd.wait_for_aggregation(fed.workdir / "admin.toml")
         print(f"physical aggregation in {time.perf_counter() - t0:.1f} s", flush=True)
-        await onboard_institution(fed, INSTITUTION)
+        await onboard_institution(fed, INSTITUTION, daily_quota=BENCH_DAILY_QUOTA)
         self.document = fit_demo_model(small, model_id=MODEL_ID, templates=BENCH_TEMPLATES)
         self.document["on_provider_unavailable"] = "fail"
         self.document.pop("required_providers", None)

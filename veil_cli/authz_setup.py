@@ -78,8 +78,11 @@ def prepare_authorization(fed: Any, institution: str) -> None:
     )
 
 
-async def onboard_institution(fed: Any, institution: str, name: str = "Demo Bank") -> None:
-    """Apply, assess, admit and publish the key of ``institution`` via the admin API."""
+async def onboard_institution(
+    fed: Any, institution: str, name: str = "Demo Bank", *, daily_quota: int = DEMO_DAILY_QUOTA
+) -> None:
+    """Apply, assess, admit and publish the key of ``institution`` via the admin API
+    (benchmarks pass a ``daily_quota`` above the requests they make)."""
     admin = str(fed.workdir / "admin.toml")
     stub = institution_pb2_grpc.InstitutionRegistryStub
     jwk = (fed.workdir / KEYS / f"{institution}.jwk.json").read_text()
@@ -92,7 +95,7 @@ async def onboard_institution(fed: Any, institution: str, name: str = "Demo Bank
             name=name,
             type=ipb.INSTITUTION_TYPE_BANK,
             purposes=list(DEMO_PURPOSES),
-            daily_quota=DEMO_DAILY_QUOTA,
+            daily_quota=daily_quota,
             reason="demo onboarding",
         ),
     )
