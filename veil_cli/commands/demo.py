@@ -34,7 +34,7 @@ from veil_cli.commands.data import generate_to_dir
 from veil_cli.federation import INSTITUTION, Federation, stop_detached
 from veil_cli.render import console, kv_table, providers_table, report_table
 from veil_cli.score_demo import scoring_session
-from veil_cli.verify_demo import verification_session
+from veil_cli.verify_demo import monitoring_session, verification_session
 
 DEFAULT_ENTERPRISES = 5000
 DEFAULT_SEED = 7
@@ -145,6 +145,7 @@ async def run_session(fed: Federation, enterprises: int, seed: int) -> None:
     await institution_session(fed.workdir / "client.toml", uscc)
     await authorization_session(fed, uscc, await enterprise_name(fed, uscc), INSTITUTION)
     await verification_session(fed, uscc, await enterprise_name(fed, uscc), INSTITUTION)
+    await monitoring_session(fed, uscc, INSTITUTION)
     await scoring_session(fed, uscc, await enterprise_name(fed, uscc), INSTITUTION)
     # Last, so that it covers every entry the session wrote (scores and the batch job
     # included): the bank, the auditor, then every provider's reconciliation.
