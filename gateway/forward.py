@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -14,6 +15,7 @@ import grpc
 from veil.call_batcher import CallBatcher
 from veil.caller import Caller, current_caller
 from veil.errors import (
+    InvalidArgument,
     PermissionDenied,
     Unauthenticated,
     Unavailable,
@@ -24,10 +26,37 @@ from veil.errors import (
 from veil.v1 import forwarding_pb2 as fpb
 
 PLATFORM_TIMEOUT_S = 10.0
+MAX_REQUEST_ID_LEN = 64
 MAX_COALESCED = 256  # the platform's limit per forwarded call
 T = TypeVar("T")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+
+
+def request_id_of(given: str) -> str:
+    """The caller's request id, or a fresh one; refused when over-long."""
+    if len(given) > MAX_REQUEST_ID_LEN:
+        raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID_LEN} characters")
+    return given or uuid.uuid4().hex
+
+
+async def forward_many(
+    method: Callable[..., Awaitable[T]], request: Any, caller: Caller, timeout_s: float
+) -> T:
+    """A call carrying many requests (``VerifyMany``, ``ScoreMany``): 1 to
+    :data:`MAX_COALESCED` of them, each given its request id, forwarded as one call
+    (INVALID_ARGUMENT naming the item that is malformed)."""
+    count = len(request.requests)
+    if not 1 <= count <= MAX_COALESCED:
+        raise InvalidArgument(f"a batch carries 1 to {MAX_COALESCED} requests, not {count}")
+    forwarded = type(request)()
+    forwarded.CopyFrom(request)
+    for i, item in enumerate(forwarded.requests):
+        try:
+            item.request_id = request_id_of(item.request_id)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"requests[{i}]: {exc.message}") from None
+    return await to_platform(method, forwarded, caller, timeout_s)
 
 
 def require_caller(*kinds: str) -> Caller:

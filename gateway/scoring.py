@@ -11,9 +11,8 @@ from typing import Any
 
 import grpc
 
-from gateway.forward import Coalesced, require_caller, to_platform
+from gateway.forward import Coalesced, forward_many, request_id_of, require_caller, to_platform
 from gateway.jwks_http import JwksHttpServer, start_jwks_http
-from gateway.service import request_id_of
 from veil.config import NodeConfig
 from veil.errors import InvalidArgument
 from veil.server import ServiceBinding
@@ -24,7 +23,6 @@ from veil.v1 import scoring_pb2 as pb
 
 SCORE_TIMEOUT_S = 12.0
 SCORE_MANY_TIMEOUT_S = 60.0
-MAX_SCORE_MANY = 256
 FORWARD_TIMEOUT_S = 8.0
 
 
@@ -60,19 +58,8 @@ class ScoringForwarder(scoring_pb2_grpc.ScoringServiceServicer):
 
     async def ScoreMany(self, request: pb.ScoreManyRequest, context: Any) -> pb.ScoreManyResponse:
         caller = require_caller("institution")
-        if not 1 <= len(request.requests) <= MAX_SCORE_MANY:
-            raise InvalidArgument(
-                f"a batch carries 1 to {MAX_SCORE_MANY} requests, not {len(request.requests)}"
-            )
-        forwarded = pb.ScoreManyRequest()
-        forwarded.CopyFrom(request)
-        for i, item in enumerate(forwarded.requests):
-            try:
-                item.request_id = request_id_of(item.request_id)
-            except InvalidArgument as exc:
-                raise InvalidArgument(f"requests[{i}]: {exc.message}") from None
-        answer: pb.ScoreManyResponse = await to_platform(
-            self.platform.ScoreMany, forwarded, caller, SCORE_MANY_TIMEOUT_S
+        answer: pb.ScoreManyResponse = await forward_many(
+            self.platform.ScoreMany, request, caller, SCORE_MANY_TIMEOUT_S
         )
         return answer
 

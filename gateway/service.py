@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
 import grpc
 
 from gateway.catalog_view import catalog_response
-from gateway.forward import require_caller, to_platform
+from gateway.forward import request_id_of, require_caller, to_platform
 from veil.catalog import Catalog
-from veil.errors import InvalidArgument
 from veil.uscc import validate_uscc
 from veil.v1 import gateway_pb2, gateway_pb2_grpc, platform_pb2, platform_pb2_grpc
-
-MAX_REQUEST_ID_LEN = 64
-
-
-def request_id_of(given: str) -> str:
-    if len(given) > MAX_REQUEST_ID_LEN:
-        raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID_LEN} characters")
-    return given or uuid.uuid4().hex
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.forward import Coalesced, require_caller, to_platform
-from gateway.service import request_id_of
-from veil.errors import InvalidArgument
+from gateway.forward import Coalesced, forward_many, request_id_of, require_caller, to_platform
 from veil.server import ServiceBinding
 from veil.uscc import validate_uscc
 from veil.v1 import forwarding_pb2 as fpb
@@ -23,7 +21,6 @@ from veil.v1 import verification_pb2 as vpb
 
 FORWARD_TIMEOUT_S = 10.0
 FORWARD_MANY_TIMEOUT_S = 60.0
-MAX_VERIFY_MANY = 256
 POLICY_TIMEOUT_S = 5.0
 
 
@@ -59,19 +56,8 @@ class VerificationForwarder(verification_pb2_grpc.VerificationServiceServicer):
         self, request: vpb.VerifyManyRequest, context: Any
     ) -> vpb.VerifyManyResponse:
         caller = require_caller("institution")
-        if not 1 <= len(request.requests) <= MAX_VERIFY_MANY:
-            raise InvalidArgument(
-                f"a batch carries 1 to {MAX_VERIFY_MANY} requests, not {len(request.requests)}"
-            )
-        forwarded = vpb.VerifyManyRequest()
-        forwarded.CopyFrom(request)
-        for i, item in enumerate(forwarded.requests):
-            try:
-                item.request_id = request_id_of(item.request_id)
-            except InvalidArgument as exc:
-                raise InvalidArgument(f"requests[{i}]: {exc.message}") from None
-        answer: vpb.VerifyManyResponse = await to_platform(
-            self.platform.VerifyMany, forwarded, caller, FORWARD_MANY_TIMEOUT_S
+        answer: vpb.VerifyManyResponse = await forward_many(
+            self.platform.VerifyMany, request, caller, FORWARD_MANY_TIMEOUT_S
         )
         return answer
 

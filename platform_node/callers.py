@@ -115,40 +115,18 @@ class CallerCheck:
         refused ``write`` keeps what it wrote, as in :meth:`admit_with`: writes must
         refuse before writing anything that matters."""
         caller_refusal: VeilError | None = None
-        refusals: list[VeilError | None] = []
-        checked: list[Any] = []
         try:
             self.require_active(caller)
         except VeilError as exc:
             caller_refusal = exc
+        refusals: list[VeilError | None] = [caller_refusal] * len(items)
+        checked: list[Any] = [None] * len(items)
         if caller_refusal is None:
-            by_purpose: dict[str | None, VeilError | None] = {}
-            for purpose, check, _ in items:
-                if purpose not in by_purpose:
-                    try:
-                        self.require_active(caller, purpose=purpose)
-                        by_purpose[purpose] = None
-                    except VeilError as exc:
-                        by_purpose[purpose] = exc
-                refusal = by_purpose[purpose]
-                value = None
-                if refusal is None:
-                    try:
-                        value = check()
-                    except VeilError as exc:
-                        refusal = exc
-                refusals.append(refusal)
-                checked.append(value)
+            refusals, checked = self._check_each([(caller, p, c) for p, c, _ in items])
         expires = dt.datetime.fromtimestamp(caller.expires, dt.UTC)
         with write_tx(self.replay.engine) as conn:
             self.replay.claim_on(conn, caller.namespace, caller.jti, expires)
-            if caller_refusal is None:
-                for i, (_, _, write) in enumerate(items):
-                    if refusals[i] is None:
-                        try:
-                            write(conn, checked[i])
-                        except VeilError as exc:
-                            refusals[i] = exc
+            self._write_each(conn, [w for _, _, w in items], checked, refusals)
         if caller_refusal is not None:
             raise caller_refusal
         return refusals
@@ -165,10 +143,26 @@ class CallerCheck:
         call: its caller must be active (and admitted for ``purpose``), ``check`` and
         ``write`` may refuse, and its assertion is consumed also when it was refused —
         a replayed assertion refuses its item alone (and takes precedence)."""
+        refusals, checked = self._check_each([(c, p, check) for c, p, check, _ in items])
+        with write_tx(self.replay.engine) as conn:
+            for i, (caller, *_) in enumerate(items):
+                expires = dt.datetime.fromtimestamp(caller.expires, dt.UTC)
+                try:
+                    self.replay.claim_on(conn, caller.namespace, caller.jti, expires)
+                except VeilError as exc:
+                    refusals[i] = exc
+            self._write_each(conn, [w for *_, w in items], checked, refusals)
+        return refusals
+
+    def _check_each(
+        self, items: Sequence[tuple[Caller, str | None, Callable[[], Any]]]
+    ) -> tuple[list[VeilError | None], list[Any]]:
+        """Each item's caller (active, admitted for its purpose: read once per caller
+        and purpose), then its ``check``: the refusals and the checks' results."""
         refusals: list[VeilError | None] = []
         checked: list[Any] = []
         active: dict[tuple[str, str | None], VeilError | None] = {}
-        for caller, purpose, check, _ in items:
+        for caller, purpose, check in items:
             key = (caller.namespace, purpose)
             if key not in active:
                 try:
@@ -185,20 +179,22 @@ class CallerCheck:
                     refusal = exc
             refusals.append(refusal)
             checked.append(value)
-        with write_tx(self.replay.engine) as conn:
-            for i, (caller, _, _, write) in enumerate(items):
-                expires = dt.datetime.fromtimestamp(caller.expires, dt.UTC)
+        return refusals, checked
+
+    @staticmethod
+    def _write_each(
+        conn: Connection,
+        writes: Sequence[Callable[[Connection, Any], Any]],
+        checked: Sequence[Any],
+        refusals: list[VeilError | None],
+    ) -> None:
+        """Each not yet refused item's ``write`` on ``conn``; a refusal in its place."""
+        for i, write in enumerate(writes):
+            if refusals[i] is None:
                 try:
-                    self.replay.claim_on(conn, caller.namespace, caller.jti, expires)
+                    write(conn, checked[i])
                 except VeilError as exc:
                     refusals[i] = exc
-                    continue
-                if refusals[i] is None:
-                    try:
-                        write(conn, checked[i])
-                    except VeilError as exc:
-                        refusals[i] = exc
-        return refusals
 
     def require_active(self, caller: Caller, *, purpose: str | None = None) -> None:
         """For an institution: active now and allowed ``purpose`` (when given)."""

@@ -23,7 +23,7 @@ from veil.v1 import forwarding_pb2_grpc
 from veil.v1 import scoring_pb2 as spb
 from veil.v1 import verification_pb2 as vpb
 
-MAX_FORWARDED = 256
+MAX_PER_CALL = 256  # requests in one VerifyMany / ScoreMany / forwarded call
 R = TypeVar("R")
 
 
@@ -43,8 +43,8 @@ async def answer_forwarded(
 ) -> list[R | VeilError]:
     """Each item's caller checked, then ``handle`` for those that pass; every item's
     outcome in its place."""
-    if not 1 <= len(items) <= MAX_FORWARDED:
-        raise InvalidArgument(f"a batch carries 1 to {MAX_FORWARDED} items, not {len(items)}")
+    if not 1 <= len(items) <= MAX_PER_CALL:
+        raise InvalidArgument(f"a batch carries 1 to {MAX_PER_CALL} items, not {len(items)}")
     outcomes: list[R | VeilError | None] = [None] * len(items)
     entries: list[tuple[Caller, Any]] = []
     where: list[int] = []
@@ -64,6 +64,26 @@ async def answer_forwarded(
         for i, outcome in zip(where, handled, strict=True):
             outcomes[i] = outcome
     return outcomes  # type: ignore[return-value]
+
+
+def request_ids(requests: Sequence[Any], id_of: Callable[[Any], str]) -> list[str]:
+    """The request ids of a call carrying many requests (``id_of`` assigns or checks
+    one): INVALID_ARGUMENT for an empty or over-long batch, or naming the item whose id
+    is malformed or repeats an earlier one."""
+    if not 1 <= len(requests) <= MAX_PER_CALL:
+        raise InvalidArgument(f"a batch carries 1 to {MAX_PER_CALL} requests, not {len(requests)}")
+    ids: list[str] = []
+    seen: set[str] = set()
+    for i, request in enumerate(requests):
+        try:
+            rid = id_of(request)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"requests[{i}]: {exc.message}") from None
+        if rid in seen:
+            raise InvalidArgument(f"requests[{i}].request_id {rid!r} repeats an earlier one")
+        seen.add(rid)
+        ids.append(rid)
+    return ids
 
 
 def verify_results(outcomes: Sequence[vpb.VerifyResponse | VeilError]) -> list[vpb.VerifyResult]:

@@ -47,7 +47,7 @@ from sqlalchemy import Connection, Engine
 from platform_node.audit import AuditLog
 from platform_node.batch import BatchAdminServicer, BatchRunner, BatchStore, Deliveries
 from platform_node.callers import CallerCheck
-from platform_node.forwarding import gather_outcomes, score_results
+from platform_node.forwarding import gather_outcomes, request_ids, score_results
 from platform_node.mask_directory import MaskDirectory
 from platform_node.models.admin import ModelAdminServicer, model_info
 from platform_node.models.registry import ModelRecord, ModelRegistry
@@ -140,9 +140,6 @@ def install_request(
             name=name, ciphertexts=[ciphertext_bytes(encrypt(pk, m, pool)) for m in ints]
         )
     return request
-
-
-MAX_SCORE_MANY = 256
 
 
 @dataclass
@@ -485,19 +482,7 @@ class OnlineScoring:
         shared calls.  A refusal of the caller itself fails the call, after each item's
         refusal is recorded as a lone ``Score``'s would be."""
         caller = self.callers.identify(context, {"institution"})
-        if not 1 <= len(requests) <= MAX_SCORE_MANY:
-            raise InvalidArgument(
-                f"a batch carries 1 to {MAX_SCORE_MANY} requests, not {len(requests)}"
-            )
-        ids: list[str] = []
-        for i, request in enumerate(requests):
-            try:
-                rid = _request_id(request)
-            except InvalidArgument as exc:
-                raise InvalidArgument(f"requests[{i}]: {exc.message}") from None
-            if rid in ids:
-                raise InvalidArgument(f"requests[{i}].request_id {rid!r} repeats an earlier one")
-            ids.append(rid)
+        ids = request_ids(requests, _request_id)
         states = [_Admitted() for _ in requests]
         whole: VeilError | None = None
         try:

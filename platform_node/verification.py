@@ -60,7 +60,7 @@ from sqlalchemy import Connection
 
 from platform_node.audit import AuditLog
 from platform_node.budgets import BudgetPolicy, CachedAnswer, Question, VerificationBudgets
-from platform_node.forwarding import gather_outcomes, verify_results
+from platform_node.forwarding import gather_outcomes, request_ids, verify_results
 from platform_node.mask_directory import MaskDirectory
 from platform_node.providers import ProviderRegistry
 from platform_node.registry import GrantRegistry, InstitutionRegistry
@@ -103,7 +103,6 @@ from veil.v1 import verification_pb2_grpc
 
 log = logging.getLogger("veil.platform.verification")
 
-MAX_VERIFY_MANY = 256
 MAX_REQUEST_ID = 64
 MIN_REQUEST_ID = 16
 REQUEST_ID_RE = re.compile(
@@ -238,16 +237,7 @@ class Verification:
         caller itself fails the call, after each item's refusal is recorded as a lone
         ``Verify``'s would be."""
         caller = self.callers.identify(context, {"institution"})
-        if not 1 <= len(requests) <= MAX_VERIFY_MANY:
-            raise InvalidArgument(
-                f"a batch carries 1 to {MAX_VERIFY_MANY} requests, not {len(requests)}"
-            )
-        ids = [r.request_id or uuid.uuid4().hex for r in requests]
-        seen: set[str] = set()
-        for i, rid in enumerate(ids):
-            if rid in seen:
-                raise InvalidArgument(f"requests[{i}].request_id {rid!r} repeats an earlier one")
-            seen.add(rid)
+        ids = request_ids(requests, lambda r: r.request_id or uuid.uuid4().hex)
         states = [_Admission() for _ in requests]
         whole: VeilError | None = None
         try:

@@ -67,3 +67,20 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     finally:
         codes = fed.stop()
         fed.exit_codes = codes  # type: ignore[attr-defined]
+
+
+async def call_platform_as(fed: Any, cert: str, stub: Any, method: str, request: Any) -> Any:
+    """Call the platform directly with ``cert``'s certificate (a gateway's, a bank's):
+    the answer, or the :class:`grpc.aio.AioRpcError`."""
+    import grpc
+
+    from veil.tls import PeerIdentity, secure_channel
+
+    node = fed.node("platform")
+    async with secure_channel(
+        node.address, fed.client_tls(cert), PeerIdentity("platform", node.name)
+    ) as channel:
+        try:
+            return await getattr(stub(channel), method)(request, timeout=30.0)
+        except grpc.aio.AioRpcError as err:
+            return err

@@ -24,7 +24,7 @@ import pytest
 
 from platform_node.models.demo import enterprise_rows, fit_demo_model
 from provider_node.reconcile import reconcile
-from tests.conftest import run
+from tests.conftest import call_platform_as, run
 from tests.test_authorization_e2e import Enterprise, bank, claims, gateway, usccs
 from veil.config import load_node_config
 from veil.errors import from_status_bytes
@@ -91,6 +91,14 @@ def score(fed: Any, uscc: str, model_id: str, grant_id: str, **kw: Any) -> spb.S
             service=scoring_pb2_grpc.ScoringServiceStub,
         )
     )
+
+
+def score_grant_of(fed: Any, document: dict[str, Any], uscc: str) -> str:
+    """The id of a fresh grant from ``uscc`` (enrolled now) to score with the model."""
+    grant = Enterprise(fed, uscc).grant(
+        tuple(model_fields(document)), uses=["score"], purpose=SCORE_PURPOSE, loan_ref=SCORE_LOAN
+    )
+    return str(grant.grant_id)
 
 
 def expected(fed: Any, document: dict[str, Any], uscc: str) -> tuple[float, Any]:
@@ -216,14 +224,7 @@ def test_several_enterprises_match_the_plaintext_model(
     federation: Any, document: dict[str, Any], model: spb.ModelInfo
 ) -> None:
     for uscc in usccs(federation, 8)[3:8]:
-        ent = Enterprise(federation, uscc)
-        g = ent.grant(
-            tuple(model_fields(document)),
-            uses=["score"],
-            purpose=SCORE_PURPOSE,
-            loan_ref=SCORE_LOAN,
-        )
-        answer = score(federation, uscc, model.model_id, g.grant_id)
+        answer = score(federation, uscc, model.model_id, score_grant_of(federation, document, uscc))
         _, want = expected(federation, document, uscc)
         assert (answer.pd, answer.score, answer.grade) == (want.pd, want.score, want.grade), uscc
 
@@ -807,14 +808,7 @@ def test_score_many_scores_and_refuses_each_item_in_its_place(
 
     good = []
     for uscc in usccs(federation, 14)[9:14]:
-        ent = Enterprise(federation, uscc)
-        g = ent.grant(
-            tuple(model_fields(document)),
-            uses=["score"],
-            purpose=SCORE_PURPOSE,
-            loan_ref=SCORE_LOAN,
-        )
-        good.append(ask(uscc, g.grant_id))
+        good.append(ask(uscc, score_grant_of(federation, document, uscc)))
     verify_only = scorer.grant(
         tuple(model_fields(document)), uses=["verify"], purpose=SCORE_PURPOSE, loan_ref=SCORE_LOAN
     )
@@ -912,20 +906,15 @@ def test_forwarded_scores_are_admitted_each_under_its_own_caller(
             item(uuid.uuid4().hex),
         ]
     )
-    node = federation.node("platform")
 
-    async def send(cert: str) -> Any:
-        async with secure_channel(
-            node.address, federation.client_tls(cert), PeerIdentity("platform", node.name)
-        ) as channel:
-            try:
-                return await forwarding_pb2_grpc.ForwardingStub(channel).ScoreForwarded(
-                    batch, timeout=30.0
-                )
-            except grpc.aio.AioRpcError as err:
-                return err
+    def send(cert: str) -> Any:
+        return run(
+            call_platform_as(
+                federation, cert, forwarding_pb2_grpc.ForwardingStub, "ScoreForwarded", batch
+            )
+        )
 
-    answer = run(send("gateway"))
+    answer = send("gateway")
     kinds = [r.WhichOneof("outcome") for r in answer.results]
     assert kinds == ["answer", "error", "error", "error", "answer"]
     codes = [from_status_bytes(r.error).code for r in answer.results[1:4]]
@@ -937,6 +926,6 @@ def test_forwarded_scores_are_admitted_each_under_its_own_caller(
     _, want = expected(federation, document, scorer.uscc)
     for result in (answer.results[0], answer.results[4]):
         assert (result.answer.pd, result.answer.score) == (want.pd, want.score)
-    refused = run(send(INSTITUTION))
+    refused = send(INSTITUTION)
     assert isinstance(refused, grpc.aio.AioRpcError)
     assert refused.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -31,7 +31,7 @@ from jwcrypto import jwk, jws
 
 from platform_node.budgets import BudgetPolicy, Question, VerificationBudgets
 from platform_node.verification import result_digest
-from tests.conftest import run
+from tests.conftest import call_platform_as, run
 from tests.test_composite import explain_all
 from veil.attestation import verify_answer
 from veil.catalog import load_catalog
@@ -1511,20 +1511,15 @@ def test_forwarded_items_are_admitted_each_under_its_own_caller(
     batch = fpb.ForwardedVerifyBatch(
         items=[item(jti_a), item(jti_a), item(uuid.uuid4().hex, "enterprise"), item(jti_b)]
     )
-    node = federation.node("platform")
 
-    async def send(cert: str) -> Any:
-        async with secure_channel(
-            node.address, federation.client_tls(cert), PeerIdentity("platform", node.name)
-        ) as channel:
-            try:
-                return await forwarding_pb2_grpc.ForwardingStub(channel).VerifyForwarded(
-                    batch, timeout=20.0
-                )
-            except grpc.aio.AioRpcError as err:
-                return err
+    def send(cert: str) -> Any:
+        return run(
+            call_platform_as(
+                federation, cert, forwarding_pb2_grpc.ForwardingStub, "VerifyForwarded", batch
+            )
+        )
 
-    answer = run(send("gateway"))
+    answer = send("gateway")
     kinds = [r.WhichOneof("outcome") for r in answer.results]
     assert kinds == ["answer", "error", "error", "answer"]
     replayed = from_status_bytes(answer.results[1].error)
@@ -1537,6 +1532,6 @@ def test_forwarded_items_are_admitted_each_under_its_own_caller(
         verified = answer.results[i].answer
         assert TRUTH[verified.result] is expected(federation, ent.uscc, verified)
     # a bank's certificate is not a gateway's
-    refused = run(send(INSTITUTION))
+    refused = send(INSTITUTION)
     assert isinstance(refused, grpc.aio.AioRpcError)
     assert refused.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -205,15 +205,10 @@ def _declarations(app: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-async def verification_session(fed: Any, uscc: str, name: str, institution: str) -> None:
-    client = str(fed.workdir / "client.toml")
-    applicant, application = _applicant(fed, uscc)
-    if applicant != uscc:
-        uscc, name = applicant, f"申请企业{applicant[-4:]}"
-
-    step(f"Verification 1. Enterprise {uscc} grants the bank verification (数据核验) only")
+async def grant_verification(fed: Any, uscc: str, name: str, institution: str) -> Any:
+    """The enterprise (enrolled now) grants ``institution`` verification of FIELDS."""
     enterprise = str(enroll_enterprise(fed, uscc, name))
-    grant = await call_gateway(
+    return await call_gateway(
         enterprise,
         authorization_pb2_grpc.AuthorizationServiceStub,
         "CreateGrant",
@@ -229,6 +224,16 @@ async def verification_session(fed: Any, uscc: str, name: str, institution: str)
             )
         ),
     )
+
+
+async def verification_session(fed: Any, uscc: str, name: str, institution: str) -> None:
+    client = str(fed.workdir / "client.toml")
+    applicant, application = _applicant(fed, uscc)
+    if applicant != uscc:
+        uscc, name = applicant, f"申请企业{applicant[-4:]}"
+
+    step(f"Verification 1. Enterprise {uscc} grants the bank verification (数据核验) only")
+    grant = await grant_verification(fed, uscc, name, institution)
     console.print(f"grant {grant.grant_id}: verify {len(FIELDS)} fields, values never leave")
 
     step("Verification 2. The bank checks the declared facts; only yes / no / no record leaves")
@@ -316,23 +321,7 @@ async def monitoring_session(fed: Any, applicant: str, institution: str) -> None
     ][: BOOK_SIZE - 1]
     requests = []
     for uscc in borrowers:
-        enterprise = str(enroll_enterprise(fed, uscc, f"借款企业{uscc[-4:]}"))
-        grant = await call_gateway(
-            enterprise,
-            authorization_pb2_grpc.AuthorizationServiceStub,
-            "CreateGrant",
-            apb.CreateGrantRequest(
-                grant_jws=make_grant_jws(
-                    enterprise,
-                    institution=institution,
-                    fields=list(FIELDS),
-                    uses=["verify"],
-                    purpose=PURPOSE,
-                    loan_ref=LOAN_REF,
-                    days=30,
-                )
-            ),
-        )
+        grant = await grant_verification(fed, uscc, f"借款企业{uscc[-4:]}", institution)
         requests.append(
             vpb.VerifyRequest(
                 uscc=uscc,
