@@ -89,12 +89,7 @@ from veil.claims_grid import Grid, snap
 from veil.composite import Protocol
 from veil.config import NodeConfig
 from veil.crypto import PaillierKeys
-from veil.errors import (
-    ConfigError,
-    FailedPrecondition,
-    InvalidArgument,
-    VeilError,
-)
+from veil.errors import ConfigError, FailedPrecondition, InvalidArgument, VeilError
 from veil.server import ServiceBinding, require_peer
 from veil.tokens import sign_result
 from veil.uscc import validate_uscc
@@ -355,18 +350,8 @@ class Verification:
         claim (snapped to the grid and planned), the grant, then the daily quota or the
         budget (:meth:`VerificationBudgets.admit`), or the answer comes from the cache.
         ``state`` keeps what was learned before a refusal, for the record of it."""
-
-        def spend(conn: Connection, _: None) -> None:
-            assert state.question is not None
-            state.cached = self.budgets.admit(state.question, conn=conn)
-
-        self.callers.admit_with(
-            caller,
-            purpose=request.purpose,
-            check=lambda: self._read_request(caller, request, request_id, state),
-            write=spend,
-        )
-        state.spent = state.cached is None
+        purpose, check, spend = self._admission(caller, request, request_id, state)
+        self.callers.admit_with(caller, purpose=purpose, check=check, write=spend)
 
     def _admit_many(
         self,
