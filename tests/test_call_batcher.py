@@ -49,6 +49,20 @@ def test_a_lone_call_is_sent_at_once_as_a_batch_of_one() -> None:
     assert answer == 42 and batches == [[21]]
 
 
+def test_calls_queued_in_the_same_pass_leave_together_at_once() -> None:
+    """A coalesced batch of checks reaches its fan-out in one pass of the event loop:
+    with one call at a time (the default), all of them leave in the first call."""
+
+    async def go() -> tuple[list[int], list[list[int]]]:
+        provider = Provider()
+        batcher = CallBatcher(provider.send)
+        answers = await asyncio.gather(*(batcher.call(x) for x in range(1, 6)))
+        return list(answers), provider.batches
+
+    answers, batches = asyncio.run(go())
+    assert answers == [2, 4, 6, 8, 10] and batches == [[1, 2, 3, 4, 5]]
+
+
 def test_calls_in_flight_together_share_batches_and_get_their_own_answers() -> None:
     async def go() -> tuple[list[int | BaseException], Provider]:
         provider = Provider()
@@ -69,7 +83,8 @@ def test_calls_in_flight_together_share_batches_and_get_their_own_answers() -> N
     assert answers[:24] == [2 * x for x in range(1, 25)]
     assert isinstance(answers[24], InvalidArgument) and "item -5" in str(answers[24])
     sizes = [len(b) for b in provider.batches]
-    assert sizes[:2] == [1, 1]  # the first two leave at once, alone
+    # queued in the same pass of the event loop: the first two calls leave at once, full
+    assert sizes[:2] == [8, 8]
     assert max(sizes) == 8 and sum(sizes) == 25 and len(sizes) < 25
     assert sorted(x for b in provider.batches for x in b) == sorted([*range(1, 25), -5])
 

@@ -1,4 +1,5 @@
-"""Adaptive batching of the platform's calls to one provider: many requests, one RPC.
+"""Adaptive batching of calls to one peer: many requests, one RPC (the platform's calls
+to each provider, the gateway's coalesced calls to the platform).
 
 Each online request (a score, a composite check) asks every provider one small question.
 Per call a provider pays a fixed price — a gRPC round trip through two Python event
@@ -7,7 +8,9 @@ cryptography of the answer.  :class:`CallBatcher` shares that price between requ
 flight at the same moment, without ever making a lone request wait:
 
 * a request is sent at once while no call to the provider is outstanding
-  (``max_in_flight = 1``; under light load: a batch of one, no added latency);
+  (``max_in_flight = 1``; under light load: a batch of one, no added latency) — with
+  the requests queued in the same pass of the event loop, since a call takes its batch
+  when it starts;
 * otherwise it queues, and the next call to leave takes everything queued (up to
   ``max_batch``).  Batch size therefore follows load, like a group commit;
 * a queued request never waits on a slow call longer than ``max_wait_s`` (50 ms): then
@@ -99,6 +102,7 @@ class CallBatcher(Generic[Req, Resp]):
         self._overdue_timer: asyncio.TimerHandle | None = None
         self._queue: list[_Waiting[Req, Resp]] = []
         self._in_flight = 0
+        self._starting = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0  # RPCs made (for tests and metrics)
         self.items = 0  # requests they carried
@@ -114,13 +118,15 @@ class CallBatcher(Generic[Req, Resp]):
         # A caller that gave up while queued (its deadline, a cancelled request) is not
         # sent: the provider would answer, and record a use of its data, for nobody.
         self._queue = [w for w in self._queue if not w.done.done()]
-        while self._queue and self._in_flight < (limit or self.max_in_flight):
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+        unclaimed = len(self._queue) - self._starting * self.max_batch
+        while unclaimed > 0 and self._in_flight < (limit or self.max_in_flight):
             self._in_flight += 1
-            task = asyncio.create_task(self._flush(batch))
+            self._starting += 1
+            unclaimed -= self.max_batch
+            task = asyncio.create_task(self._flush_queued())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if self._queue and self._overdue_timer is None:
+        if unclaimed > 0 and self._overdue_timer is None:
             loop = asyncio.get_running_loop()
             self._overdue_timer = loop.call_later(self.max_wait_s, self._overdue)
 
@@ -128,6 +134,19 @@ class CallBatcher(Generic[Req, Resp]):
         """The queue waited ``max_wait_s`` on slow calls: send it alongside them."""
         self._overdue_timer = None
         self._dispatch(self.max_parallel)
+
+    async def _flush_queued(self) -> None:
+        """Take the batch when the call starts, not when it was decided: the requests
+        queued in the same pass of the event loop (a coalesced batch of checks reaching
+        their fan-out together) leave in this one call."""
+        self._starting -= 1
+        self._queue = [w for w in self._queue if not w.done.done()]
+        batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+        if not batch:
+            self._in_flight -= 1
+            return
+        self._dispatch()  # more than max_batch queued: another free slot may take them
+        await self._flush(batch)
 
     async def _flush(self, batch: list[_Waiting[Req, Resp]]) -> None:
         try:
