@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from veil.call_batcher import CallBatcher
+from veil.call_batcher import MAX_PER_CALL, CallBatcher
 from veil.caller import Caller, current_caller
 from veil.errors import (
     InvalidArgument,
@@ -27,7 +27,6 @@ from veil.v1 import forwarding_pb2 as fpb
 
 PLATFORM_TIMEOUT_S = 10.0
 MAX_REQUEST_ID_LEN = 64
-MAX_COALESCED = 256  # the platform's limit per forwarded call
 T = TypeVar("T")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -44,11 +43,11 @@ async def forward_many(
     method: Callable[..., Awaitable[T]], request: Any, caller: Caller, timeout_s: float
 ) -> T:
     """A call carrying many requests (``VerifyMany``, ``ScoreMany``): 1 to
-    :data:`MAX_COALESCED` of them, each given its request id, forwarded as one call
+    :data:`MAX_PER_CALL` of them, each given its request id, forwarded as one call
     (INVALID_ARGUMENT naming the item that is malformed)."""
     count = len(request.requests)
-    if not 1 <= count <= MAX_COALESCED:
-        raise InvalidArgument(f"a batch carries 1 to {MAX_COALESCED} requests, not {count}")
+    if not 1 <= count <= MAX_PER_CALL:
+        raise InvalidArgument(f"a batch carries 1 to {MAX_PER_CALL} requests, not {count}")
     forwarded = type(request)()
     forwarded.CopyFrom(request)
     for i, item in enumerate(forwarded.requests):
@@ -112,7 +111,7 @@ class Coalesced(Generic[Req, Resp]):
         self._batch = batch
         self._timeout_s = timeout_s
         self._batcher: CallBatcher[tuple[Caller, Req], Resp] = CallBatcher(
-            self._send, name=name, max_batch=MAX_COALESCED
+            self._send, name=name, max_batch=MAX_PER_CALL
         )
 
     async def call(self, caller: Caller, request: Req) -> Resp:

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import grpc
 
+from veil._internal.status import error_status
+from veil.call_batcher import MAX_PER_CALL
 from veil.caller import Caller, forwarded_caller
 from veil.errors import FailedPrecondition, InvalidArgument, PermissionDenied, VeilError
 from veil.server import require_peer
@@ -23,8 +25,8 @@ from veil.v1 import forwarding_pb2_grpc
 from veil.v1 import scoring_pb2 as spb
 from veil.v1 import verification_pb2 as vpb
 
-MAX_PER_CALL = 256  # requests in one VerifyMany / ScoreMany / forwarded call
 R = TypeVar("R")
+M = TypeVar("M")
 
 
 async def gather_outcomes(calls: Iterable[Awaitable[R]]) -> list[R | VeilError]:
@@ -86,26 +88,11 @@ def request_ids(requests: Sequence[Any], id_of: Callable[[Any], str]) -> list[st
     return ids
 
 
-def verify_results(outcomes: Sequence[vpb.VerifyResponse | VeilError]) -> list[vpb.VerifyResult]:
-    """Each item's answer, or its refusal as a serialized ``google.rpc.Status``."""
-    from veil._internal.status import error_status
-
+def item_results(outcomes: Sequence[Any | VeilError], result: Callable[..., M]) -> list[M]:
+    """Each item's answer, or its refusal as a serialized ``google.rpc.Status``, as the
+    ``result`` message (``VerifyResult``, ``ScoreResult``: a oneof of answer / error)."""
     return [
-        vpb.VerifyResult(error=error_status(o))
-        if isinstance(o, VeilError)
-        else vpb.VerifyResult(answer=o)
-        for o in outcomes
-    ]
-
-
-def score_results(outcomes: Sequence[spb.ScoreResponse | VeilError]) -> list[spb.ScoreResult]:
-    """Each item's score, or its refusal as a serialized ``google.rpc.Status``."""
-    from veil._internal.status import error_status
-
-    return [
-        spb.ScoreResult(error=error_status(o))
-        if isinstance(o, VeilError)
-        else spb.ScoreResult(answer=o)
+        result(error=error_status(o)) if isinstance(o, VeilError) else result(answer=o)
         for o in outcomes
     ]
 
@@ -131,7 +118,7 @@ class ForwardingServicer(forwarding_pb2_grpc.ForwardingServicer):
         if self._verify is None:
             raise FailedPrecondition("this platform does not serve verification")
         outcomes = await answer_forwarded(list(request.items), self._verify)
-        return vpb.VerifyManyResponse(results=verify_results(outcomes))
+        return vpb.VerifyManyResponse(results=item_results(outcomes, vpb.VerifyResult))
 
     async def ScoreForwarded(
         self, request: fpb.ForwardedScoreBatch, context: grpc.aio.ServicerContext[Any, Any]
@@ -140,4 +127,4 @@ class ForwardingServicer(forwarding_pb2_grpc.ForwardingServicer):
         if self._score is None:
             raise FailedPrecondition("this platform does not serve scoring")
         outcomes = await answer_forwarded(list(request.items), self._score)
-        return spb.ScoreManyResponse(results=score_results(outcomes))
+        return spb.ScoreManyResponse(results=item_results(outcomes, spb.ScoreResult))

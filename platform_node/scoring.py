@@ -47,7 +47,7 @@ from sqlalchemy import Connection, Engine
 from platform_node.audit import AuditLog
 from platform_node.batch import BatchAdminServicer, BatchRunner, BatchStore, Deliveries
 from platform_node.callers import CallerCheck
-from platform_node.forwarding import gather_outcomes, request_ids, score_results
+from platform_node.forwarding import gather_outcomes, item_results, request_ids
 from platform_node.mask_directory import MaskDirectory
 from platform_node.models.admin import ModelAdminServicer, model_info
 from platform_node.models.registry import ModelRecord, ModelRegistry
@@ -826,7 +826,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
 
     async def ScoreMany(self, request: pb.ScoreManyRequest, context: Any) -> pb.ScoreManyResponse:
         outcomes = await self.online.score_many(list(request.requests), context)
-        return pb.ScoreManyResponse(results=score_results(outcomes))
+        return pb.ScoreManyResponse(results=item_results(outcomes, pb.ScoreResult))
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Any

@@ -60,7 +60,7 @@ from sqlalchemy import Connection
 
 from platform_node.audit import AuditLog
 from platform_node.budgets import BudgetPolicy, CachedAnswer, Question, VerificationBudgets
-from platform_node.forwarding import gather_outcomes, request_ids, verify_results
+from platform_node.forwarding import gather_outcomes, item_results, request_ids
 from platform_node.mask_directory import MaskDirectory
 from platform_node.providers import ProviderRegistry
 from platform_node.registry import GrantRegistry, InstitutionRegistry
@@ -595,7 +595,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         self, request: vpb.VerifyManyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> vpb.VerifyManyResponse:
         outcomes = await self.verification.verify_many(list(request.requests), context)
-        return vpb.VerifyManyResponse(results=verify_results(outcomes))
+        return vpb.VerifyManyResponse(results=item_results(outcomes, vpb.VerifyResult))
 
     async def GetVerificationPolicy(
         self, request: vpb.GetVerificationPolicyRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -55,6 +55,9 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 DEFAULT_MAX_BATCH = 64
+MAX_PER_CALL = 256
+"""Requests one VerifyMany / ScoreMany / coalesced forwarded call may carry (the gateway
+and the platform both hold callers to it; the proto says 1 to 256)."""
 DEFAULT_MAX_IN_FLIGHT = 1
 DEFAULT_MAX_WAIT_S = 0.05
 DEFAULT_MAX_PARALLEL = 4

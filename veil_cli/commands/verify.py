@@ -26,6 +26,7 @@ from typing import Any
 from google.protobuf import json_format
 from rich.table import Table
 
+from veil.call_batcher import MAX_PER_CALL
 from veil.errors import InvalidArgument, VeilError, from_status_bytes
 from veil.tokens import PURPOSES, KeySet, verify_result
 from veil.v1 import gateway_pb2, gateway_pb2_grpc, verification_pb2_grpc
@@ -34,7 +35,6 @@ from veil_cli.calls import call_gateway
 from veil_cli.client import add_config_argument
 from veil_cli.render import console, kv_table
 
-BATCH = 256  # checks per VerifyMany call (the gateway's limit)
 RESULT_TEXT: dict[int, str] = {
     vpb.VERIFICATION_RESULT_TRUE: "[green]TRUE[/]",
     vpb.VERIFICATION_RESULT_FALSE: "[red]FALSE[/]",
@@ -119,12 +119,12 @@ def read_batch(path: str) -> list[vpb.VerifyRequest]:
 async def verify_batch(
     config: str, requests: list[vpb.VerifyRequest]
 ) -> list[tuple[vpb.VerifyRequest, vpb.VerifyResponse | VeilError]]:
-    """Every request through ``VerifyMany`` (:data:`BATCH` per call), each answer's
+    """Every request through ``VerifyMany`` (``MAX_PER_CALL`` per call), each answer's
     signed result checked; each item's answer or refusal, in order."""
     keys = await published_keys(config)
     out: list[tuple[vpb.VerifyRequest, vpb.VerifyResponse | VeilError]] = []
-    for start in range(0, len(requests), BATCH):
-        chunk = requests[start : start + BATCH]
+    for start in range(0, len(requests), MAX_PER_CALL):
+        chunk = requests[start : start + MAX_PER_CALL]
         answer: vpb.VerifyManyResponse = await call_gateway(
             config,
             verification_pb2_grpc.VerificationServiceStub,
