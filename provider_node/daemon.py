@@ -17,7 +17,7 @@ from provider_node.verify import verification_binding
 from veil.catalog import load_catalog
 from veil.config import NodeConfig
 from veil.errors import ConfigError
-from veil.metrics import MetricsInterceptor, serve_metrics
+from veil.metrics import MetricsInterceptor, serve_metrics, watch_pools
 from veil.node import RunningNode
 from veil.server import ServiceBinding
 from veil.server import create_server as create_grpc_server
@@ -76,10 +76,12 @@ async def create_node(config: NodeConfig) -> RunningNode:
     if "verification" in config.raw and guard is not None:
         verification, verifier = verification_binding(config, servicer, guard, masks)
         extra.append(verification)
+        watch_pools("verification", verifier)
     scorer = None
     if "scoring" in config.raw:  # joint-model scoring (provider_node/scoring.py)
         scoring, scorer = scoring_binding(config, servicer, guard, masks)
         extra.append(scoring)
+        watch_pools("scoring", scorer)
     binding = ServiceBinding(
         name=provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
         register=lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(

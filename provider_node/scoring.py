@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from sqlalchemy import (
     Column,
     Connection,
@@ -245,6 +246,21 @@ class PartStore:
         installed = self.cache.get((model_id, version))
         return installed if installed is not None and installed.key_id == key_id else None
 
+    def newest_key(self) -> PublicKey | None:
+        """The key of the most recently installed part, to fill its pool at start."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(installed_parts.c.request)
+                .order_by(installed_parts.c.installed_at.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        try:
+            return public_key_from_bytes(pb.InstallModelRequest.FromString(row.request).paillier_n)
+        except (VeilError, DecodeError):
+            return None  # the first request for it reports the problem
+
     def get(self, model_id: str, version: int, key_id: str) -> InstalledPart:
         installed = self.cache.get((model_id, version))
         if installed is None:
@@ -307,6 +323,13 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
         self.short_exponent = randomizer == "djn"
         self.batch = batch
         self._pools: dict[str, RandomnessPool] = {}
+        self.retired_inline = 0  # randomizers computed inline by pools since closed
+        key = parts.newest_key()
+        if key is not None:  # filled before the first request (provider_node/warm_pools.py)
+            self.pool(key)
+
+    def pools(self) -> list[RandomnessPool]:
+        return list(self._pools.values())
 
     def pool(self, key: PublicKey) -> RandomnessPool:
         pool = self._pools.get(key.key_id)
@@ -317,7 +340,9 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
 
     def close(self) -> None:
         for pool in self._pools.values():
+            self.retired_inline += pool.inline_count
             pool.close()
+        self._pools.clear()
         if self.batch is not None:
             self.batch.close()
 

@@ -50,6 +50,7 @@ from sqlalchemy import Connection
 from provider_node.guard import Guard
 from provider_node.mask_keys import ProviderMaskKeys
 from provider_node.service import ProviderServicer
+from provider_node.warm_pools import KnownKeys
 from veil._internal.status import error_status
 from veil.attestation import sign_answer
 from veil.claims import (
@@ -156,6 +157,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         *,
         short_exponent: bool = True,
         pool_size: int = 64,
+        known_keys: KnownKeys | None = None,
     ) -> None:
         self.base = base
         self.unit = base.unit
@@ -168,6 +170,15 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         self._pools: dict[int, RandomnessPool] = {}
         self._claims = ClaimCache(self.catalog)
         self._public_keys: dict[bytes, PublicKey] = {}
+        self._known_keys = known_keys
+        self.retired_inline = 0  # randomizers computed inline by pools since dropped
+        if known_keys is not None and pool_size:
+            key = known_keys.newest()
+            if key is not None:  # filled before the first request (provider_node/warm_pools.py)
+                self._pool(key.n)
+
+    def pools(self) -> list[RandomnessPool]:
+        return list(self._pools.values())
 
     # --- helpers ---
 
@@ -241,21 +252,26 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         pool = self._pools.get(n)
         if pool is None:
             if len(self._pools) >= 4:  # the platform rotated its key: drop the old pools
-                for old in self._pools.values():
-                    old.close()
-                self._pools.clear()
+                self._drop_pools()
+            n_bytes = n.to_bytes((n.bit_length() + 7) // 8, "big")
             pool = RandomnessPool(
-                public_key_from_bytes(n.to_bytes((n.bit_length() + 7) // 8, "big")),
+                public_key_from_bytes(n_bytes),
                 size=self.pool_size,
                 short_exponent=self.short_exponent,
             )
             self._pools[n] = pool
+            if self._known_keys is not None:
+                self._known_keys.remember(n_bytes)
         return pool
 
-    def close(self) -> None:
+    def _drop_pools(self) -> None:
         for pool in self._pools.values():
+            self.retired_inline += pool.inline_count
             pool.close()
         self._pools.clear()
+
+    def close(self) -> None:
+        self._drop_pools()
 
     # --- RPCs ---
 
@@ -550,7 +566,13 @@ def verification_binding(
     configured (``masks``: its mask key, needed for checks across providers)."""
     short, size = pool_settings(config)
     servicer = ProviderVerificationServicer(
-        base, guard, load_answer_key(config), masks, short_exponent=short, pool_size=size
+        base,
+        guard,
+        load_answer_key(config),
+        masks,
+        short_exponent=short,
+        pool_size=size,
+        known_keys=KnownKeys(base.ledger.engine, "verification"),
     )
     binding = ServiceBinding(
         name=vpb.DESCRIPTOR.services_by_name["ProviderVerification"].full_name,

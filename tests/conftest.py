@@ -84,3 +84,71 @@ async def call_platform_as(fed: Any, cert: str, stub: Any, method: str, request:
             return await getattr(stub(channel), method)(request, timeout=30.0)
         except grpc.aio.AioRpcError as err:
             return err
+
+
+def stop_provider(fed: Any, unit: str) -> None:
+    import signal
+
+    proc = fed.processes[unit.replace("_", "-")]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+
+
+def start_provider(fed: Any, unit: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    node = unit.replace("_", "-")
+    log = (fed.logs / f"{node}.log").open("ab")
+    fed.processes[node] = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "veil_cli",
+            "provider",
+            "serve",
+            "--config",
+            str(fed.configs / f"{node}.toml"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    log.close()
+    run(fed.wait_healthy())
+
+
+def serve_provider_metrics(fed: Any, unit: str) -> str:
+    """Give ``unit``'s node a ``/metrics`` endpoint from its next start; its address."""
+    import socket
+    import tomllib
+
+    import tomli_w
+
+    config = fed.configs / f"{unit.replace('_', '-')}.toml"
+    doc = tomllib.loads(config.read_text())
+    if "metrics_listen" not in doc["node"]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            doc["node"]["metrics_listen"] = f"127.0.0.1:{sock.getsockname()[1]}"
+        config.write_text(tomli_w.dumps(doc))
+    return str(doc["node"]["metrics_listen"])
+
+
+def scrape(address: str) -> dict[str, float]:
+    """A node's ``/metrics`` samples by name and labels, e.g.
+    ``veil_randomizer_pool_ready{service="verification"}``."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out

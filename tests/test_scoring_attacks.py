@@ -473,7 +473,8 @@ FAKE = Path(__file__).with_name("_fake_scoring_provider.py")
 def test_malformed_ciphertext_from_a_provider_is_rejected_and_named(
     federation: Any, deployed: dict[str, Any], mode: str
 ) -> None:
-    from tests.test_scoring_e2e import score, start_provider, stop_provider
+    from tests.conftest import start_provider, stop_provider
+    from tests.test_scoring_e2e import score
 
     info, ent, grant = deployed["info"], deployed["ent"], deployed["grant"]
     score(federation, ent.uscc, info.model_id, grant.grant_id)  # installed everywhere

@@ -11,9 +11,6 @@ bad input, and the provider's own refusal of a non-score token.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -24,7 +21,7 @@ import pytest
 
 from platform_node.models.demo import enterprise_rows, fit_demo_model
 from provider_node.reconcile import reconcile
-from tests.conftest import call_platform_as, run
+from tests.conftest import call_platform_as, run, start_provider, stop_provider
 from tests.test_authorization_e2e import Enterprise, bank, claims, gateway, usccs
 from veil.config import load_node_config
 from veil.errors import from_status_bytes
@@ -562,36 +559,6 @@ def test_enterprise_unknown_to_a_provider_is_scored_with_its_missing_values(
 # --- drop-out ----------------------------------------------------------------------------
 
 
-def stop_provider(fed: Any, unit: str) -> None:
-    proc = fed.processes[unit.replace("_", "-")]
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=20)
-
-
-def start_provider(fed: Any, unit: str) -> None:
-    import os
-
-    node = unit.replace("_", "-")
-    log = (fed.logs / f"{node}.log").open("ab")
-    fed.processes[node] = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "veil_cli",
-            "provider",
-            "serve",
-            "--config",
-            str(fed.configs / f"{node}.toml"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    log.close()
-    run(fed.wait_healthy())
-
-
 def test_drop_out_reruns_without_an_imputable_provider_and_fails_for_a_required_one(
     federation: Any,
     document: dict[str, Any],
@@ -652,6 +619,38 @@ def test_drop_out_reruns_without_an_imputable_provider_and_fails_for_a_required_
             assert err.code() == grpc.StatusCode.UNAVAILABLE
         assert time.monotonic() < deadline, "providers did not come back"
         time.sleep(0.5)
+
+
+def test_a_restarted_provider_fills_its_pool_for_its_installed_model_before_any_score(
+    federation: Any, model: spb.ModelInfo, scorer: Enterprise, score_grant: Any
+) -> None:
+    """The tax node, restarted, starts filling the randomizer pool for the key of the
+    model part it holds before the first score arrives: no randomizer is computed on the
+    request path (provider_node/scoring.py, ``PartStore.newest_key``)."""
+    from tests.conftest import scrape, serve_provider_metrics
+
+    score(federation, scorer.uscc, model.model_id, score_grant.grant_id)
+    address = serve_provider_metrics(federation, "tax")
+    stop_provider(federation, "tax")
+    start_provider(federation, "tax")
+    ready = 'veil_randomizer_pool_ready{service="scoring"}'
+    inline = 'veil_randomizers_inline_total{service="scoring"}'
+    deadline = time.monotonic() + 60
+    while (seen := scrape(address))[ready] < 16:  # half the pool of 32
+        assert time.monotonic() < deadline, f"pool not filled before a score: {seen[ready]} ready"
+        time.sleep(0.2)
+    assert seen[inline] == 0
+    while True:  # once the platform's channel to tax has reconnected
+        try:
+            answer = score(federation, scorer.uscc, model.model_id, score_grant.grant_id)
+            if not answer.providers_missing:
+                break
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() < deadline, "tax did not come back"
+        time.sleep(0.5)
+    assert "tax" in answer.providers
+    assert scrape(address)[inline] == 0
 
 
 def test_score_is_in_the_transparency_log(

@@ -1535,3 +1535,42 @@ def test_forwarded_items_are_admitted_each_under_its_own_caller(
     refused = send(INSTITUTION)
     assert isinstance(refused, grpc.aio.AioRpcError)
     assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+# --- a restarted provider -----------------------------------------------------------------
+
+
+def test_a_restarted_provider_fills_its_pool_for_the_platform_key_before_any_request(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    """The tax node remembers the platform's public key it has answered under and, when
+    restarted, fills its randomizer pool before the first check arrives: no randomizer
+    is computed in full on the request path (provider_node/warm_pools.py)."""
+    from platform_node.verification import VerificationSettings
+    from provider_node.warm_pools import KnownKeys
+    from tests.conftest import scrape, serve_provider_metrics, start_provider, stop_provider
+    from veil.config import load_node_config
+
+    ent, grant = sample[0]
+    bank.verify(ent.uscc, grant, NO_ARREARS_ANYWHERE)
+    platform = load_node_config(federation.configs / "platform.toml")
+    platform_key = PaillierKeys.load(VerificationSettings.from_config(platform).paillier_key)
+    tax = load_node_config(federation.configs / "tax.toml")
+    ledger = make_engine(str(tax.section("ledger").get("url", tax.store_url)))
+    remembered = KnownKeys(ledger, "verification").newest()
+    ledger.dispose()
+    assert remembered is not None and remembered.n == platform_key.public.n
+
+    address = serve_provider_metrics(federation, "tax")
+    stop_provider(federation, "tax")
+    start_provider(federation, "tax")
+    ready = 'veil_randomizer_pool_ready{service="verification"}'
+    inline = 'veil_randomizers_inline_total{service="verification"}'
+    deadline = time.monotonic() + 60
+    while (seen := scrape(address))[ready] < 32:  # half the default pool of 64
+        assert time.monotonic() < deadline, f"pool not filled before a request: {seen[ready]} ready"
+        time.sleep(0.2)
+    assert seen[inline] == 0
+    answer = bank.verify(ent.uscc, grant, NO_ARREARS_ANYWHERE)
+    assert TRUTH[answer.result] is expected(federation, ent.uscc, answer)
+    assert scrape(address)[inline] == 0
