@@ -30,7 +30,7 @@ from platform_node.mask_directory import MaskDirectory
 from platform_node.providers import ProviderRegistry, provider_error, unpack_batch
 from platform_node.signing import PlatformKeys
 from platform_node.verification_plan import Plan
-from veil.attestation import verify_answer
+from veil.attestation import verify_answer, verify_contributions
 from veil.call_batcher import CallBatcher
 from veil.catalog import Catalog
 from veil.claims import (
@@ -60,6 +60,7 @@ from veil.v1 import verification_pb2_grpc
 
 REQUEST_TOKEN_LIFETIME_S = 60
 ANSWER_KEYS_REFRESH_S = 5.0
+CONTRIBUTIONS_KEPT = 256  # checked attestations kept for the other items of their call
 USE = "verify"
 TRUTHS = {
     vpb.VERIFICATION_RESULT_TRUE: Truth.TRUE,
@@ -114,6 +115,7 @@ class AnswerKeys:
         self.registry = registry
         self._keys: dict[str, KeySet] = {}
         self._fetched: dict[str, float] = {}
+        self._contributions: dict[str, dict[str, dict[str, str]]] = {}  # oldest first
 
     async def for_unit(self, unit: str, kid: str | None = None) -> KeySet:
         keys = self._keys.get(unit)
@@ -142,6 +144,27 @@ class AnswerKeys:
             except VeilError:
                 continue  # not serving verification (or down): not published now
         return out
+
+    async def check_contribution(
+        self, unit: str, token: str, asked: Asked, request_id: str, ciphertexts: Sequence[bytes]
+    ) -> None:
+        """A masked contribution is covered by its provider's signature: for this request,
+        this enterprise, these ciphertexts.  The items of one provider call share one
+        attestation, checked once (kept for the other items of the call)."""
+        answers = self._contributions.get(token)
+        if answers is None:
+            keys = await self.for_unit(unit, _kid(token))
+            answers = verify_contributions(token, keys, unit=unit)
+            self._contributions[token] = answers
+            if len(self._contributions) > CONTRIBUTIONS_KEPT:
+                del self._contributions[next(iter(self._contributions))]
+        answer = answers.get(request_id)
+        if answer is None:
+            raise PermissionDenied(f"provider {unit!r} signed no answer to this request")
+        if answer["sub"] != asked.uscc:
+            raise PermissionDenied(f"provider {unit!r} signed an answer about another enterprise")
+        if answer["ciphertexts_sha256"] != ciphertexts_digest(list(ciphertexts)):
+            raise PermissionDenied(f"provider {unit!r}'s signature does not cover its contribution")
 
     async def check(self, unit: str, token: str, asked: Asked, request_id: str) -> dict[str, Any]:
         """The provider's signed answer, checked: its key, this request, this enterprise."""
@@ -341,11 +364,9 @@ class Fanout:
         for unit, answer in answers.items():
             if len(answer.ciphertexts) != expected:
                 raise FailedPrecondition(f"provider {unit!r} sent a malformed contribution")
-            signed = await self.answer_keys.check(unit, answer.attestation, asked, asked.request_id)
-            if signed.get("ciphertexts_sha256") != ciphertexts_digest(list(answer.ciphertexts)):
-                raise PermissionDenied(
-                    f"provider {unit!r}'s signature does not cover its contribution"
-                )
+            await self.answer_keys.check_contribution(
+                unit, answer.attestation, asked, asked.request_id, answer.ciphertexts
+            )
         contributions = [list(answers[u].ciphertexts) for u in plan.providers]
         combined = Combined(self.paillier, contributions, plan.providers)
         threshold = plan.sum_value if isinstance(plan.sum_value, Decimal) else None

@@ -52,7 +52,7 @@ from provider_node.mask_keys import ProviderMaskKeys
 from provider_node.service import ProviderServicer
 from provider_node.warm_pools import KnownKeys
 from veil._internal.status import error_status
-from veil.attestation import sign_answer
+from veil.attestation import Contribution, sign_answer, sign_contributions
 from veil.claims import (
     Claim,
     ClaimCache,
@@ -417,7 +417,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
                         item.outcome.message,
                         conn,
                     )
-        return [self._signed(item) for item in items]
+        return self._signed(items)
 
     def _answer_one(
         self, conn: Connection, item: _Item, admitted: _Admitted
@@ -449,24 +449,40 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         )
         return ciphertexts
 
-    def _signed(self, item: _Item) -> vpb.ContributeResponse | VeilError:
-        """An answered item's response, its attestation signed (after the commit)."""
-        if isinstance(item.outcome, VeilError):
-            return item.outcome
-        assert item.outcome is not None
-        request = item.request
-        attestation = sign_answer(
-            self.answer_key,
-            unit=self.unit,
-            uscc=request.uscc,
-            request_id=request.request_id,
-            claims_sha256=request.claims_sha256,
-            result="masked",
-            ciphertexts_sha256=ciphertexts_digest(item.outcome),
-        )
-        return vpb.ContributeResponse(
-            request_id=request.request_id, ciphertexts=item.outcome, attestation=attestation
-        )
+    def _signed(self, items: Sequence[_Item]) -> list[vpb.ContributeResponse | VeilError]:
+        """Each item's response or refusal; the answered ones under one attestation,
+        signed after the commit (``veil.attestation.sign_contributions``)."""
+        answered = [item for item in items if isinstance(item.outcome, list)]
+        attestation = ""
+        if answered:
+            attestation = sign_contributions(
+                self.answer_key,
+                unit=self.unit,
+                answers=[
+                    Contribution(
+                        request_id=item.request.request_id,
+                        uscc=item.request.uscc,
+                        claims_sha256=item.request.claims_sha256,
+                        ciphertexts_sha256=ciphertexts_digest(item.outcome),
+                    )
+                    for item in answered
+                    if isinstance(item.outcome, list)
+                ],
+            )
+        out: list[vpb.ContributeResponse | VeilError] = []
+        for item in items:
+            if isinstance(item.outcome, list):
+                out.append(
+                    vpb.ContributeResponse(
+                        request_id=item.request.request_id,
+                        ciphertexts=item.outcome,
+                        attestation=attestation,
+                    )
+                )
+            else:
+                assert item.outcome is not None
+                out.append(item.outcome)
+        return out
 
     async def _answered(
         self, method: str, request: Any, fields: Sequence[str], answer: Callable[[], _R]

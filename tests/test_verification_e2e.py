@@ -33,7 +33,7 @@ from platform_node.budgets import BudgetPolicy, Question, VerificationBudgets
 from platform_node.verification import result_digest
 from tests.conftest import call_platform_as, run
 from tests.test_composite import explain_all
-from veil.attestation import verify_answer
+from veil.attestation import verify_answer, verify_contributions
 from veil.catalog import load_catalog
 from veil.claims import Truth, claim_from_json, evaluate, t_all
 from veil.client_auth import assertion_interceptors
@@ -44,7 +44,7 @@ from veil.crypto import (
     ciphertext_from_bytes,
     public_key_bytes,
 )
-from veil.errors import BadSignature, WrongAudience, from_status_bytes
+from veil.errors import BadSignature, WrongAudience, WrongTokenType, from_status_bytes
 from veil.store import ProviderStore, load_mapping, make_engine
 from veil.tls import PeerIdentity, secure_channel
 from veil.tokens import KeySet, RequestClaims, SigningKey, issue_request_token, verify_result
@@ -1015,16 +1015,10 @@ def test_curious_platform_view_of_a_composite_does_not_determine_any_answer(
         payload = a.attestation.split(".")[1]
         body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         assert body["result"] == "masked" and body["iss"] == unit
-        assert set(body) == {
-            "iss",
-            "sub",
-            "jti",
-            "claims_sha256",
-            "result",
-            "iat",
-            "ciphertexts_sha256",
-        }
-        assert body["ciphertexts_sha256"] == ciphertexts_digest(list(a.ciphertexts))
+        assert set(body) == {"iss", "result", "iat", "answers"}
+        (signed,) = body["answers"]
+        assert set(signed) == {"jti", "sub", "claims_sha256", "ciphertexts_sha256"}
+        assert signed["ciphertexts_sha256"] == ciphertexts_digest(list(a.ciphertexts))
     seen = {u: [platform.paillier.decrypt(c) for c in cs] for u, cs in cts.items()}
     for values in seen.values():  # each provider's message alone: a uniform number mod n
         assert all(2**256 < v < n - 2**256 for v in values)
@@ -1152,17 +1146,23 @@ def test_contribute_many_answers_and_refuses_each_item_in_its_place(
     assert type(replayed).__name__ == "Replayed" and "already presented" in replayed.message
     wrong = from_status_bytes(answer.results[3].error)
     assert wrong.code == grpc.StatusCode.UNAUTHENTICATED and isinstance(wrong, WrongAudience)
-    # the valid items: each signed by the provider, for its own request and ciphertexts
+    # the valid items: signed by the provider in one attestation, each for its own
+    # request and ciphertexts; the refused items are not in it
     keys = platform.answer_keys("tax")
+    (attestation,) = {r.answer.attestation for r in answer.results[:2]}
+    signed = verify_contributions(attestation, keys, unit="tax")
+    assert set(signed) == {rid1, rid2}
     for result, rid, digest in zip(
         answer.results[:2], (rid1, rid2), (digest1, digest2), strict=True
     ):
         contribution = result.answer
         assert contribution.request_id == rid and len(contribution.ciphertexts) == 2
-        signed = verify_answer(contribution.attestation, keys, unit="tax")
-        assert signed["jti"] == rid and signed["sub"] == ent.uscc
-        assert signed["claims_sha256"] == digest and signed["result"] == "masked"
-        assert signed["ciphertexts_sha256"] == ciphertexts_digest(list(contribution.ciphertexts))
+        assert signed[rid]["sub"] == ent.uscc and signed[rid]["claims_sha256"] == digest
+        assert signed[rid]["ciphertexts_sha256"] == ciphertexts_digest(
+            list(contribution.ciphertexts)
+        )
+    with pytest.raises(WrongTokenType):  # not a single answer, to be shown as one
+        verify_answer(attestation, keys, unit="tax")
     # the other participant answers both checks in one batch too; each pair combines
     others = platform.contribute_many("utilities", [item("utilities", r) for r in (rid1, rid2)])
     rows = records(federation, ent.uscc)

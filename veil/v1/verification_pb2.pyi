@@ -517,7 +517,10 @@ class ContributeResponse(_message.Message):
     ATTESTATION_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     attestation: _builtins.str
-    """this provider's signature over the ciphertexts"""
+    """This provider's signature over every contribution it answered in this call (one
+    JWS for all items of a ContributeMany; veil/attestation.py): request id, enterprise,
+    claim digest and ciphertexts digest of each.
+    """
     @_builtins.property
     def ciphertexts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """fixed width, freshly re-randomized"""
