@@ -312,6 +312,7 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
         parts: PartStore,
         randomizer: str = "full",
         batch: ProviderBatch | None = None,
+        pool_size: int = POOL_SIZE,
     ) -> None:
         self.unit = unit
         self.catalog = catalog
@@ -322,6 +323,7 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
         self.parts = parts
         self.short_exponent = randomizer == "djn"
         self.batch = batch
+        self.pool_size = pool_size
         self._pools: dict[str, RandomnessPool] = {}
         self.retired_inline = 0  # randomizers computed inline by pools since closed
         key = parts.newest_key()
@@ -334,7 +336,7 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
     def pool(self, key: PublicKey) -> RandomnessPool:
         pool = self._pools.get(key.key_id)
         if pool is None:
-            pool = RandomnessPool(key, POOL_SIZE, short_exponent=self.short_exponent)
+            pool = RandomnessPool(key, self.pool_size, short_exponent=self.short_exponent)
             self._pools[key.key_id] = pool
         return pool
 
@@ -606,6 +608,16 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
 RANDOMIZERS = ("full", "djn")
 
 
+def pool_size(section: Mapping[str, Any], path: str) -> int:
+    """``[scoring] pool_size``: randomizers kept ready per key (default
+    :data:`POOL_SIZE`); a burst larger than the pool computes the rest on the request path
+    (``veil_randomizers_inline_total{service="scoring"}`` counts them)."""
+    value = section.get("pool_size", POOL_SIZE)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 4096:
+        raise ConfigError(path, "scoring.pool_size", "must be an integer 0..4096")
+    return value
+
+
 def batch_uniform_below(section: Mapping[str, Any], path: str) -> int:
     """``[scoring] batch_uniform_below``: the chunk size below which a batch chunk is
     computed with every product (default :data:`~provider_node.scoring_batch.UNIFORM_BELOW`)."""
@@ -631,6 +643,8 @@ def scoring_binding(
     short-exponent discrete-log assumption (~2^80 work at 2048 bits; see
     ``veil.crypto.pool`` and LEAKAGE.md).
 
+    ``[scoring] pool_size`` (default 32, 0..4096): randomizers kept ready per key.
+
     ``[scoring] batch_uniform_below`` (default 256, 0..4096): batch chunks of fewer
     enterprises are computed with every product, so their timing shows nothing of their
     data (``provider_node.scoring_batch``); 4096 makes every chunk uniform, at up to
@@ -641,6 +655,7 @@ def scoring_binding(
     if randomizer not in RANDOMIZERS:
         raise ConfigError(str(config.path), "scoring.randomizer", "must be 'full' or 'djn'")
     uniform_below = batch_uniform_below(section, str(config.path))
+    ready = pool_size(section, str(config.path))
     engine = provider.ledger.engine
     servicer = ProviderScoringServicer(
         unit=provider.unit,
@@ -651,6 +666,7 @@ def scoring_binding(
         masks=masks,
         parts=PartStore(engine, provider.unit, provider.catalog),
         randomizer=randomizer,
+        pool_size=ready,
         batch=ProviderBatch(
             unit=provider.unit,
             catalog=provider.catalog,

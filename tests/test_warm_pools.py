@@ -1,7 +1,8 @@
-"""A provider's memory of the platform's public Paillier keys (provider_node/warm_pools.py),
-on SQLite and PostgreSQL: the newest key is the one last answered under, a key seen
-again becomes the newest without a second row, services keep their own keys, and a
-stored value that is no longer a valid modulus is ignored rather than trusted."""
+"""A provider's randomizer pools: its memory of the platform's public Paillier keys
+(provider_node/warm_pools.py), on SQLite and PostgreSQL — the newest key is the one last
+answered under, a key seen again becomes the newest without a second row, services keep
+their own keys, and a stored value that is no longer a valid modulus is ignored rather
+than trusted — and the scoring pool's configured size."""
 
 from __future__ import annotations
 
@@ -73,3 +74,15 @@ def test_a_stored_value_that_is_not_a_modulus_is_ignored(
     with engine.begin() as conn:
         conn.execute(update(known_keys).values(n=b"\x04" * 256))  # even: not a Paillier n
     assert keys.newest() is None
+
+
+def test_scoring_pool_size_setting() -> None:
+    from provider_node.scoring import POOL_SIZE, pool_size
+    from veil.errors import ConfigError
+
+    assert pool_size({}, "p.toml") == POOL_SIZE == 32
+    assert pool_size({"pool_size": 0}, "p.toml") == 0
+    assert pool_size({"pool_size": 4096}, "p.toml") == 4096
+    for bad in (-1, 4097, True, "64", 1.5):
+        with pytest.raises(ConfigError, match=r"scoring\.pool_size"):
+            pool_size({"pool_size": bad}, "p.toml")
