@@ -328,6 +328,7 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
         self.retired_inline = 0  # randomizers computed inline by pools since closed
         key = parts.newest_key()
         if key is not None:  # filled before the first request (provider_node/warm_pools.py)
+            log.info("filling the randomizer pool for model key %s", key.key_id)
             self.pool(key)
 
     def pools(self) -> list[RandomnessPool]:

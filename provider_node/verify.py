@@ -175,6 +175,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         if known_keys is not None and pool_size:
             key = known_keys.newest()
             if key is not None:  # filled before the first request (provider_node/warm_pools.py)
+                log.info("filling the randomizer pool for platform key %s", key.key_id)
                 self._pool(key.n)
 
     def pools(self) -> list[RandomnessPool]:
