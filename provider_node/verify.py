@@ -70,7 +70,7 @@ from veil.composite import (
     plain_contribution,
 )
 from veil.config import NodeConfig
-from veil.crypto import PublicKey, RandomnessPool, public_key_from_bytes
+from veil.crypto import PublicKey, RandomnessPool, public_key_bytes, public_key_from_bytes
 from veil.errors import ConfigError, InvalidArgument, PermissionDenied, VeilError
 from veil.server import ServiceBinding, current_peer
 from veil.store import write_transaction
@@ -176,7 +176,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             key = known_keys.newest()
             if key is not None:  # filled before the first request (provider_node/warm_pools.py)
                 log.info("filling the randomizer pool for platform key %s", key.key_id)
-                self._pool(key.n)
+                self._pool(key)
 
     def pools(self) -> list[RandomnessPool]:
         return list(self._pools.values())
@@ -247,22 +247,17 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             self._public_keys[n] = key
         return key
 
-    def _pool(self, n: int) -> RandomnessPool | None:
+    def _pool(self, key: PublicKey) -> RandomnessPool | None:
         if self.pool_size == 0:
             return None
-        pool = self._pools.get(n)
+        pool = self._pools.get(key.n)
         if pool is None:
             if len(self._pools) >= 4:  # the platform rotated its key: drop the old pools
                 self._drop_pools()
-            n_bytes = n.to_bytes((n.bit_length() + 7) // 8, "big")
-            pool = RandomnessPool(
-                public_key_from_bytes(n_bytes),
-                size=self.pool_size,
-                short_exponent=self.short_exponent,
-            )
-            self._pools[n] = pool
+            pool = RandomnessPool(key, size=self.pool_size, short_exponent=self.short_exponent)
+            self._pools[key.n] = pool
             if self._known_keys is not None:
-                self._known_keys.remember(n_bytes)
+                self._known_keys.remember(public_key_bytes(key))
         return pool
 
     def _drop_pools(self) -> None:
@@ -392,7 +387,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             claims,
             grant,
             peers,
-            self._pool(public_key.n),
+            self._pool(public_key),
         )
         return item
 
@@ -453,23 +448,21 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
     def _signed(self, items: Sequence[_Item]) -> list[vpb.ContributeResponse | VeilError]:
         """Each item's response or refusal; the answered ones under one attestation,
         signed after the commit (``veil.attestation.sign_contributions``)."""
-        answered = [item for item in items if isinstance(item.outcome, list)]
-        attestation = ""
-        if answered:
-            attestation = sign_contributions(
-                self.answer_key,
-                unit=self.unit,
-                answers=[
-                    Contribution(
-                        request_id=item.request.request_id,
-                        uscc=item.request.uscc,
-                        claims_sha256=item.request.claims_sha256,
-                        ciphertexts_sha256=ciphertexts_digest(item.outcome),
-                    )
-                    for item in answered
-                    if isinstance(item.outcome, list)
-                ],
+        answered = [
+            Contribution(
+                request_id=item.request.request_id,
+                uscc=item.request.uscc,
+                claims_sha256=item.request.claims_sha256,
+                ciphertexts_sha256=ciphertexts_digest(item.outcome),
             )
+            for item in items
+            if isinstance(item.outcome, list)
+        ]
+        attestation = (
+            sign_contributions(self.answer_key, unit=self.unit, answers=answered)
+            if answered
+            else ""
+        )
         out: list[vpb.ContributeResponse | VeilError] = []
         for item in items:
             if isinstance(item.outcome, list):
