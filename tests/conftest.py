@@ -95,28 +95,9 @@ def stop_provider(fed: Any, unit: str) -> None:
 
 
 def start_provider(fed: Any, unit: str) -> None:
-    import os
-    import subprocess
-    import sys
-
-    node = unit.replace("_", "-")
-    log = (fed.logs / f"{node}.log").open("ab")
-    fed.processes[node] = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "veil_cli",
-            "provider",
-            "serve",
-            "--config",
-            str(fed.configs / f"{node}.toml"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    log.close()
+    """Start ``unit``'s node again (after :func:`stop_provider`), as the federation does."""
+    fed.processes.pop(unit.replace("_", "-"), None)
+    fed.start(roles=("provider",))
     run(fed.wait_healthy())
 
 
