@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._speed import probe
 from platform_node.models.demo import Template, fit_demo_model
+from platform_node.scoring import TOTAL_BOUND_BITS
 from veil.errors import from_status_bytes
 
 PROVIDERS = ("samr", "court", "tax", "social_insurance", "housing_fund", "utilities")
@@ -523,7 +524,9 @@ class Bench:
             [timed_once(lambda: full_randomizer(keys.public)) for _ in range(10)]
         )
         answers = [protect(unprotected_partial(parts[u], rows[u]), 1, warm) for u in spec.providers]
-        decrypt_ms = timed(lambda: keys.decrypt_centred(add_many(answers)))
+        decrypt_ms = timed(
+            lambda: keys.decrypt_small(add_many(answers), bound_bits=TOTAL_BOUND_BITS)
+        )
         warm.close()
         for s in stores.values():
             s.close()

@@ -8,8 +8,8 @@ For one ``ScoreRequest`` of an institution (through the gateway):
    the enterprise's grant, and the participants' signed mask keys; it answers
    ``Enc(s_i + m_i)`` re-randomized (``provider_node.scoring``), where ``Σ m_i ≡ 0 mod n``;
 3. the platform multiplies the answers — ``Enc(Σ s_i)`` — and decrypts **only that
-   product**; it never decrypts an individual answer (and would see a uniformly random
-   residue if it did);
+   product**, mod ``p`` alone since the total is small (half a decryption); it never
+   decrypts an individual answer (and would see a uniformly random residue if it did);
 4. logit = base (intercept + linear offsets) + Σ s_i / 2^100 (+ the missing
    contributions of imputed providers); PD, score and grade on the model's published
    scale (:mod:`veil.scoring.scale`);
@@ -35,7 +35,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -165,12 +164,13 @@ def result_digest(claims: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
-TOTAL_BOUND_BITS = 1024
-"""A genuine masked sum decrypts to ``Σ s_i`` with ``|Σ s_i| < 2^1024`` by a wide margin
+TOTAL_BOUND_BITS = 512
+"""A genuine masked sum decrypts to ``Σ s_i`` with ``|Σ s_i| < 2^512`` by a wide margin
 (each contribution is a weight ≤ 10^6 times a feature value — a catalog number below
-10^18 — at 2^100 fixed point, at most 512 features: below 2^200); masks that do not
-cancel leave a residue uniform mod n, outside that bound except with probability
-2^(1025 − |n|) (< 2^-1000 at 2048 bits)."""
+10^18 — at 2^100 fixed point, at most 512 features: below 2^200), so the platform reads
+it mod ``p`` only (:meth:`~veil.crypto.PaillierKeys.decrypt_small`, half a decryption);
+masks that do not cancel leave a residue uniform mod n, which reads in bound with
+probability below 2^-510 at 2048 bits."""
 
 
 class MasksDidNotCancel(Unavailable):
@@ -182,8 +182,6 @@ def combine_logit(
     spec: ModelSpec,
     answers: Mapping[str, Ciphertext],
     imputed: Sequence[str] = (),
-    *,
-    helper: Executor | None = None,
 ) -> float:
     """The logit from the providers' answers: decrypt only their product, add the
     platform's own terms (intercept, linear offsets, imputed providers' missing values).
@@ -192,8 +190,8 @@ def combine_logit(
     computed for another roster or request, or a provider sending garbage that is still
     a valid ciphertext): UNAVAILABLE naming the providers summed, never a number.
     """
-    total = keys.decrypt_centred(add_many(list(answers.values())), helper=helper)
-    if abs(total) >= 1 << TOTAL_BOUND_BITS:
+    total = keys.decrypt_small(add_many(list(answers.values())), bound_bits=TOTAL_BOUND_BITS)
+    if total is None:
         units = ", ".join(sorted(answers))
         raise MasksDidNotCancel(
             f"the partial scores of {units} do not combine to a valid total (their masks "
@@ -246,8 +244,6 @@ class OnlineScoring:
         self.audit = audit
         # Weights go to providers, who do not hold the key: DJN short exponents are fine.
         self.pool = RandomnessPool(keys.public, 64, short_exponent=True)
-        # half of each decryption runs here, beside the worker thread's half (latency)
-        self._decrypt_helper = ThreadPoolExecutor(2, thread_name_prefix="veil-decrypt")
         self._install_locks: dict[tuple[str, int, str], asyncio.Lock] = {}
         self._installed: set[tuple[str, int, str]] = set()
         self._stubs: dict[str, provider_scoring_pb2_grpc.ProviderScoringAsyncStub] = {}
@@ -257,7 +253,6 @@ class OnlineScoring:
 
     def close(self) -> None:
         self.pool.close()
-        self._decrypt_helper.shutdown(wait=False, cancel_futures=True)
 
     def stub(self, unit: str) -> provider_scoring_pb2_grpc.ProviderScoringAsyncStub:
         link = self.providers.link(unit)
@@ -456,7 +451,7 @@ class OnlineScoring:
     def combine(
         self, spec: ModelSpec, answers: Mapping[str, Ciphertext], imputed: Sequence[str]
     ) -> float:
-        return combine_logit(self.keys, spec, answers, imputed, helper=self._decrypt_helper)
+        return combine_logit(self.keys, spec, answers, imputed)
 
     # -- the request -----------------------------------------------------------------------
 

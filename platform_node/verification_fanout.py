@@ -368,19 +368,17 @@ class Fanout:
                 unit, answer.attestation, asked, asked.request_id, answer.ciphertexts
             )
         contributions = [list(answers[u].ciphertexts) for u in plan.providers]
-        combined = Combined(self.paillier, contributions, plan.providers)
+        combined = Combined(self.paillier, plan.protocol, contributions, plan.providers)
         threshold = plan.sum_value if isinstance(plan.sum_value, Decimal) else None
 
         def conclude() -> tuple[Truth, dict[str, str]]:
             return decide(
                 plan.protocol,
-                combined.read,
-                self.paillier.public.n,
+                combined.read(),
                 k=plan.k,
                 total=plan.total,
                 op=plan.sum_op,
                 threshold=threshold,
-                zero=combined.is_zero,
             )
 
         try:

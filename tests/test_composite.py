@@ -13,7 +13,8 @@ import pytest
 
 from veil.claims import Truth, t_all, t_any, t_at_least
 from veil.composite import (
-    SUM_BOUND,
+    SLOT_BITS,
+    ZERO_TEST_PRIME,
     Combined,
     MalformedContribution,
     Protocol,
@@ -83,8 +84,8 @@ def run_protocol(
 
 
 def combine(protocol: Protocol, keys: PaillierKeys, answers: dict[str, list[bytes]], **kw: object):  # type: ignore[no-untyped-def]
-    read = Combined(keys, [answers[u] for u in sorted(answers)]).read
-    return decide(protocol, read, keys.public.n, **kw)  # type: ignore[arg-type]
+    combined = Combined(keys, protocol, [answers[u] for u in sorted(answers)]).read()
+    return decide(protocol, combined, **kw)  # type: ignore[arg-type]
 
 
 def random_parts(rng: random.Random, units: tuple[str, ...]) -> dict[str, list[Truth]]:
@@ -105,11 +106,10 @@ def test_all_any_count_equal_the_plaintext_combination(
             (Protocol.ANY, t_any(flat)),
         ):
             _, answers = run_protocol(protocol, keys, mask_keys, pool, parts=parts)
-            assert combine(protocol, keys, answers)[0] is expected, (protocol, parts)
-            # the platform's path: the half-cost zero test instead of decryption
-            combined = Combined(keys, [answers[u] for u in sorted(answers)])
-            got = decide(protocol, combined.read, keys.public.n, zero=combined.is_zero)
-            assert got == (expected, {}), (protocol, parts)
+            assert combine(protocol, keys, answers) == (expected, {}), (protocol, parts)
+            # the platform's reading mod p equals the full decryption of the product
+            combined = Combined(keys, protocol, [answers[u] for u in sorted(answers)])
+            assert combined.read() == keys.decrypt(combined.product())
         k = rng.randint(1, m)
         _, answers = run_protocol(Protocol.COUNT, keys, mask_keys, pool, parts=parts, total=m)
         result, revealed = combine(Protocol.COUNT, keys, answers, k=k, total=m)
@@ -139,8 +139,10 @@ def test_sum_equals_the_plaintext_sum(
     sums["housing_fund"] = (Decimal(0), 1)  # no record: no_record, and the sum is hidden
     _, answers = run_protocol(Protocol.SUM, keys, mask_keys, pool, sums=sums)
     assert combine(Protocol.SUM, keys, answers, op="ge", threshold=Decimal(1)) == (N, {})
-    read = Combined(keys, [answers[u] for u in sorted(answers)]).read
-    assert SUM_BOUND < read(0) < keys.public.n - SUM_BOUND  # uniform junk, not a partial sum
+    combined = Combined(keys, Protocol.SUM, [answers[u] for u in sorted(answers)])
+    assert combined.read() is None  # uniform junk, not a partial sum
+    junk = keys.decrypt_centred(combined.product())
+    assert abs(junk) > 2**1000
 
 
 def test_every_ciphertext_is_fresh_and_well_formed(
@@ -169,41 +171,47 @@ def view(keys: PaillierKeys, answers: dict[str, list[bytes]]) -> dict[str, list[
 
 def explain_all(
     seen: dict[str, list[int]], alternative: dict[str, list[Truth]], n: int
-) -> dict[str, tuple[int, int, int, int, int]]:
-    """Masks and multipliers under which ``alternative`` produces exactly ``seen`` in the
-    ``all`` protocol (the platform's view of a *false* answer), or raise.
+) -> dict[str, int]:
+    """Values under which ``alternative`` produces exactly ``seen`` in the ``all``
+    protocol (the platform's view of a *false* answer), or raise; returns the masks.
 
-    x_i = r_i·D_i + r'_i·U_i + M_i and y_i = r''_i·D_i + M'_i with Σ M_i = Σ M'_i = 0:
-    pick every multiplier freely except one failing provider's, solve that one from the
-    totals, and set the masks to the differences.  The masks and multipliers found are
-    exactly as likely as the true ones (all uniform), so the view is equally likely under
-    either assignment.
+    x_i = (a_i + P·s_i) + 2^W·(b_i + P·s'_i) + M_i with a_i = r_i·D_i + r'_i·U_i and
+    b_i = r''_i·D_i mod P, Σ M_i ≡ 0 mod n.  Pick every multiplier freely except one
+    failing provider's, solve that one so that each slot's total agrees mod P, spread
+    what remains of each slot's total over the smudging s, and set the masks to the
+    differences.  Every multiplier found is uniform on [1, P), every smudge within
+    [0, 2^128): the view is as consistent with the alternative as with the truth.
     """
+    big_p = ZERO_TEST_PRIME
     units = sorted(seen)
     d = {u: sum(1 for t in alternative[u] if t is F) for u in units}
     u_ = {u: sum(1 for t in alternative[u] if t is N) for u in units}
     pivot = next(u for u in units if d[u])
     rng = random.Random(1)
-    r = {u: rng.randrange(1, n) for u in units}
-    r2 = {u: rng.randrange(1, n) for u in units}
-    r3 = {u: rng.randrange(1, n) for u in units}
-    total_x = sum(seen[u][0] for u in units) % n
-    total_y = sum(seen[u][1] for u in units) % n
-    others_x = sum(r[u] * d[u] + r2[u] * u_[u] for u in units if u != pivot) % n
-    r[pivot] = (total_x - others_x - r2[pivot] * u_[pivot]) * pow(d[pivot], -1, n) % n
-    others_y = sum(r3[u] * d[u] for u in units if u != pivot) % n
-    r3[pivot] = (total_y - others_y) * pow(d[pivot], -1, n) % n
-    masks = {
-        u: ((seen[u][0] - r[u] * d[u] - r2[u] * u_[u]) % n, (seen[u][1] - r3[u] * d[u]) % n)
-        for u in units
-    }
-    assert sum(m[0] for m in masks.values()) % n == 0
-    assert sum(m[1] for m in masks.values()) % n == 0
-    for u in units:
-        assert (r[u] * d[u] + r2[u] * u_[u] + masks[u][0]) % n == seen[u][0]
-        assert (r3[u] * d[u] + masks[u][1]) % n == seen[u][1]
-        assert all(0 < x < n for x in (r[u], r2[u], r3[u]))
-    return {u: (r[u], r2[u], r3[u], masks[u][0], masks[u][1]) for u in units}
+    total = sum(seen[u][0] for u in units) % n
+    assert total < 2 ** (2 * SLOT_BITS)  # the masks cancel: a small total
+    lo, hi = total & ((1 << SLOT_BITS) - 1), total >> SLOT_BITS
+
+    def solve(slot_total: int, coeff: dict[str, int], extra: dict[str, int]) -> dict[str, int]:
+        """Slot values ``coeff·r + extra mod P`` plus smudges summing to ``slot_total``."""
+        r = {u: rng.randrange(1, big_p) for u in units}
+        others = sum((r[u] * coeff[u] + extra[u]) % big_p for u in units if u != pivot)
+        r[pivot] = (slot_total - others - extra[pivot]) * pow(coeff[pivot], -1, big_p) % big_p
+        assert r[pivot] != 0
+        values = {u: (r[u] * coeff[u] + extra[u]) % big_p for u in units}
+        quotient, rest = divmod(slot_total - sum(values.values()), big_p)
+        assert rest == 0
+        share, spare = divmod(quotient, len(units))
+        smudge = {u: share + (i < spare) for i, u in enumerate(units)}
+        assert all(0 <= v < 2**128 for v in smudge.values())
+        return {u: values[u] + big_p * smudge[u] for u in units}
+
+    r2 = {u: rng.randrange(1, big_p) for u in units}
+    first = solve(lo, d, {u: r2[u] * u_[u] for u in units})
+    second = solve(hi, d, {u: 0 for u in units})
+    masks = {u: (seen[u][0] - first[u] - (second[u] << SLOT_BITS)) % n for u in units}
+    assert sum(masks.values()) % n == 0
+    return masks
 
 
 def test_curious_platform_view_does_not_determine_any_providers_answer(
@@ -247,6 +255,46 @@ def test_view_distribution_is_the_same_for_different_assignments(
             assert x[0] != 0
             top[name] += x[0] > n // 2
     assert abs(top["tax fails"] - top["utilities fails"]) < trials * 0.35
+
+
+def test_slot_quotients_do_not_count_the_failing_providers(
+    keys: PaillierKeys, mask_keys: dict[str, MaskKey], pool: RandomnessPool
+) -> None:
+    """Beyond each slot mod P, the platform reads its quotient by P: the smudging plus
+    the carries of the slot's residues, whose number grows with the providers that fail.
+    Without smudging one failing provider always gives quotient 0 and six failing almost
+    never do; with it both are uniform: here the fraction of quotients ≡ 0 mod 8 stays
+    near 1/8 whichever providers fail."""
+    zeros = {}
+    trials = 40
+    for failing in (("tax",), UNITS):
+        parts = {u: [T] for u in UNITS} | {u: [F] for u in failing}
+        count = 0
+        for _ in range(trials):
+            _, answers = run_protocol(Protocol.ALL, keys, mask_keys, pool, parts=parts)
+            total = Combined(keys, Protocol.ALL, [answers[u] for u in UNITS]).read()
+            assert total is not None
+            for slot in (total & ((1 << SLOT_BITS) - 1), total >> SLOT_BITS):
+                count += (slot // ZERO_TEST_PRIME) % 8 == 0
+        zeros[len(failing)] = count / (2 * trials)
+    assert zeros[1] < 0.35 and zeros[6] < 0.35, zeros
+
+
+def test_contributions_whose_masks_do_not_cancel_are_refused(
+    keys: PaillierKeys, mask_keys: dict[str, MaskKey], pool: RandomnessPool
+) -> None:
+    """A provider answering with masks for another request (or any garbage that is a
+    valid ciphertext): the product reads as a uniform residue, out of bound, and the check
+    is refused — not answered false, as a uniform 'first slot' would otherwise read."""
+    parts = {u: [T] for u in UNITS}
+    for protocol in (Protocol.ALL, Protocol.ANY, Protocol.COUNT):
+        _, answers = run_protocol(protocol, keys, mask_keys, pool, parts=parts, total=6)
+        _, other = run_protocol(protocol, keys, mask_keys, pool, parts=parts, total=6)
+        answers["tax"] = other["tax"]
+        with pytest.raises(MalformedContribution) as info:
+            combine(protocol, keys, answers, k=1, total=6)
+        assert info.value.details == {"reason": "masks_did_not_cancel"}
+        assert info.value.code.name == "UNAVAILABLE"
 
 
 def test_count_reveals_counts_but_not_which_provider(
@@ -296,10 +344,10 @@ def test_a_malformed_ciphertext_is_rejected_naming_its_provider(
     _, answers = run_protocol(Protocol.ALL, keys, mask_keys, pool, parts=parts)
     units = sorted(answers)
     n = keys.public.n
-    answers["samr"] = [mangle(answers["samr"][0], n), answers["samr"][1]]  # type: ignore[operator]
-    read = Combined(keys, [answers[u] for u in units], units).read
+    answers["samr"] = [mangle(answers["samr"][0], n)]  # type: ignore[operator]
+    combined = Combined(keys, Protocol.ALL, [answers[u] for u in units], units)
     with pytest.raises(MalformedContribution) as info:
-        decide(Protocol.ALL, read, n)
+        combined.read()
     assert info.value.code.name == "UNAVAILABLE"
     assert "'samr'" in info.value.message and info.value.details == {
         "provider": "samr",

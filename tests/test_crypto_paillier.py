@@ -534,29 +534,49 @@ def test_private_key_never_in_repr_str_pickle_or_logs(
         pickle.dumps(pool)
 
 
-def test_is_zero_equals_decrypting_to_zero(keys: PaillierKeys, pool: RandomnessPool) -> None:
-    rng = random.Random(9)
+@SETTINGS
+@given(m=st.integers(min_value=-(2**512) + 1, max_value=2**512 - 1))
+def test_decrypt_small_round_trips_signed_plaintexts_within_its_bound(
+    keys: PaillierKeys, pool: RandomnessPool, m: int
+) -> None:
+    c = encrypt(keys.public, m % keys.public.n, pool)
+    assert keys.decrypt_small(c, bound_bits=512) == m == keys.decrypt_centred(c)
+
+
+def test_decrypt_small_reports_plaintexts_outside_its_bound(
+    keys: PaillierKeys, pool: RandomnessPool
+) -> None:
     n = keys.public.n
-    plaintexts = [0, 1, n - 1, 2**64, *(rng.randrange(1, n) for _ in range(20))]
-    for m in plaintexts:
-        c = encrypt(keys.public, m, pool)
-        assert keys.is_zero(c) is (keys.decrypt(c) == 0), m
-    # a product of fresh encryptions of values that cancel is a zero
+    for m in (2**512, -(2**512), 2**600, n // 2):
+        assert keys.decrypt_small(encrypt(keys.public, m % n, pool), bound_bits=512) is None, m
+    # masks that did not cancel: a uniform residue never reads as a small total
+    rng = random.Random(12)
+    for _ in range(20):
+        c = encrypt(keys.public, rng.randrange(n), pool)
+        assert keys.decrypt_small(c, bound_bits=512) is None
+    # the sum of masked values whose masks cancel reads exactly
     a = rng.randrange(n)
-    assert keys.is_zero(add(encrypt(keys.public, a, pool), encrypt(keys.public, n - a, pool)))
+    total = add(encrypt(keys.public, (a + 41) % n, pool), encrypt(keys.public, n - a - 83, pool))
+    assert keys.decrypt_small(total, bound_bits=512) == -42
 
 
-def test_is_zero_answers_for_multiples_of_p_as_documented(small: PaillierKeys) -> None:
-    """The test reads the plaintext mod p only: a multiple of p reads as zero.  That is
-    why it is used only where a non-zero plaintext is uniform (error ≤ 1/p)."""
-    c = textbook_encrypt(P_SMALL * Q_SMALL, P_SMALL * 3, 5)
-    ct = ciphertext_from_bytes(small.public, c.to_bytes(23, "big"))
-    assert small.decrypt(ct) == P_SMALL * 3 and small.is_zero(ct)
-    assert not small.is_zero(encrypt(small.public, Q_SMALL * 3))
+def test_decrypt_small_reads_mod_p_as_documented(keys: PaillierKeys, pool: RandomnessPool) -> None:
+    """It reads the plaintext mod p only: p·k + 5 reads as 5.  Only the key holder knows
+    p, so only it could build such a plaintext; a uniform one reads in bound with
+    probability below 2^-510."""
+    p = int(keys._p)
+    assert keys.decrypt_small(encrypt(keys.public, 3 * p + 5, pool), bound_bits=512) == 5
 
 
-def test_is_zero_refuses_another_keys_ciphertext(
+def test_decrypt_small_checks_its_bound_and_key(
     keys: PaillierKeys, small: PaillierKeys, pool: RandomnessPool
 ) -> None:
+    c = encrypt(keys.public, 7, pool)
+    widest = int(keys._p).bit_length() - 1 - 128
+    assert keys.decrypt_small(c, bound_bits=widest) == 7
+    assert keys.decrypt_small(c, bound_bits=3) == 7 and keys.decrypt_small(c, bound_bits=2) is None
+    for bad in (-1, widest + 1):
+        with pytest.raises(InvalidArgument, match="bound_bits must be between 0 and"):
+            keys.decrypt_small(c, bound_bits=bad)
     with pytest.raises(KeyMismatch):
-        small.is_zero(encrypt(keys.public, 0, pool))
+        small.decrypt_small(c, bound_bits=0)

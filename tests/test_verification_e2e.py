@@ -37,7 +37,7 @@ from veil.attestation import verify_answer, verify_contributions
 from veil.catalog import load_catalog
 from veil.claims import Truth, claim_from_json, evaluate, t_all
 from veil.client_auth import assertion_interceptors
-from veil.composite import ciphertexts_digest
+from veil.composite import Combined, Protocol, ciphertexts_digest, decide
 from veil.crypto import (
     PaillierKeys,
     add_many,
@@ -1022,8 +1022,9 @@ def test_curious_platform_view_of_a_composite_does_not_determine_any_answer(
     seen = {u: [platform.paillier.decrypt(c) for c in cs] for u, cs in cts.items()}
     for values in seen.values():  # each provider's message alone: a uniform number mod n
         assert all(2**256 < v < n - 2**256 for v in values)
-    combined = [platform.paillier.decrypt(add_many([cts[u][i] for u in SIX])) for i in (0, 1)]
-    result = Truth.TRUE if not combined[0] else (Truth.FALSE if combined[1] else Truth.NO_RECORD)
+    assert all(len(cs) == 1 for cs in cts.values())  # one ciphertext per provider
+    total = platform.paillier.decrypt(add_many([cts[u][0] for u in SIX]))
+    result, _ = decide(Protocol.ALL, total)
     assert result is t_all(truths.values())
     if result is Truth.FALSE:
         # pretend a different provider (and only it) failed, or all of them did
@@ -1156,7 +1157,7 @@ def test_contribute_many_answers_and_refuses_each_item_in_its_place(
         answer.results[:2], (rid1, rid2), (digest1, digest2), strict=True
     ):
         contribution = result.answer
-        assert contribution.request_id == rid and len(contribution.ciphertexts) == 2
+        assert contribution.request_id == rid and len(contribution.ciphertexts) == 1
         assert signed[rid]["sub"] == ent.uscc and signed[rid]["claims_sha256"] == digest
         assert signed[rid]["ciphertexts_sha256"] == ciphertexts_digest(
             list(contribution.ciphertexts)
@@ -1169,15 +1170,10 @@ def test_contribute_many_answers_and_refuses_each_item_in_its_place(
     truths = [
         evaluate(claim_from_json(json.dumps(ONE_EACH[u][0]), CATALOG), rows, CATALOG) for u in units
     ]
-    pk = platform.paillier.public
     for i in (0, 1):
         parts = [answer.results[i].answer, others.results[i].answer]
-        cts = [[ciphertext_from_bytes(pk, c) for c in a.ciphertexts] for a in parts]
-        combined = [platform.paillier.decrypt(add_many([c[j] for c in cts])) for j in (0, 1)]
-        result = (
-            Truth.TRUE if not combined[0] else (Truth.FALSE if combined[1] else Truth.NO_RECORD)
-        )
-        assert result is t_all(truths)
+        combined = Combined(platform.paillier, Protocol.ALL, [a.ciphertexts for a in parts])
+        assert decide(Protocol.ALL, combined.read()) == (t_all(truths), {})
     # one ledger row per item, in order, answered or refused with its reason
     ledger = Ledger.open(f"sqlite:///{federation.data / 'tax-ledger.db'}")
     mine = [e for e in reversed(ledger.entries(1000)) if e.request_id in (rid1, rid2, rid3)]

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIN_MODULUS_BITS",
+    "SMALL_MARGIN_BITS",
     "Ciphertext",
     "DotPlan",
     "FixedPoint",
@@ -89,6 +90,10 @@ log = logging.getLogger(__name__)
 
 MIN_MODULUS_BITS = 2048
 """The cryptographic floor (privacy-goals.md): no Paillier modulus below 2048 bits."""
+
+SMALL_MARGIN_BITS = 128
+"""How far below ``|p|`` the bound of :meth:`PaillierKeys.decrypt_small` must stay: a
+uniform residue mod ``p`` lands in bound with probability at most ``2^-128``."""
 
 _KEY_FILE_TYPE = "veil-paillier-private-key"
 
@@ -546,24 +551,33 @@ class PaillierKeys:
         mq = (xq - 1) // q * self._hq % q
         return int(mp + (mq - mp) * self._pinv % q * p)
 
-    def is_zero(self, c: Ciphertext) -> bool:
-        """Whether ``c`` encrypts a multiple of ``p``: for the plaintexts this is used on,
-        whether it encrypts 0, at half the cost of :meth:`decrypt` (one exponentiation
-        mod ``p²``, constant time in ``p − 1``).
+    def decrypt_small(self, c: Ciphertext, *, bound_bits: int) -> int | None:
+        """The plaintext as a signed integer if it lies within ``±2^bound_bits``, else
+        ``None``, from the ``p`` half of :meth:`decrypt` alone (half its cost).
 
-        With ``g = n + 1`` and ``c = g^m·r^n``: ``r^{n(p−1)} ≡ 1 (mod p²)`` (the group has
-        order ``p(p−1)``), so ``c^{p−1} ≡ 1 + m(p−1)·n (mod p²)``, which is 1 exactly when
-        ``p | m``.  Below ``n`` that is ``m = 0`` and the ``q − 1`` non-zero multiples of
-        ``p``.  Use it only where a non-zero plaintext is uniform on ``Z_n`` or smaller
-        than ``p`` (the masked products of ``all``/``any`` checks): there a false "zero"
-        has probability at most ``1/p`` (about 2^-1024 for a 2048-bit key).  Nobody but
-        the key holder knows ``p``, so no contributor can aim at a multiple of it.
+        ``m_p = L_p(c^{p−1} mod p²)·h_p mod p`` is ``m mod p``; centred mod ``p`` it
+        equals ``m`` centred mod ``n`` whenever ``|m| < p/2``, and ``bound_bits`` must be
+        at least :data:`SMALL_MARGIN_BITS` below ``|p|`` so that every in-bound result
+        is far from that limit.  A plaintext outside the bound that was not chosen with
+        knowledge of ``p`` — a uniform residue, such as masks that did not cancel —
+        reads as a residue uniform mod ``p`` and is reported in-bound with probability
+        at most ``2^{bound_bits + 1 − (|p| − 1)}`` (``2^-510`` for the 512-bit bound
+        at a 2048-bit key): callers use ``None`` to detect it.  Only the key holder knows
+        ``p``, so no contributor can aim a large plaintext at a small residue.
         """
         if not isinstance(c, Ciphertext):
             raise InvalidArgument(f"expected a Ciphertext, not {type(c).__name__}")
         if c.public_key.n != self.public.n:
             raise KeyMismatch("ciphertext was encrypted under another public key")
-        return bool(_secret_powmod(c._c % self._p2, self._p - 1, self._p2) == 1)
+        p = self._p
+        if not 0 <= bound_bits <= p.bit_length() - 1 - SMALL_MARGIN_BITS:
+            raise InvalidArgument(
+                f"bound_bits must be between 0 and {p.bit_length() - 1 - SMALL_MARGIN_BITS} "
+                f"for this key, not {bound_bits}"
+            )
+        xp = _secret_powmod(c._c % self._p2, p - 1, self._p2)
+        m = centred(int((xp - 1) // p * self._hp % p), int(p))
+        return m if abs(m) < 1 << bound_bits else None
 
     def decrypt_centred(self, c: Ciphertext, *, helper: Executor | None = None) -> int:
         """The plaintext as a signed integer in ``(−n/2, n/2]``."""
