@@ -54,7 +54,7 @@ from veil.composite import (
 )
 from veil.crypto import PaillierKeys, public_key_bytes
 from veil.errors import FailedPrecondition, PermissionDenied, Unavailable, VeilError
-from veil.tokens import KeySet, RequestClaims
+from veil.tokens import KeySet, RequestClaims, unverified_kid
 from veil.v1 import verification_pb2 as vpb
 from veil.v1 import verification_pb2_grpc
 
@@ -74,6 +74,19 @@ WIRE_PROTOCOLS = {
     Protocol.SUM: vpb.VERIFICATION_PROTOCOL_SUM,
 }
 T = TypeVar("T")
+
+
+def check_ciphertext_count(unit: str, protocol: Protocol, count: int) -> None:
+    """A provider's contribution has as many ciphertexts as ``protocol`` takes, or
+    :class:`MalformedContribution` (UNAVAILABLE) naming the provider and both counts."""
+    expected = CIPHERTEXTS[protocol]
+    if count != expected:
+        raise MalformedContribution(
+            f"provider {unit!r} sent a malformed contribution: {count} ciphertexts where "
+            f"the {protocol.value} protocol takes {expected} (a provider on another Veil "
+            "release?); the check is not answered",
+            details={"provider": unit, "reason": "ciphertext_count"},
+        )
 
 
 @dataclass(frozen=True)
@@ -153,7 +166,7 @@ class AnswerKeys:
         attestation, checked once (kept for the other items of the call)."""
         answers = self._contributions.get(token)
         if answers is None:
-            keys = await self.for_unit(unit, _kid(token))
+            keys = await self.for_unit(unit, unverified_kid(token))
             answers = verify_contributions(token, keys, unit=unit)
             self._contributions[token] = answers
             if len(self._contributions) > CONTRIBUTIONS_KEPT:
@@ -168,24 +181,13 @@ class AnswerKeys:
 
     async def check(self, unit: str, token: str, asked: Asked, request_id: str) -> dict[str, Any]:
         """The provider's signed answer, checked: its key, this request, this enterprise."""
-        kid = _kid(token)
+        kid = unverified_kid(token)
         claims = verify_answer(token, await self.for_unit(unit, kid), unit=unit)
         if claims.get("jti") != request_id:
             raise PermissionDenied(f"provider {unit!r} signed an answer to another request")
         if claims.get("sub") != asked.uscc:
             raise PermissionDenied(f"provider {unit!r} signed an answer about another enterprise")
         return claims
-
-
-def _kid(token: str) -> str | None:
-    import base64
-
-    try:
-        head = token.split(".")[0]
-        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-        return str(header["kid"])
-    except (ValueError, KeyError, IndexError):
-        return None
 
 
 async def gather_all(calls: Mapping[str, Awaitable[T]]) -> dict[str, T]:
@@ -360,10 +362,11 @@ class Fanout:
                 for unit in exc.failed:
                     self.masks.forget(unit)
             raise
-        expected = CIPHERTEXTS[plan.protocol]
         for unit, answer in answers.items():
-            if len(answer.ciphertexts) != expected:
-                raise FailedPrecondition(f"provider {unit!r} sent a malformed contribution")
+            try:
+                check_ciphertext_count(unit, plan.protocol, len(answer.ciphertexts))
+            except MalformedContribution as exc:
+                raise ProviderCallFailed(exc, [unit]) from None
             await self.answer_keys.check_contribution(
                 unit, answer.attestation, asked, asked.request_id, answer.ciphertexts
             )

@@ -62,6 +62,7 @@ from veil.tokens import (
     KeySet,
     RequestClaims,
     check_request_against_grant,
+    unverified_kid,
     verify_request_token,
     verify_revocation,
 )
@@ -157,7 +158,9 @@ class Guard:
         freshness), the grant (signatures — cached by token hash — and window) and the
         request against the grant.  Replay and revocation are *not* checked yet: the
         caller must read and answer only inside :meth:`claimed`."""
-        kid = _kid_of(request_token)
+        kid = unverified_kid(request_token)
+        if kid is None:
+            raise Unauthenticated("request token is not a compact JWS with a kid")
         keys = await self.platform_keys.for_kid(kid)
         claims = verify_request_token(request_token, keys, audience=self.unit, now=now)
         if claims.request_id != request_id:
@@ -268,17 +271,3 @@ _REVOKED = (
 
 def _revoked(conn: Connection, uscc: str, grant_id: str) -> bool:
     return conn.execute(_REVOKED, {"uscc": uscc, "gid": grant_id}).first() is not None
-
-
-def _kid_of(token: str) -> str:
-    import base64
-
-    try:
-        head = token.split(".", 1)[0]
-        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-        kid = header["kid"]
-    except (ValueError, KeyError, TypeError):
-        raise Unauthenticated("request token is not a compact JWS with a kid") from None
-    if not isinstance(kid, str):
-        raise Unauthenticated("request token kid is not a string")
-    return kid

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 
+from platform_node.verification_fanout import check_ciphertext_count
 from veil.claims import Truth, t_all, t_any, t_at_least
 from veil.composite import (
     SLOT_BITS,
@@ -368,3 +369,14 @@ def test_contributions_combining_to_an_impossible_count_are_refused(
     with pytest.raises(MalformedContribution) as info:
         combine(Protocol.COUNT, keys, inflated, k=2, total=4)
     assert info.value.code.name == "UNAVAILABLE" and "impossible count" in info.value.message
+
+
+def test_a_contribution_with_the_wrong_number_of_ciphertexts_names_its_provider() -> None:
+    """A provider on an older release (two ciphertexts for all/any) is refused by name,
+    UNAVAILABLE, never combined."""
+    check_ciphertext_count("tax", Protocol.ALL, 1)
+    with pytest.raises(MalformedContribution) as info:
+        check_ciphertext_count("tax", Protocol.ALL, 2)
+    assert info.value.code.name == "UNAVAILABLE"
+    assert "'tax'" in info.value.message and "2 ciphertexts" in info.value.message
+    assert info.value.details == {"provider": "tax", "reason": "ciphertext_count"}

@@ -33,6 +33,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+from veil.tokens._jws import unverified_kid
 from veil.tokens.assertions import (
     ClientAssertion,
     make_client_assertion,
@@ -117,6 +118,7 @@ __all__ = [
     "sign_grant",
     "sign_result",
     "sign_revocation",
+    "unverified_kid",
     "verify_client_assertion",
     "verify_enterprise_certificate",
     "verify_grant",

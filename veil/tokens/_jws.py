@@ -111,6 +111,17 @@ def b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
+def unverified_kid(token: str) -> str | None:
+    """The ``kid`` string of a compact JWS's header, read before anything is checked (only
+    to choose the key to verify it with), or ``None`` if it has none."""
+    try:
+        header = json.loads(b64decode(token.split(".", 1)[0]))
+        kid = header["kid"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        return None
+    return kid if isinstance(kid, str) else None
+
+
 def sign(
     key: SigningKey,
     typ: str,
