@@ -226,10 +226,12 @@ async def run(args: argparse.Namespace, fed: Federation) -> list[dict[str, objec
                     done += 1
 
             before = fed.cpu_seconds()
+            client_before = time.process_time()
             t0 = time.monotonic()
             await asyncio.gather(*(worker() for _ in range(args.concurrency)))
             rate = done / (time.monotonic() - t0)
             after = fed.cpu_seconds()
+            client = (time.process_time() - client_before) / max(1, done) * 1000
             loaded = {n: (after[n] - before[n]) / max(1, done) * 1000 for n in pids}
             loaded_by_role = {
                 role: sum(v for n, v in loaded.items() if roles[n] == role)
@@ -247,6 +249,7 @@ async def run(args: argparse.Namespace, fed: Federation) -> list[dict[str, objec
                     "cpu_providers": by_role["provider"],
                     "cpu_loaded": sum(loaded.values()),
                     **{f"loaded_{role}": v for role, v in loaded_by_role.items()},
+                    "loaded_client": client,
                 }
             )
         rows.append(await many_row(args, fed, stub, cycle))
@@ -306,10 +309,12 @@ async def many_row(
             done += args.many
 
     before = fed.cpu_seconds()
+    client_before = time.process_time()
     t0 = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(args.many_concurrency)))
     rate = done / (time.monotonic() - t0)
     after = fed.cpu_seconds()
+    client = (time.process_time() - client_before) / max(1, done) * 1000
     loaded = {n: (after[n] - before[n]) / max(1, done) * 1000 for n in pids}
 
     def by_role(spent: dict[str, float]) -> dict[str, float]:
@@ -330,6 +335,7 @@ async def many_row(
         "cpu_providers": one["provider"],
         "cpu_loaded": sum(loaded.values()),
         **{f"loaded_{role}": v for role, v in busy.items()},
+        "loaded_client": client,
     }
 
 
@@ -372,13 +378,15 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
         )
     print(
         f"\nCPU ms per check while {args.concurrency} are in flight (idle work amortised; "
-        "the steadier figure): total = gateway / platform / all providers"
+        "the steadier figure): total = gateway / platform / all providers; and this "
+        "benchmark's own client (the bank: its client assertions, TLS and gRPC), which "
+        "shares the same cores"
     )
     for row in rows:
         print(
             f"  {LABELS[str(row['kind'])]:46s} {row['cpu_loaded']:6.1f} = "
             f"{row['loaded_gateway']:5.1f} / {row['loaded_platform']:5.1f} / "
-            f"{row['loaded_provider']:5.1f}"
+            f"{row['loaded_provider']:5.1f}; client {row['loaded_client']:5.1f}"
         )
     comp = {k: float(v) for k, v in by["composite"].items() if k != "kind"}  # type: ignore[arg-type]
     base = {k: float(v) for k, v in by["baseline"].items() if k != "kind"}  # type: ignore[arg-type]

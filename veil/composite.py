@@ -56,7 +56,6 @@ from enum import StrEnum
 
 from veil.claims import Truth, compare, t_at_least
 from veil.crypto import (
-    MIN_MODULUS_BITS,
     Ciphertext,
     PaillierKeys,
     PublicKey,
@@ -292,8 +291,6 @@ class Combined:
         answers: Sequence[Sequence[bytes]],
         units: Sequence[str] = (),
     ) -> None:
-        if keys.public.bits < MIN_MODULUS_BITS:
-            raise InvalidArgument(f"combined checks need a key of at least {MIN_MODULUS_BITS} bits")
         self.keys = keys
         self.bound_bits = READ_BITS[protocol]
         self.answers = answers
