@@ -152,19 +152,6 @@ def test_decrypt_matches_phe_crt(keys: PaillierKeys, pool: RandomnessPool) -> No
         assert Ciphertext.from_phe(c.to_phe()) == c
 
 
-def test_decrypt_with_a_helper_thread_gives_the_same_plaintext(
-    keys: PaillierKeys, pool: RandomnessPool
-) -> None:
-    """The CRT halves computed in two threads (GIL released) give what one thread does."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2) as helper:
-        for m in (0, 1, 2**100 + 7, keys.public.n - 1, keys.public.n // 2 + 1):
-            c = encrypt(keys.public, m, pool)
-            assert keys.decrypt(c, helper=helper) == keys.decrypt(c) == m
-            assert keys.decrypt_centred(c, helper=helper) == keys.decrypt_centred(c)
-
-
 # --- fixed point ------------------------------------------------------------------------
 
 N_FP = P_SMALL * Q_SMALL

@@ -39,7 +39,7 @@ What the ``c_i`` are, per protocol (``D_i``/``U_i`` counts of the provider's *de
           (exact to 10⁻⁴ of the unit, signed values as centred residues), U_i its summed
           fields without a record and ``r`` uniform in [1, n).  If no term lacks a record,
           the combined value is the exact sum (|Σ| < 2^80); if one does, it is uniform on
-          Z_n and reads outside ±:data:`SUM_BOUND` except with probability < 2^-765: no
+          Z_n and reads outside ±2^:data:`SUM_BOUND_BITS` except with probability < 2^-765: no
           record.  **It learns the sum**, not the terms.
 
 Collusion: the platform together with every provider but one can remove that provider's
@@ -84,7 +84,6 @@ __all__ = [
 SUM_SCALE = 10**4
 """Sums travel as integers in units of 10⁻⁴ (stores keep 4 decimal places)."""
 SUM_BOUND_BITS = 256
-SUM_BOUND = 2**SUM_BOUND_BITS
 """A genuine combined sum is far inside ±2^256 (16 terms below 10^18 · 10^4); a value
 outside it is the uniform residue of a sum with a missing term."""
 COUNT_BOUND_BITS = 64

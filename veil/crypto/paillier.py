@@ -38,7 +38,6 @@ import operator
 import os
 import secrets
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 import gmpy2
@@ -530,23 +529,18 @@ class PaillierKeys:
     def key_id(self) -> str:
         return self.public.key_id
 
-    def decrypt(self, c: Ciphertext, *, helper: Executor | None = None) -> int:
+    def decrypt(self, c: Ciphertext) -> int:
         """The plaintext in ``[0, n)``, by CRT: ``m_p = L_p(c^{p−1} mod p²)·h_p mod p``,
-        likewise mod ``q``, then ``m = m_p + p·((m_q − m_p)·p⁻¹ mod q)``.
-
-        With ``helper`` (an executor), the ``q`` half is computed there while this
-        thread computes the ``p`` half; both release the GIL, so on two idle cores the
-        decryption takes about half as long (the same CPU: for latency, not throughput).
+        likewise mod ``q``, then ``m = m_p + p·((m_q − m_p)·p⁻¹ mod q)``.  A plaintext
+        known to be small needs only the first half: :meth:`decrypt_small`.
         """
         if not isinstance(c, Ciphertext):
             raise InvalidArgument(f"expected a Ciphertext, not {type(c).__name__}")
         if c.public_key.n != self.public.n:
             raise KeyMismatch("ciphertext was encrypted under another public key")
         p, q = self._p, self._q
-        cq = c._c % self._q2
-        half = None if helper is None else helper.submit(_secret_powmod, cq, q - 1, self._q2)
         xp = _secret_powmod(c._c % self._p2, p - 1, self._p2)
-        xq = _secret_powmod(cq, q - 1, self._q2) if half is None else half.result()
+        xq = _secret_powmod(c._c % self._q2, q - 1, self._q2)
         mp = (xp - 1) // p * self._hp % p
         mq = (xq - 1) // q * self._hq % q
         return int(mp + (mq - mp) * self._pinv % q * p)
@@ -579,9 +573,9 @@ class PaillierKeys:
         m = centred(int((xp - 1) // p * self._hp % p), int(p))
         return m if abs(m) < 1 << bound_bits else None
 
-    def decrypt_centred(self, c: Ciphertext, *, helper: Executor | None = None) -> int:
+    def decrypt_centred(self, c: Ciphertext) -> int:
         """The plaintext as a signed integer in ``(−n/2, n/2]``."""
-        return centred(self.decrypt(c, helper=helper), self.public.n)
+        return centred(self.decrypt(c), self.public.n)
 
     def decrypt_fixed(self, c: Ciphertext, encoding: FixedPoint) -> float:
         """The plaintext decoded as a fixed-point real."""
