@@ -103,17 +103,17 @@ def start_provider(fed: Any, unit: str) -> None:
 
 def serve_provider_metrics(fed: Any, unit: str) -> str:
     """Give ``unit``'s node a ``/metrics`` endpoint from its next start; its address."""
-    import socket
     import tomllib
 
     import tomli_w
 
+    from veil_cli.federation import free_ports
+
     config = fed.configs / f"{unit.replace('_', '-')}.toml"
     doc = tomllib.loads(config.read_text())
     if "metrics_listen" not in doc["node"]:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            doc["node"]["metrics_listen"] = f"127.0.0.1:{sock.getsockname()[1]}"
+        (port,) = free_ports(1, taken={n.port for n in fed.nodes})
+        doc["node"]["metrics_listen"] = f"127.0.0.1:{port}"
         config.write_text(tomli_w.dumps(doc))
     return str(doc["node"]["metrics_listen"])
 

@@ -71,7 +71,7 @@ from veil_cli.client import ClientConfig, load_client_config
 from veil_cli.commands.data import generate_to_dir
 from veil_cli.commands.enterprise import make_grant_jws
 from veil_cli.commands.fetch import fetch_authorized
-from veil_cli.federation import free_port
+from veil_cli.federation import free_ports
 from veil_cli.main import COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -463,7 +463,9 @@ def test_production_nodes_run_with_their_keys_and_serve_an_authorized_request(
         [(role, name) for role, name in names.items()]
         + [("admin", "ops-admin"), ("institution", "example-bank"), ("enterprise", uscc.lower())],
     )
-    ports = {role: free_port() for role in names}
+    drawn = free_ports(2 * len(names))  # each node's gRPC and metrics ports, all distinct
+    ports = dict(zip(names, drawn[: len(names)], strict=True))
+    metrics_ports = dict(zip(names, drawn[len(names) :], strict=True))
     address = {role: f"127.0.0.1:{port}" for role, port in ports.items()}
     state = tmp_path / "state"  # systemd's StateDirectory: the log key is created here
     state.mkdir(mode=0o700)
@@ -507,7 +509,7 @@ def test_production_nodes_run_with_their_keys_and_serve_an_authorized_request(
             env = {
                 **os.environ,
                 "VEIL_NODE_LISTEN": address[role],
-                "VEIL_NODE_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+                "VEIL_NODE_METRICS_LISTEN": f"127.0.0.1:{metrics_ports[role]}",
                 "VEIL_TLS_CA": str(certs[name].ca),
                 "VEIL_TLS_CERT": str(certs[name].cert),
                 "VEIL_TLS_KEY": str(certs[name].key),

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+import veil_cli.federation as federation_module
 from tests.conftest import run
 from veil.certs import init_dev_pki
 from veil.client_auth import assertion_interceptors
@@ -306,3 +307,18 @@ def test_settle_waits_out_a_nodes_background_work(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert fed.cpu_seconds() == {}  # exited nodes are skipped
+
+
+def test_free_ports_are_distinct_free_and_outside_the_ephemeral_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A federation draws all its nodes' ports at once: two nodes told the same free
+    port would both start, and the second would fail to bind (seen in CI)."""
+    low, high = federation_module._unassigned_range()
+    ports = federation_module.free_ports(40, taken={low})
+    assert len(set(ports)) == 40 and low not in ports
+    assert all(low <= p <= high for p in ports)
+    # a draw that repeats itself (or offers a taken port) still yields distinct ports
+    draws = iter([low + 5, low + 5, low + 7, low + 5, low + 9])
+    monkeypatch.setattr(federation_module.random, "randint", lambda a, b: next(draws))
+    assert federation_module.free_ports(2, taken={low + 7}) == [low + 5, low + 9]

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,24 +59,31 @@ def unit_of(node: str) -> str:
     return node.replace("-", "_")
 
 
-def free_port() -> int:
-    """A loopback port free now, for a node that binds it a moment later.
+def free_ports(count: int, *, taken: Collection[int] = ()) -> list[int]:
+    """``count`` distinct loopback ports, free now and not in ``taken``, for nodes that
+    bind them a moment later (distinct: two nodes drawing the same free port would both
+    be told it is free, and the second to start would fail to bind).
 
     Taken below the kernel's ephemeral range: a port the kernel hands out for binding
     to port 0 is one it also hands to outgoing connections, and one of those (to a
     peer node, to PostgreSQL) could take it before the node binds it."""
     low, high = _unassigned_range()
-    for _ in range(200):
+    chosen: list[int] = []
+    for _ in range(200 * count):
+        if len(chosen) == count:
+            return chosen
         port = random.randint(low, high)
+        if port in chosen or port in taken:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-        return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded range
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        chosen.append(port)
+    if len(chosen) == count:
+        return chosen
+    raise Unavailable(f"no {count} free loopback ports between {low} and {high}")
 
 
 def _unassigned_range() -> tuple[int, int]:
@@ -142,9 +150,13 @@ class Federation:
         """Certificates and configuration files (data is generated separately)."""
         for d in (self.certs, self.data, self.configs, self.logs, self.run_dir):
             d.mkdir(parents=True, exist_ok=True)
-        self.nodes = [NodeSpec("provider", node_name(p), free_port()) for p in self.providers]
-        self.nodes.append(NodeSpec("platform", "platform", free_port()))
-        self.nodes.append(NodeSpec("gateway", "gateway", free_port()))
+        *provider_ports, platform_port, gateway_port = free_ports(len(self.providers) + 2)
+        self.nodes = [
+            NodeSpec("provider", node_name(p), port)
+            for p, port in zip(self.providers, provider_ports, strict=True)
+        ]
+        self.nodes.append(NodeSpec("platform", "platform", platform_port))
+        self.nodes.append(NodeSpec("gateway", "gateway", gateway_port))
         init_dev_pki(
             self.certs,
             [(n.role, n.name) for n in self.nodes]

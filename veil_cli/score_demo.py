@@ -62,7 +62,7 @@ def prepare_scoring(
     key_path = keys / SCORING_KEY
     if not key_path.exists():
         PaillierKeys.generate(PAILLIER_BITS).save(key_path)
-    from veil_cli.federation import free_port
+    from veil_cli.federation import free_ports
 
     for node in fed.nodes:
         config = fed.configs / f"{node.name}.toml"
@@ -80,10 +80,7 @@ def prepare_scoring(
         elif node.role == "gateway":
             # not a port the federation's nodes will bind (they are not listening yet,
             # so the kernel may hand one of theirs out again)
-            taken = {n.port for n in fed.nodes}
-            port = free_port()
-            while port in taken:
-                port = free_port()
+            (port,) = free_ports(1, taken={n.port for n in fed.nodes})
             _update(config, "gateway", {"jwks_http_listen": f"127.0.0.1:{port}"})
 
 

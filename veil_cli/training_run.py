@@ -118,7 +118,7 @@ class TrainingRun:
 
     def start(self) -> None:
         """Start every feature party's process (each picks its port; we read it back)."""
-        from veil_cli.federation import free_port
+        from veil_cli.federation import free_ports
 
         env = {
             **os.environ,
@@ -127,8 +127,8 @@ class TrainingRun:
                 [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
             ),
         }
-        for p in self.parties:
-            port = free_port()
+        ports = free_ports(len(self.parties))
+        for p, port in zip(self.parties, ports, strict=True):
             self.ports[p.node] = port
             tls = self.tls(p.node)
             cmd = [
