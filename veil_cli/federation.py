@@ -70,8 +70,6 @@ def free_ports(count: int, *, taken: Collection[int] = ()) -> list[int]:
     low, high = _unassigned_range()
     chosen: list[int] = []
     for _ in range(200 * count):
-        if len(chosen) == count:
-            return chosen
         port = random.randint(low, high)
         if port in chosen or port in taken:
             continue
@@ -81,8 +79,8 @@ def free_ports(count: int, *, taken: Collection[int] = ()) -> list[int]:
             except OSError:
                 continue
         chosen.append(port)
-    if len(chosen) == count:
-        return chosen
+        if len(chosen) == count:
+            return chosen
     raise Unavailable(f"no {count} free loopback ports between {low} and {high}")
 
 

@@ -26,6 +26,7 @@ from veil.crypto.masks import (
 )
 from veil.crypto.paillier import (
     MIN_MODULUS_BITS,
+    SMALL_MARGIN_BITS,
     Ciphertext,
     DotPlan,
     PaillierKeys,
@@ -52,6 +53,7 @@ from veil.crypto.pool import KAPPA, RandomnessPool
 __all__ = [
     "KAPPA",
     "MIN_MODULUS_BITS",
+    "SMALL_MARGIN_BITS",
     "Ciphertext",
     "DotPlan",
     "FixedPoint",

@@ -529,15 +529,18 @@ class PaillierKeys:
     def key_id(self) -> str:
         return self.public.key_id
 
+    def _check_own(self, c: Ciphertext) -> None:
+        if not isinstance(c, Ciphertext):
+            raise InvalidArgument(f"expected a Ciphertext, not {type(c).__name__}")
+        if c.public_key.n != self.public.n:
+            raise KeyMismatch("ciphertext was encrypted under another public key")
+
     def decrypt(self, c: Ciphertext) -> int:
         """The plaintext in ``[0, n)``, by CRT: ``m_p = L_p(c^{p−1} mod p²)·h_p mod p``,
         likewise mod ``q``, then ``m = m_p + p·((m_q − m_p)·p⁻¹ mod q)``.  A plaintext
         known to be small needs only the first half: :meth:`decrypt_small`.
         """
-        if not isinstance(c, Ciphertext):
-            raise InvalidArgument(f"expected a Ciphertext, not {type(c).__name__}")
-        if c.public_key.n != self.public.n:
-            raise KeyMismatch("ciphertext was encrypted under another public key")
+        self._check_own(c)
         p, q = self._p, self._q
         xp = _secret_powmod(c._c % self._p2, p - 1, self._p2)
         xq = _secret_powmod(c._c % self._q2, q - 1, self._q2)
@@ -559,15 +562,12 @@ class PaillierKeys:
         at a 2048-bit key): callers use ``None`` to detect it.  Only the key holder knows
         ``p``, so no contributor can aim a large plaintext at a small residue.
         """
-        if not isinstance(c, Ciphertext):
-            raise InvalidArgument(f"expected a Ciphertext, not {type(c).__name__}")
-        if c.public_key.n != self.public.n:
-            raise KeyMismatch("ciphertext was encrypted under another public key")
+        self._check_own(c)
         p = self._p
-        if not 0 <= bound_bits <= p.bit_length() - 1 - SMALL_MARGIN_BITS:
+        widest = p.bit_length() - 1 - SMALL_MARGIN_BITS
+        if not 0 <= bound_bits <= widest:
             raise InvalidArgument(
-                f"bound_bits must be between 0 and {p.bit_length() - 1 - SMALL_MARGIN_BITS} "
-                f"for this key, not {bound_bits}"
+                f"bound_bits must be between 0 and {widest} for this key, not {bound_bits}"
             )
         xp = _secret_powmod(c._c % self._p2, p - 1, self._p2)
         m = centred(int((xp - 1) // p * self._hp % p), int(p))
