@@ -44,6 +44,14 @@ def test_good_config_loads_and_resolves_relative_paths(tmp_path: Path) -> None:
     assert config.tls.insecure
 
 
+def test_event_loop_defaults_to_uvloop_and_may_be_the_standard_one(tmp_path: Path) -> None:
+    assert load_node_config(write(tmp_path, GOOD), environ={}).event_loop == "uvloop"
+    text = GOOD.replace(
+        'listen = "127.0.0.1:7101"', 'listen = "127.0.0.1:7101"\nevent_loop = "asyncio"'
+    )
+    assert load_node_config(write(tmp_path, text), environ={}).event_loop == "asyncio"
+
+
 def test_environment_overrides_existing_keys(tmp_path: Path) -> None:
     config = load_node_config(
         write(tmp_path, GOOD),
@@ -64,6 +72,12 @@ def test_environment_overrides_existing_keys(tmp_path: Path) -> None:
         (GOOD.replace('name = "tax"', ""), "node.name"),
         (GOOD + "\n[node.call_timeout_s]\n", "node.call_timeout_s"),
         (GOOD + "\n[node\n", "-"),
+        (
+            GOOD.replace(
+                'listen = "127.0.0.1:7101"', 'listen = "127.0.0.1:7101"\nevent_loop = "trio"'
+            ),
+            "node.event_loop",
+        ),
     ],
 )
 def test_malformed_config_names_file_and_key(tmp_path: Path, text: str, key: str) -> None:

@@ -46,6 +46,7 @@ from veil.server import (
     create_server,
     current_peer,
     require_peer,
+    run_daemon,
     wait_healthy,
 )
 from veil.tls import PeerIdentity, secure_channel
@@ -210,6 +211,17 @@ def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
 
 
 # --------------------------------------------------------------------------- peer roles
+
+
+@pytest.mark.parametrize(("choice", "package"), [("uvloop", "uvloop"), ("asyncio", "asyncio")])
+def test_a_daemon_runs_on_the_event_loop_its_node_names(choice: str, package: str) -> None:
+    seen: list[str] = []
+
+    async def main() -> None:
+        seen.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+
+    run_daemon(main(), event_loop=choice)
+    assert seen == [package]
 
 
 def test_allowed_role_succeeds_and_handler_sees_identity(pki: dict[str, NodePaths]) -> None:

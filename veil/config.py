@@ -20,6 +20,8 @@ from typing import Any
 from veil.errors import ConfigError
 
 ROLES = ("provider", "platform", "gateway")
+EVENT_LOOPS = ("uvloop", "asyncio")
+"""``node.event_loop``: libuv's loop (uvloop, the default) or the standard library's."""
 ENV_PREFIX = "VEIL_"
 
 
@@ -66,6 +68,7 @@ class NodeConfig:
     call_timeout_s: float = 5.0
     grace_s: float = 5.0
     metrics_listen: str | None = None
+    event_loop: str = "uvloop"
 
     def section(self, name: str) -> Mapping[str, Any]:
         value = self.raw.get(name, {})
@@ -251,6 +254,12 @@ def load_node_config(path: str | Path, environ: Mapping[str, str] | None = None)
     if metrics is not None and (not isinstance(metrics, str) or ":" not in metrics):
         raise r.fail("node.metrics_listen", f"must be host:port, got {metrics!r}")
 
+    event_loop = doc["node"].get("event_loop", "uvloop")
+    if event_loop not in EVENT_LOOPS:
+        raise r.fail(
+            "node.event_loop", f"must be one of {', '.join(EVENT_LOOPS)}, got {event_loop!r}"
+        )
+
     return NodeConfig(
         path=path,
         role=role,
@@ -263,4 +272,5 @@ def load_node_config(path: str | Path, environ: Mapping[str, str] | None = None)
         call_timeout_s=r.float_("node.call_timeout_s", 5.0),
         grace_s=r.float_("node.grace_s", 5.0),
         metrics_listen=metrics,
+        event_loop=event_loop,
     )

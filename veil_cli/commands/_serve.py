@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 from collections.abc import Callable, Coroutine
@@ -11,6 +10,7 @@ from typing import Any
 
 from veil.config import NodeConfig, load_node_config
 from veil.errors import ConfigError
+from veil.server import run_daemon
 
 ServeFn = Callable[[NodeConfig], Coroutine[Any, Any, None]]
 
@@ -43,7 +43,7 @@ def add_serve_parser(
                 role,
                 config.name,
             )
-        asyncio.run(serve()(config))
+        run_daemon(serve()(config), event_loop=config.event_loop)
         return 0
 
     run.set_defaults(run=_run)
