@@ -21,7 +21,8 @@ from veil.errors import ConfigError
 
 ROLES = ("provider", "platform", "gateway")
 EVENT_LOOPS = ("uvloop", "asyncio")
-"""``node.event_loop``: libuv's loop (uvloop, the default) or the standard library's."""
+"""``node.event_loop``: libuv's loop (uvloop) or the standard library's."""
+DEFAULT_EVENT_LOOP = "uvloop"
 ENV_PREFIX = "VEIL_"
 
 
@@ -68,7 +69,7 @@ class NodeConfig:
     call_timeout_s: float = 5.0
     grace_s: float = 5.0
     metrics_listen: str | None = None
-    event_loop: str = "uvloop"
+    event_loop: str = DEFAULT_EVENT_LOOP
 
     def section(self, name: str) -> Mapping[str, Any]:
         value = self.raw.get(name, {})
@@ -254,7 +255,7 @@ def load_node_config(path: str | Path, environ: Mapping[str, str] | None = None)
     if metrics is not None and (not isinstance(metrics, str) or ":" not in metrics):
         raise r.fail("node.metrics_listen", f"must be host:port, got {metrics!r}")
 
-    event_loop = doc["node"].get("event_loop", "uvloop")
+    event_loop = doc["node"].get("event_loop", DEFAULT_EVENT_LOOP)
     if event_loop not in EVENT_LOOPS:
         raise r.fail(
             "node.event_loop", f"must be one of {', '.join(EVENT_LOOPS)}, got {event_loop!r}"

@@ -51,7 +51,7 @@ from grpc_health.v1._async import HealthServicer  # public as grpc_health.v1.hea
 from grpc_reflection.v1alpha import reflection
 
 from veil._internal.status import error_trailer, rich_status_trailer
-from veil.config import TLSConfig
+from veil.config import DEFAULT_EVENT_LOOP, TLSConfig
 from veil.errors import (
     PermissionDenied,
     Unauthenticated,
@@ -403,14 +403,14 @@ async def serve_until_signal(
             await on_stop()
 
 
-def run_daemon(main: Coroutine[Any, Any, None], *, event_loop: str = "uvloop") -> None:
+def run_daemon(main: Coroutine[Any, Any, None], *, event_loop: str = DEFAULT_EVENT_LOOP) -> None:
     """Run a daemon's ``main`` to completion on the event loop its node names
     (``node.event_loop``).
 
     ``"uvloop"``, the default: libuv's event loop, whose scheduling, timers and socket
     handling are compiled.  A request crosses several daemons' loops (the gateway's, the
     platform's, every provider's) and each pays its loop on every hop: on the 2-core
-    machine it cut the federation's CPU per score by 3-6 % and a lone score's latency by
+    machine it cut the federation's CPU per score by 3-7 % and a lone score's latency by
     about a millisecond (``docs/performance.md``).  ``"asyncio"``: the standard library's
     loop, for its debugging tools.  Where uvloop is not installed (it does not support
     Windows) the standard loop runs, with a warning.
