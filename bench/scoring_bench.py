@@ -14,7 +14,8 @@ grants, and prints one table:
 
 * **online score** through the gateway (client → gateway → platform → 6 providers →
   Paillier 2048-bit secure sum → signed score): latency p50/p99 one request at a time,
-  and throughput with ``--concurrency`` requests in flight, for each provider
+  throughput with ``--concurrency`` requests in flight and with ``--capacity`` (64: what
+  the federation sustains once its batching has all the load it can use), for each provider
   randomizer mode (``djn`` and ``full``, see ``provider_node/scoring.py``); then the
   same scores through ``ScoreMany`` (``--many`` per call, at most ``--many-concurrency``
   calls in flight: fewer where a mode sustains less, so a call stays inside the
@@ -376,6 +377,16 @@ class Bench:
             self.cpu_row(f"online score [{mode}]", before, len(loaded))
             self.online_p50 = pct(lat, 50)
             self.online_rate = rate
+            # Capacity: one score per call with more in flight, for as many as about two
+            # seconds of work at this mode's rate (inside the provider deadline).
+            capacity = max(1, min(self.args.capacity, int(rate * 2)))
+            await self.fed.settle()
+            full_rate, loaded = await sustained(self.args.seconds, capacity, one)
+            self.row(
+                f"online score [{mode}], capacity ({capacity} in flight)",
+                f"{full_rate:.1f} scores/s (p50 {pct(loaded, 50):.0f} ms, "
+                f"p99 {pct(loaded, 99):.0f} ms)",
+            )
             many = self.args.many
 
             refusals: list[str] = []
@@ -837,6 +848,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--seconds", type=float, default=20.0, help="duration of each throughput row"
     )
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=64,
+        help="scores in flight (one per call) for the capacity row",
+    )
     parser.add_argument("--many", type=int, default=32, help="scores per ScoreMany call")
     parser.add_argument("--many-concurrency", type=int, default=4, help="ScoreMany calls in flight")
     parser.add_argument("--enterprises-enrolled", type=int, default=20)
