@@ -62,7 +62,8 @@ class VerificationServiceServicer:
         (no grant covering it), RESOURCE_EXHAUSTED (verification budget, with a
         google.rpc.QuotaFailure detail), UNAVAILABLE naming a provider that did not answer
         or whose contribution was malformed (wrong count or width, out of range, not
-        coprime, an impossible combination): never a partial answer.
+        coprime, masks that did not cancel, an impossible combination): never a partial
+        answer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

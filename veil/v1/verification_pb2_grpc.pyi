@@ -55,7 +55,8 @@ class VerificationServiceStub:
     (no grant covering it), RESOURCE_EXHAUSTED (verification budget, with a
     google.rpc.QuotaFailure detail), UNAVAILABLE naming a provider that did not answer
     or whose contribution was malformed (wrong count or width, out of range, not
-    coprime, an impossible combination): never a partial answer.
+    coprime, masks that did not cancel, an impossible combination): never a partial
+    answer.
     """
     VerifyMany: _grpc.UnaryUnaryMultiCallable[_verification_pb2.VerifyManyRequest, _verification_pb2.VerifyManyResponse]
     """Many checks in one call: a bank monitoring the enterprises of its loan book (the
@@ -82,7 +83,8 @@ class VerificationServiceAsyncStub(VerificationServiceStub):
     (no grant covering it), RESOURCE_EXHAUSTED (verification budget, with a
     google.rpc.QuotaFailure detail), UNAVAILABLE naming a provider that did not answer
     or whose contribution was malformed (wrong count or width, out of range, not
-    coprime, an impossible combination): never a partial answer.
+    coprime, masks that did not cancel, an impossible combination): never a partial
+    answer.
     """
     VerifyMany: _aio.UnaryUnaryMultiCallable[_verification_pb2.VerifyManyRequest, _verification_pb2.VerifyManyResponse]  # type: ignore[assignment]
     """Many checks in one call: a bank monitoring the enterprises of its loan book (the
@@ -112,7 +114,8 @@ class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
         (no grant covering it), RESOURCE_EXHAUSTED (verification budget, with a
         google.rpc.QuotaFailure detail), UNAVAILABLE naming a provider that did not answer
         or whose contribution was malformed (wrong count or width, out of range, not
-        coprime, an impossible combination): never a partial answer.
+        coprime, masks that did not cancel, an impossible combination): never a partial
+        answer.
         """
 
     @_abc_1.abstractmethod
