@@ -45,12 +45,13 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._load import pct, sequential, sustained
 from bench._speed import probe
 from platform_node.models.demo import Template, fit_demo_model
 from platform_node.scoring import TOTAL_BOUND_BITS
@@ -214,38 +215,6 @@ MODEL_ID = "bench-40"
 PURPOSE = "loan_origination"
 BENCH_DAILY_QUOTA = 100_000_000  # the demo's 10,000 a day would run out mid-run
 LOAN = "LOAN-BENCH-1"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-async def sequential(n: int, call: Callable[[int], Awaitable[None]]) -> list[float]:
-    out = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        await call(i)
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
-
-
-async def sustained(
-    seconds: float, concurrency: int, call: Callable[[int], Awaitable[None]]
-) -> tuple[float, list[float]]:
-    stop = time.perf_counter() + seconds
-    latencies: list[float] = []
-    counter = iter(range(10**9))
-
-    async def worker() -> None:
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            await call(next(counter))
-            latencies.append((time.perf_counter() - t0) * 1000)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return len(latencies) / (time.perf_counter() - t0), latencies
 
 
 class Bench:

@@ -58,6 +58,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._load import pct, sustained
 from bench._speed import probe
 from veil.errors import from_status_bytes
 from veil.v1 import authorization_pb2 as apb
@@ -268,25 +269,12 @@ async def capacity_row(
     federation sustains once its batching has all the load it can use, and how long each
     check then takes (latency under load, not one at a time)."""
     await fed.settle()
-    latencies: list[float] = []
-    stop_at = time.monotonic() + args.seconds
 
-    async def worker() -> None:
-        while time.monotonic() < stop_at:
-            t0 = time.perf_counter()
-            await call()
-            latencies.append((time.perf_counter() - t0) * 1000)
+    async def one(_: int) -> None:
+        await call()
 
-    t0 = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(args.capacity)))
-    rate = len(latencies) / (time.monotonic() - t0)
-    latencies.sort()
-    return {
-        "kind": "capacity",
-        "rate": rate,
-        "p50": statistics.median(latencies),
-        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-    }
+    rate, latencies = await sustained(args.seconds, args.capacity, one)
+    return {"kind": "capacity", "rate": rate, "p50": pct(latencies, 50), "p99": pct(latencies, 99)}
 
 
 async def many_row(
