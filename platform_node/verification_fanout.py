@@ -7,10 +7,11 @@ published answer key before the answer is used.  If any provider does not answer
 whole check fails with UNAVAILABLE naming it: a combination missing a participant is
 never decoded (its masks would not cancel) and never reported as a partial yes.
 
-Contributions to checks in flight together travel to each provider in one
-``ContributeMany`` (:class:`~veil.call_batcher.CallBatcher`, one per provider);
-each item keeps its own request token, answer or refusal, so a check sees exactly what a
-lone ``Contribute`` would have given it.
+Calls to checks in flight together travel to each provider in one ``ContributeMany``
+or ``VerifyClaimMany`` (:class:`~veil.call_batcher.CallBatcher`, one per provider and
+method; a lone call is a batch of one, sent at once); each item keeps its own request
+token, answer or refusal, so a check sees exactly what a lone ``Contribute`` or
+``VerifyClaim`` would have given it.
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ WIRE_PROTOCOLS = {
     Protocol.ANY: vpb.VERIFICATION_PROTOCOL_ANY,
     Protocol.COUNT: vpb.VERIFICATION_PROTOCOL_COUNT,
     Protocol.SUM: vpb.VERIFICATION_PROTOCOL_SUM,
+}
+# a batched call's request message, by the method it batches
+MANY_REQUESTS: dict[str, Any] = {
+    "VerifyClaim": vpb.ProviderVerifyManyRequest,
+    "Contribute": vpb.ContributeManyRequest,
 }
 T = TypeVar("T")
 
@@ -234,7 +240,7 @@ class Fanout:
         self.masks = masks
         self.answer_keys = answer_keys
         self._stubs: dict[str, verification_pb2_grpc.ProviderVerificationAsyncStub] = {}
-        self._batchers: dict[str, CallBatcher[vpb.ContributeRequest, vpb.ContributeResponse]] = {}
+        self._batchers: dict[tuple[str, str], CallBatcher[Any, Any]] = {}
         self._n_bytes = public_key_bytes(paillier.public)
 
     def stub(self, unit: str) -> verification_pb2_grpc.ProviderVerificationAsyncStub:
@@ -262,43 +268,26 @@ class Fanout:
             )
         )
 
-    async def _call(self, unit: str, method: str, request: Any) -> Any:
-        try:
-            return await getattr(self.stub(unit), method)(request, timeout=self.registry.timeout_s)
-        except grpc.aio.AioRpcError as err:
-            raise provider_error(
-                self.registry.link(unit).name, err, self.registry.timeout_s
-            ) from None
-
-    async def _contribute(
-        self, unit: str, request: vpb.ContributeRequest
-    ) -> vpb.ContributeResponse:
-        """One check's ``Contribute`` to ``unit``, travelling with the other checks' in
-        flight at the same moment in one ``ContributeMany`` (:class:`CallBatcher`): the
-        item's answer, or its own refusal, or the batch's failure — each named as
-        :meth:`_call` names a failed call."""
-        batcher = self._batchers.get(unit)
+    async def _batched(self, method: str, unit: str, request: Any) -> Any:
+        """One ``method`` call to ``unit`` (``VerifyClaim`` or ``Contribute``), travelling
+        with the other checks' calls in flight at the same moment in one ``<method>Many``
+        (:class:`CallBatcher`): the item's answer, or its own refusal, or the batch's
+        failure — each named as :func:`provider_error` names a failed call."""
+        batcher = self._batchers.get((method, unit))
         if batcher is None:
-            batcher = CallBatcher(self._contribute_many(unit), name="ContributeMany")
-            self._batchers[unit] = batcher
+            batcher = CallBatcher(self._send_many(method, unit), name=f"{method}Many")
+            self._batchers[(method, unit)] = batcher
         return await batcher.call(request)
 
-    def _contribute_many(
-        self, unit: str
-    ) -> Callable[
-        [list[vpb.ContributeRequest]], Awaitable[list[vpb.ContributeResponse | VeilError]]
-    ]:
-        stub = self.stub(unit)
+    def _send_many(self, method: str, unit: str) -> Callable[[list[Any]], Awaitable[list[Any]]]:
+        rpc = getattr(self.stub(unit), f"{method}Many")
+        wrap = MANY_REQUESTS[method]
         name = self.registry.link(unit).name
         timeout = self.registry.timeout_s
 
-        async def send(
-            requests: list[vpb.ContributeRequest],
-        ) -> list[vpb.ContributeResponse | VeilError]:
+        async def send(requests: list[Any]) -> list[Any]:
             try:
-                answer = await stub.ContributeMany(
-                    vpb.ContributeManyRequest(requests=requests), timeout=timeout
-                )
+                answer = await rpc(wrap(requests=requests), timeout=timeout)
             except grpc.aio.AioRpcError as err:
                 raise provider_error(name, err, timeout) from None
             return unpack_batch(name, requests, answer.results)
@@ -317,7 +306,7 @@ class Fanout:
             request_token=self.token(unit, asked, fields, rid),
             grant_jws=asked.grant_jws,
         )
-        answer: vpb.ProviderVerifyResponse = await self._call(unit, "VerifyClaim", request)
+        answer: vpb.ProviderVerifyResponse = await self._batched("VerifyClaim", unit, request)
         truth = TRUTHS.get(answer.result)
         if truth is None or answer.request_id != rid:
             raise FailedPrecondition(f"provider {unit!r} gave a malformed answer")
@@ -354,7 +343,7 @@ class Fanout:
                 participants=roster,
                 claims_sha256=asked.claims_sha256,
             )
-            calls[unit] = self._contribute(unit, request)
+            calls[unit] = self._batched("Contribute", unit, request)
         try:
             answers = await gather_all(calls)
         except ProviderCallFailed as exc:
@@ -394,9 +383,9 @@ class Fanout:
     # --- the benchmark baseline: the same fan-out, answers in the clear ---
 
     async def plaintext(self, plan: Plan, asked: Asked) -> Outcome:
-        """One call per provider, as in the masked protocol, but each answer in the clear:
-        for all/any the provider combines its own conditions (the combination is
-        associative in three-valued logic); at_least needs each condition's answer."""
+        """One request per provider, batched as in the masked protocol, but each answer in
+        the clear: for all/any the provider combines its own conditions (the combination
+        is associative in three-valued logic); at_least needs each condition's answer."""
         if plan.protocol is Protocol.SUM:
             raise FailedPrecondition("the plaintext baseline covers all, any and at_least checks")
         calls = {}

@@ -14,12 +14,13 @@ Only the answer leaves.  For every request the unit itself:
    for checks spanning providers, masked and freshly encrypted contributions
    (:mod:`veil.composite`), after verifying every other participant's signed mask key.
 
-``ContributeMany`` carries the ``Contribute`` requests of several checks at once (the
-platform coalesces checks in flight together, ``veil/call_batcher.py``): each
-item goes through the same steps and gets its own answer or refusal in its place; the
-batch shares one worker-thread hop and one transaction (one commit; an item claims its
-request id only after every step that can refuse it, so a refused item wrote nothing and
-needs no savepoint), which is what a lone call pays most for.
+``ContributeMany`` and ``VerifyClaimMany`` carry the ``Contribute`` or ``VerifyClaim``
+requests of several checks at once (the platform coalesces checks in flight together,
+``veil/call_batcher.py``; a lone call is a batch of one): each item goes through the same
+steps and gets its own answer or refusal in its place; the batch shares one worker-thread
+hop and one transaction (one commit; an item claims its request id only after every step
+that can refuse it, so a refused item wrote nothing and needs no savepoint), which is
+what a lone call pays most for.
 
 Configuration (provider node TOML)::
 
@@ -37,12 +38,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from sqlalchemy import Connection
@@ -80,11 +81,10 @@ from veil.v1 import verification_pb2 as vpb
 from veil.v1 import verification_pb2_grpc
 
 log = logging.getLogger("veil.provider.verify")
-_R = TypeVar("_R")
 
 USE = "verify"
 MAX_CONDITIONS = 64
-MAX_BATCH = 256  # items of one ContributeMany
+MAX_BATCH = 256  # items of one ContributeMany or VerifyClaimMany
 RESULTS = {
     Truth.TRUE: vpb.VERIFICATION_RESULT_TRUE,
     Truth.FALSE: vpb.VERIFICATION_RESULT_FALSE,
@@ -135,6 +135,17 @@ class _Admitted:
     grant: Grant
     peers: dict[str, bytes]
     pool: RandomnessPool | None
+
+
+@dataclass
+class _Claim:
+    """One claim of a ``VerifyClaim`` batch and how far it got."""
+
+    request: vpb.ProviderVerifyRequest
+    fields: list[str] = dataclass_field(default_factory=list)
+    digest: str = ""
+    admitted: tuple[Claim, RequestClaims, Grant] | None = None
+    outcome: Truth | VeilError | None = None  # its answer, or its refusal
 
 
 @dataclass
@@ -206,11 +217,6 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             conn=conn,
         )
 
-    async def _refused(
-        self, method: str, request_id: str, uscc: str, fields: Sequence[str], why: str
-    ) -> None:
-        await asyncio.to_thread(self._ledger, method, request_id, uscc, fields, "refused", why)
-
     def _held(self, fields: Sequence[str]) -> None:
         for field_id in fields:
             field = self.catalog.field(field_id)
@@ -274,49 +280,127 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
     async def VerifyClaim(
         self, request: vpb.ProviderVerifyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> vpb.ProviderVerifyResponse:
-        fields: list[str] = []
-        digest = ""
+        (outcome,) = await self._verify_all([request])
+        if isinstance(outcome, VeilError):
+            raise outcome
+        return outcome
+
+    async def VerifyClaimMany(
+        self, request: vpb.ProviderVerifyManyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> vpb.ProviderVerifyManyResponse:
+        """``VerifyClaim`` for several claims at once: each item is checked, answered,
+        recorded and signed exactly as a lone call would be, its refusal returned in its
+        place (a refused item never fails another); one worker-thread hop and one commit
+        in all."""
+        _check_batch(len(request.requests))
+        outcomes = await self._verify_all(list(request.requests))
+        return vpb.ProviderVerifyManyResponse(
+            results=[
+                vpb.ProviderVerifyResult(error=error_status(o))
+                if isinstance(o, VeilError)
+                else vpb.ProviderVerifyResult(answer=o)
+                for o in outcomes
+            ]
+        )
+
+    async def _verify_all(
+        self, requests: Sequence[vpb.ProviderVerifyRequest]
+    ) -> list[vpb.ProviderVerifyResponse | VeilError]:
+        """Admit each request (stateless checks, on the event loop), then evaluate every
+        admitted one in a single worker thread and transaction (:meth:`_evaluate_all`)."""
+        items = [await self._admit_claim(request) for request in requests]
+        return await asyncio.to_thread(self._evaluate_all, items)
+
+    async def _admit_claim(self, request: vpb.ProviderVerifyRequest) -> _Claim:
+        """Every check of one claim that needs no state; a refusal is kept, not raised."""
+        item = _Claim(request)
         try:
             claim = self._claims.parse(request.claim_json)
-            digest = claim_sha256(claim)
-            fields = claim_fields(claim, self.catalog)
+            item.digest = claim_sha256(claim)
+            item.fields = claim_fields(claim, self.catalog)
             claims, grant = await self._authorize(
-                request.request_id, request.uscc, fields, request.request_token, request.grant_jws
+                request.request_id,
+                request.uscc,
+                item.fields,
+                request.request_token,
+                request.grant_jws,
             )
         except VeilError as exc:
-            await self._refused(
-                "VerifyClaim", request.request_id, request.uscc, fields, exc.message
-            )
-            raise
-        # asyncio.to_thread copies the context: current_peer is known in the worker thread
+            item.outcome = exc
+            return item
+        item.admitted = (claim, claims, grant)
+        return item
 
-        def answer() -> vpb.ProviderVerifyResponse:  # one worker thread: read, decide, record
-            with self.guard.claimed(claims, grant) as conn:  # replay + revocation; one commit
-                rows = self.base.store.fetch(request.uscc, fields)
-                truth = evaluate(claim, rows, self.catalog)
-                detail = _detail(claims, digest, f"result={truth.value}")
-                self._ledger(
-                    "VerifyClaim",
-                    request.request_id,
-                    request.uscc,
-                    fields,
-                    "answered",
-                    detail,
-                    conn,
-                )
-            attestation = sign_answer(
-                self.answer_key,
-                unit=self.unit,
-                uscc=request.uscc,
-                request_id=request.request_id,
-                claims_sha256=digest,
-                result=truth.value,
-            )
-            return vpb.ProviderVerifyResponse(
-                request_id=request.request_id, result=RESULTS[truth], attestation=attestation
-            )
+    def _evaluate_all(
+        self, items: Sequence[_Claim]
+    ) -> list[vpb.ProviderVerifyResponse | VeilError]:
+        """One worker thread, one transaction: each admitted claim is checked against
+        revocations, evaluated on this unit's records, then claims its request id and
+        writes its ledger row; a refusal writes nothing of the item's and is recorded as
+        refused.  All of it commits at once, before any answer leaves; each answer is
+        then signed on its own (the bank receives it as the provider's attestation)."""
+        with write_transaction(self.guard.engine) as conn:  # as Guard.claimed
+            for item in items:
+                if item.admitted is not None:
+                    item.outcome = self._evaluate_one(conn, item, *item.admitted)
+                if isinstance(item.outcome, VeilError):
+                    request = item.request
+                    self._ledger(
+                        "VerifyClaim",
+                        request.request_id,
+                        request.uscc,
+                        item.fields,
+                        "refused",
+                        item.outcome.message,
+                        conn,
+                    )
+        out: list[vpb.ProviderVerifyResponse | VeilError] = []
+        for item in items:
+            if isinstance(item.outcome, Truth):
+                out.append(self._signed_answer(item.request, item.digest, item.outcome))
+            else:
+                assert item.outcome is not None
+                out.append(item.outcome)
+        return out
 
-        return await self._answered("VerifyClaim", request, fields, answer)
+    def _evaluate_one(
+        self,
+        conn: Connection,
+        item: _Claim,
+        claim: Claim,
+        claims: RequestClaims,
+        grant: Grant,
+    ) -> Truth | VeilError:
+        """The claim's answer, or its refusal having written nothing (the request id is
+        claimed last, after every step that can refuse: ``Guard.claim``)."""
+        request = item.request
+        try:
+            self.guard.refuse_revoked(conn, grant)
+            rows = self.base.store.fetch(request.uscc, item.fields)
+            truth = evaluate(claim, rows, self.catalog)
+            self.guard.claim(conn, claims)
+        except VeilError as exc:
+            return exc
+        detail = _detail(claims, item.digest, f"result={truth.value}")
+        self._ledger(
+            "VerifyClaim", request.request_id, request.uscc, item.fields, "answered", detail, conn
+        )
+        return truth
+
+    def _signed_answer(
+        self, request: vpb.ProviderVerifyRequest, digest: str, truth: Truth
+    ) -> vpb.ProviderVerifyResponse:
+        attestation = sign_answer(
+            self.answer_key,
+            unit=self.unit,
+            uscc=request.uscc,
+            request_id=request.request_id,
+            claims_sha256=digest,
+            result=truth.value,
+        )
+        return vpb.ProviderVerifyResponse(
+            request_id=request.request_id, result=RESULTS[truth], attestation=attestation
+        )
 
     async def Contribute(
         self, request: vpb.ContributeRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -332,10 +416,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         """``Contribute`` for several checks at once: each item is checked, answered and
         recorded exactly as a lone call would be, its refusal returned in its place (a
         refused item never fails another); one worker-thread hop and one commit in all."""
-        if not request.requests:
-            raise InvalidArgument("a batch carries at least one request")
-        if len(request.requests) > MAX_BATCH:
-            raise InvalidArgument(f"a batch carries at most {MAX_BATCH} requests")
+        _check_batch(len(request.requests))
         outcomes = await self._contribute_all(list(request.requests))
         return vpb.ContributeManyResponse(
             results=[
@@ -478,17 +559,6 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
                 out.append(item.outcome)
         return out
 
-    async def _answered(
-        self, method: str, request: Any, fields: Sequence[str], answer: Callable[[], _R]
-    ) -> _R:
-        """Run ``answer`` in a worker thread; a refusal there (a replayed request id, a
-        revoked grant) rolled its transaction back and is recorded as refused."""
-        try:
-            return await asyncio.to_thread(answer)
-        except VeilError as exc:
-            await self._refused(method, request.request_id, request.uscc, fields, exc.message)
-            raise
-
     def _contribution(
         self,
         request: vpb.ContributeRequest,
@@ -552,6 +622,13 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
     ) -> vpb.AnswerKeys:
         jwks = KeySet.of(self.answer_key).to_jwks()
         return vpb.AnswerKeys(unit=self.unit, jwks_json=json.dumps(jwks, sort_keys=True))
+
+
+def _check_batch(size: int) -> None:
+    if not size:
+        raise InvalidArgument("a batch carries at least one request")
+    if size > MAX_BATCH:
+        raise InvalidArgument(f"a batch carries at most {MAX_BATCH} requests")
 
 
 def _known(servicer: ProviderVerificationServicer, field_id: str) -> bool:

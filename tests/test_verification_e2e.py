@@ -950,6 +950,16 @@ class Platform:
             )
         )
 
+    def verify_claim_many(self, unit: str, requests: list[vpb.ProviderVerifyRequest]) -> Any:
+        return run(
+            self._provider(
+                unit,
+                verification_pb2_grpc.ProviderVerificationStub,
+                "VerifyClaimMany",
+                vpb.ProviderVerifyManyRequest(requests=requests),
+            )
+        )
+
     def answer_keys(self, unit: str) -> KeySet:
         keys = run(
             self._provider(
@@ -1190,6 +1200,126 @@ def test_contribute_many_answers_and_refuses_each_item_in_its_place(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         platform.contribute_many("tax", [])
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# --- batched single-provider claims (VerifyClaimMany) ------------------------------------
+
+
+def test_verify_claim_many_answers_and_refuses_each_item_in_its_place(
+    federation: Any, sample: list[tuple[Enterprise, str]]
+) -> None:
+    """One batch of claims to the tax bureau: two valid claims, a replay of the first
+    one's request id, a request token made out to another provider and a field the
+    bureau does not hold.  Each gets its own answer or refusal, in order; each answer is
+    the plaintext evaluation, signed on its own (the bank receives it as the provider's
+    attestation); each item is in the ledger."""
+    from provider_node.ledger import Ledger
+
+    ent, grant = sample[4]
+    platform = Platform(federation, ent, grant)
+    rid1, rid2, rid3, rid4 = (uuid.uuid4().hex for _ in range(4))
+    vat_fields = ["tax_vat_paid_last_year"]
+    claims = [
+        {"field": "tax_in_arrears", "op": "eq", "value": False},
+        {"field": "tax_vat_paid_last_year", "op": "ge", "value": "100000", "unit": "CNY"},
+    ]
+
+    def item(claim: dict[str, Any], rid: str, fields: list[str], **kw: Any) -> Any:
+        return vpb.ProviderVerifyRequest(
+            request_id=rid,
+            uscc=ent.uscc,
+            claim_json=json.dumps(claim),
+            request_token=kw.get("token") or platform.token("tax", fields, rid),
+            grant_jws=platform.grant_jws,
+        )
+
+    batch = [
+        item(claims[0], rid1, ["tax_in_arrears"]),
+        item(claims[1], rid2, vat_fields),
+        item(claims[0], rid1, ["tax_in_arrears"]),  # the same request id again
+        item(claims[1], rid3, vat_fields, token=platform.token("utilities", vat_fields, rid3)),
+        item({"field": "si_in_arrears", "op": "eq", "value": False}, rid4, ["si_in_arrears"]),
+    ]
+    answer = platform.verify_claim_many("tax", batch)
+    kinds = [r.WhichOneof("outcome") for r in answer.results]
+    assert kinds == ["answer", "answer", "error", "error", "error"]
+    replayed = from_status_bytes(answer.results[2].error)
+    assert replayed.code == grpc.StatusCode.UNAUTHENTICATED and "already presented" in str(replayed)
+    wrong = from_status_bytes(answer.results[3].error)
+    assert wrong.code == grpc.StatusCode.UNAUTHENTICATED and isinstance(wrong, WrongAudience)
+    not_held = from_status_bytes(answer.results[4].error)
+    assert not_held.code == grpc.StatusCode.INVALID_ARGUMENT and "not held" in not_held.message
+    keys = platform.answer_keys("tax")
+    rows = records(federation, ent.uscc)
+    for result, rid, claim in zip(answer.results[:2], (rid1, rid2), claims, strict=True):
+        truth = evaluate(claim_from_json(json.dumps(claim), CATALOG), rows, CATALOG)
+        assert result.answer.request_id == rid and TRUTH[result.answer.result] is truth
+        signed = verify_answer(result.answer.attestation, keys, unit="tax")
+        assert signed["jti"] == rid and signed["sub"] == ent.uscc
+        assert signed["result"] == truth.value
+    ledger = Ledger.open(f"sqlite:///{federation.data / 'tax-ledger.db'}")
+    mine = [e for e in reversed(ledger.entries(1000)) if e.request_id in (rid1, rid2, rid3, rid4)]
+    assert [(e.request_id, e.outcome) for e in mine] == [
+        (rid1, "answered"),
+        (rid2, "answered"),
+        (rid1, "refused"),
+        (rid3, "refused"),
+        (rid4, "refused"),
+    ]
+    assert {e.method for e in mine} == {"VerifyClaim"}
+    assert "already presented" in mine[2].detail and "aud" in mine[3].detail
+    # an empty or oversized batch is refused as a whole
+    for requests in ([], [batch[1]] * 257):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            platform.verify_claim_many("tax", requests)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "a batch carries at" in (info.value.details() or "")
+
+
+def test_concurrent_single_checks_share_calls_to_their_provider(
+    federation: Any, bank: Bank, sample: list[tuple[Enterprise, str]]
+) -> None:
+    """Twenty-four single-provider checks in flight at once reach the tax bureau in
+    fewer calls than checks (``VerifyClaimMany``), and each is answered as the plaintext
+    evaluation with the provider's own signed answer."""
+    import urllib.error
+
+    from tests.conftest import scrape, serve_provider_metrics, start_provider, stop_provider
+
+    address = serve_provider_metrics(federation, "tax")
+    try:
+        scrape(address)
+    except (urllib.error.URLError, OSError):  # the node runs without /metrics yet
+        stop_provider(federation, "tax")
+        start_provider(federation, "tax")
+    method = "/veil.v1.ProviderVerification/VerifyClaimMany"
+    calls = f'veil_rpc_total{{code="OK",method="{method}"}}'
+    before = scrape(address).get(calls, 0.0)
+    vat = {"field": "tax_vat_paid_last_year", "op": "ge", "unit": "CNY"}
+    requests = [
+        ask(ent.uscc, grant, {**vat, "value": value}, uuid.uuid4().hex)
+        for value in ("30000", "170000", "310000", "450000")  # asked nowhere else: not cached
+        for ent, grant in sample
+    ]
+
+    async def all_at_once() -> list[vpb.VerifyResponse]:
+        stub = verification_pb2_grpc.VerificationServiceStub
+        return list(await asyncio.gather(*(bank._call("Verify", r, stub) for r in requests)))
+
+    answers = bank.loop.run_until_complete(all_at_once())
+    keys = Platform(federation, *sample[0]).answer_keys("tax")
+    results = []
+    for request, answer in zip(requests, answers, strict=True):
+        assert answer.request_id == request.request_id and answer.providers == ["tax"]
+        assert not answer.cached
+        truth = TRUTH[answer.result]
+        assert truth is expected(federation, request.uscc, answer), request.claim_json
+        (attestation,) = answer.provider_attestations
+        assert verify_answer(attestation, keys, unit="tax")["jti"] == request.request_id
+        results.append(truth)
+    assert len(set(results)) > 1  # the answers differ: a mix-up would show
+    made = scrape(address)[calls] - before
+    assert 1 <= made <= len(requests) // 2, f"{made} calls for {len(requests)} checks"
 
 
 CONCURRENT_CLAIMS: list[dict[str, Any]] = [

@@ -447,6 +447,74 @@ class ProviderVerifyResponse(_message.Message):
 Global___ProviderVerifyResponse: _TypeAlias = ProviderVerifyResponse  # noqa: Y015
 
 @_typing.final
+class ProviderVerifyManyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderVerifyRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___ProviderVerifyRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderVerifyManyRequest: _TypeAlias = ProviderVerifyManyRequest  # noqa: Y015
+
+@_typing.final
+class ProviderVerifyResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSWER_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    error: _builtins.bytes
+    """A serialized google.rpc.Status (ErrorInfo first): what VerifyClaim would have
+    failed with.
+    """
+    @_builtins.property
+    def answer(self) -> Global___ProviderVerifyResponse: ...
+    def __init__(
+        self,
+        *,
+        answer: Global___ProviderVerifyResponse | None = ...,
+        error: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["answer", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___ProviderVerifyResult: _TypeAlias = ProviderVerifyResult  # noqa: Y015
+
+@_typing.final
+class ProviderVerifyManyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderVerifyResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ProviderVerifyResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderVerifyManyResponse: _TypeAlias = ProviderVerifyManyResponse  # noqa: Y015
+
+@_typing.final
 class ContributeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -217,6 +217,11 @@ class ProviderVerificationStub:
                 request_serializer=veil_dot_v1_dot_verification__pb2.ProviderVerifyRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_verification__pb2.ProviderVerifyResponse.FromString,
                 _registered_method=True)
+        self.VerifyClaimMany = channel.unary_unary(
+                '/veil.v1.ProviderVerification/VerifyClaimMany',
+                request_serializer=veil_dot_v1_dot_verification__pb2.ProviderVerifyManyRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_verification__pb2.ProviderVerifyManyResponse.FromString,
+                _registered_method=True)
         self.Contribute = channel.unary_unary(
                 '/veil.v1.ProviderVerification/Contribute',
                 request_serializer=veil_dot_v1_dot_verification__pb2.ContributeRequest.SerializeToString,
@@ -242,6 +247,17 @@ class ProviderVerificationServicer:
     def VerifyClaim(self, request, context):
         """Evaluate one claim on this provider's own records; answer true/false/no_record
         signed with the provider's answer key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyClaimMany(self, request, context):
+        """VerifyClaim for several claims at once (the platform coalesces single-provider
+        checks in flight together: veil/call_batcher.py).  Each item is checked, evaluated,
+        recorded in the ledger and signed exactly as a VerifyClaim call would be (its own
+        attestation: the bank receives it); one commit for the batch.  One result per
+        request, in order: its answer or its own refusal.  At most 256 items.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -279,6 +295,11 @@ def add_ProviderVerificationServicer_to_server(servicer, server):
                     servicer.VerifyClaim,
                     request_deserializer=veil_dot_v1_dot_verification__pb2.ProviderVerifyRequest.FromString,
                     response_serializer=veil_dot_v1_dot_verification__pb2.ProviderVerifyResponse.SerializeToString,
+            ),
+            'VerifyClaimMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyClaimMany,
+                    request_deserializer=veil_dot_v1_dot_verification__pb2.ProviderVerifyManyRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_verification__pb2.ProviderVerifyManyResponse.SerializeToString,
             ),
             'Contribute': grpc.unary_unary_rpc_method_handler(
                     servicer.Contribute,
@@ -325,6 +346,33 @@ class ProviderVerification:
             '/veil.v1.ProviderVerification/VerifyClaim',
             veil_dot_v1_dot_verification__pb2.ProviderVerifyRequest.SerializeToString,
             veil_dot_v1_dot_verification__pb2.ProviderVerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyClaimMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.ProviderVerification/VerifyClaimMany',
+            veil_dot_v1_dot_verification__pb2.ProviderVerifyManyRequest.SerializeToString,
+            veil_dot_v1_dot_verification__pb2.ProviderVerifyManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -156,6 +156,13 @@ class ProviderVerificationStub:
     """Evaluate one claim on this provider's own records; answer true/false/no_record
     signed with the provider's answer key.
     """
+    VerifyClaimMany: _grpc.UnaryUnaryMultiCallable[_verification_pb2.ProviderVerifyManyRequest, _verification_pb2.ProviderVerifyManyResponse]
+    """VerifyClaim for several claims at once (the platform coalesces single-provider
+    checks in flight together: veil/call_batcher.py).  Each item is checked, evaluated,
+    recorded in the ledger and signed exactly as a VerifyClaim call would be (its own
+    attestation: the bank receives it); one commit for the batch.  One result per
+    request, in order: its answer or its own refusal.  At most 256 items.
+    """
     Contribute: _grpc.UnaryUnaryMultiCallable[_verification_pb2.ContributeRequest, _verification_pb2.ContributeResponse]
     """A masked, encrypted contribution to a check spanning several providers."""
     ContributeMany: _grpc.UnaryUnaryMultiCallable[_verification_pb2.ContributeManyRequest, _verification_pb2.ContributeManyResponse]
@@ -176,6 +183,13 @@ class ProviderVerificationAsyncStub(ProviderVerificationStub):
     VerifyClaim: _aio.UnaryUnaryMultiCallable[_verification_pb2.ProviderVerifyRequest, _verification_pb2.ProviderVerifyResponse]  # type: ignore[assignment]
     """Evaluate one claim on this provider's own records; answer true/false/no_record
     signed with the provider's answer key.
+    """
+    VerifyClaimMany: _aio.UnaryUnaryMultiCallable[_verification_pb2.ProviderVerifyManyRequest, _verification_pb2.ProviderVerifyManyResponse]  # type: ignore[assignment]
+    """VerifyClaim for several claims at once (the platform coalesces single-provider
+    checks in flight together: veil/call_batcher.py).  Each item is checked, evaluated,
+    recorded in the ledger and signed exactly as a VerifyClaim call would be (its own
+    attestation: the bank receives it); one commit for the batch.  One result per
+    request, in order: its answer or its own refusal.  At most 256 items.
     """
     Contribute: _aio.UnaryUnaryMultiCallable[_verification_pb2.ContributeRequest, _verification_pb2.ContributeResponse]  # type: ignore[assignment]
     """A masked, encrypted contribution to a check spanning several providers."""
@@ -200,6 +214,19 @@ class ProviderVerificationServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_verification_pb2.ProviderVerifyResponse, _abc.Awaitable[_verification_pb2.ProviderVerifyResponse]]:
         """Evaluate one claim on this provider's own records; answer true/false/no_record
         signed with the provider's answer key.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyClaimMany(
+        self,
+        request: _verification_pb2.ProviderVerifyManyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_verification_pb2.ProviderVerifyManyResponse, _abc.Awaitable[_verification_pb2.ProviderVerifyManyResponse]]:
+        """VerifyClaim for several claims at once (the platform coalesces single-provider
+        checks in flight together: veil/call_batcher.py).  Each item is checked, evaluated,
+        recorded in the ledger and signed exactly as a VerifyClaim call would be (its own
+        attestation: the bank receives it); one commit for the batch.  One result per
+        request, in order: its answer or its own refusal.  At most 256 items.
         """
 
     @_abc_1.abstractmethod
