@@ -796,8 +796,8 @@ async def online_rows(bench: Bench, args: argparse.Namespace) -> None:
     await bench.plaintext()
     bench.row(
         f"cost of privacy [{args.randomizers[0]}] (online / plaintext)",
-        f"latency × {first[0] / bench.plain_p50:.1f}, "
-        f"throughput × {bench.plain_rate / first[1]:.2f} slower",
+        f"latency × {first[0] / bench.plain_p50:.2f}, "
+        f"throughput × {first[1] / bench.plain_rate:.2f}",
     )
     bench.crypto_floor()
     if not args.no_batch:

@@ -399,7 +399,7 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
     single = float(by["single"]["p50"])  # type: ignore[arg-type]
     print(
         f"\ncost of privacy (composite / baseline): p50 ×{comp['p50'] / base['p50']:.2f}, "
-        f"throughput ×{base['rate'] / comp['rate']:.2f} lower, "
+        f"throughput ×{comp['rate'] / base['rate']:.2f}, "
         f"CPU ×{comp['cpu_ms'] / base['cpu_ms']:.2f}"
     )
 
