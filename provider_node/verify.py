@@ -38,12 +38,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from sqlalchemy import Connection
@@ -135,6 +136,20 @@ class _Admitted:
     grant: Grant
     peers: dict[str, bytes]
     pool: RandomnessPool | None
+
+
+class _Batched(typing.Protocol):
+    """What a batch's one transaction reads of each item (:class:`_Claim`, :class:`_Item`)."""
+
+    @property
+    def request(self) -> Any: ...
+    @property
+    def fields(self) -> list[str]: ...
+    @property
+    def outcome(self) -> object: ...
+
+
+_B = TypeVar("_B", bound=_Batched)
 
 
 @dataclass
@@ -339,21 +354,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         writes its ledger row; a refusal writes nothing of the item's and is recorded as
         refused.  All of it commits at once, before any answer leaves; each answer is
         then signed on its own (the bank receives it as the provider's attestation)."""
-        with write_transaction(self.guard.engine) as conn:  # as Guard.claimed
-            for item in items:
-                if item.admitted is not None:
-                    item.outcome = self._evaluate_one(conn, item, *item.admitted)
-                if isinstance(item.outcome, VeilError):
-                    request = item.request
-                    self._ledger(
-                        "VerifyClaim",
-                        request.request_id,
-                        request.uscc,
-                        item.fields,
-                        "refused",
-                        item.outcome.message,
-                        conn,
-                    )
+        self._in_one_transaction("VerifyClaim", items, self._evaluate_one)
         out: list[vpb.ProviderVerifyResponse | VeilError] = []
         for item in items:
             if isinstance(item.outcome, Truth):
@@ -363,16 +364,12 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
                 out.append(item.outcome)
         return out
 
-    def _evaluate_one(
-        self,
-        conn: Connection,
-        item: _Claim,
-        claim: Claim,
-        claims: RequestClaims,
-        grant: Grant,
-    ) -> Truth | VeilError:
-        """The claim's answer, or its refusal having written nothing (the request id is
-        claimed last, after every step that can refuse: ``Guard.claim``)."""
+    def _evaluate_one(self, conn: Connection, item: _Claim) -> None:
+        """An admitted claim's answer, or its refusal having written nothing (the request
+        id is claimed last, after every step that can refuse: ``Guard.claim``)."""
+        if item.admitted is None:
+            return
+        claim, claims, grant = item.admitted
         request = item.request
         try:
             self.guard.refuse_revoked(conn, grant)
@@ -380,12 +377,13 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             truth = evaluate(claim, rows, self.catalog)
             self.guard.claim(conn, claims)
         except VeilError as exc:
-            return exc
+            item.outcome = exc
+            return
         detail = _detail(claims, item.digest, f"result={truth.value}")
         self._ledger(
             "VerifyClaim", request.request_id, request.uscc, item.fields, "answered", detail, conn
         )
-        return truth
+        item.outcome = truth
 
     def _signed_answer(
         self, request: vpb.ProviderVerifyRequest, digest: str, truth: Truth
@@ -479,14 +477,23 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         request id) writes nothing of the item's and is recorded as refused, like every
         refusal of :meth:`_admit`.  All of it commits at once; the answers are signed
         after."""
-        with write_transaction(self.guard.engine) as conn:  # as Guard.claimed
+        self._in_one_transaction("Contribute", items, self._answer_one)
+        return self._signed(items)
+
+    def _in_one_transaction(
+        self, method: str, items: Sequence[_B], answer: Callable[[Connection, _B], None]
+    ) -> None:
+        """A batch's one transaction (as ``Guard.claimed``): ``answer`` sets each admitted
+        item's outcome, or its refusal having written nothing; every refusal, of the
+        stateless checks or here, is then recorded in the ledger.  It all commits at
+        once, before any answer leaves."""
+        with write_transaction(self.guard.engine) as conn:
             for item in items:
-                if item.admitted is not None:
-                    item.outcome = self._answer_one(conn, item, item.admitted)
+                answer(conn, item)
                 if isinstance(item.outcome, VeilError):
                     request = item.request
                     self._ledger(
-                        "Contribute",
+                        method,
                         request.request_id,
                         request.uscc,
                         item.fields,
@@ -494,14 +501,14 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
                         item.outcome.message,
                         conn,
                     )
-        return self._signed(items)
 
-    def _answer_one(
-        self, conn: Connection, item: _Item, admitted: _Admitted
-    ) -> list[bytes] | VeilError:
-        """The item's ciphertexts, or its refusal having written nothing: the request id
-        is claimed last, after every step that can refuse (``Guard.claim``), so a batch
-        needs no savepoint per item."""
+    def _answer_one(self, conn: Connection, item: _Item) -> None:
+        """An admitted item's ciphertexts, or its refusal having written nothing: the
+        request id is claimed last, after every step that can refuse (``Guard.claim``),
+        so a batch needs no savepoint per item."""
+        admitted = item.admitted
+        if admitted is None:
+            return
         request = item.request
         try:
             self.guard.refuse_revoked(conn, admitted.grant)
@@ -517,14 +524,15 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
             )
             self.guard.claim(conn, admitted.claims)
         except VeilError as exc:
-            return exc
+            item.outcome = exc
+            return
         detail = _detail(
             admitted.claims, request.claims_sha256, f"protocol={admitted.protocol.value}"
         )
         self._ledger(
             "Contribute", request.request_id, request.uscc, item.fields, "answered", detail, conn
         )
-        return ciphertexts
+        item.outcome = ciphertexts
 
     def _signed(self, items: Sequence[_Item]) -> list[vpb.ContributeResponse | VeilError]:
         """Each item's response or refusal; the answered ones under one attestation,
