@@ -1219,7 +1219,7 @@ def test_verify_claim_many_answers_and_refuses_each_item_in_its_place(
     platform = Platform(federation, ent, grant)
     rid1, rid2, rid3, rid4 = (uuid.uuid4().hex for _ in range(4))
     vat_fields = ["tax_vat_paid_last_year"]
-    claims = [
+    claims: list[dict[str, Any]] = [
         {"field": "tax_in_arrears", "op": "eq", "value": False},
         {"field": "tax_vat_paid_last_year", "op": "ge", "value": "100000", "unit": "CNY"},
     ]
