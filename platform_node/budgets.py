@@ -105,6 +105,11 @@ _SPEND = (
     .values(used=budget_usage.c.used + 1)
 )
 _SPEND_RETURNING = _SPEND.returning(budget_usage.c.field)
+_UNSPEND = (
+    update(budget_usage)
+    .where(*_WHO, budget_usage.c.field.in_(bindparam("b_fields", expanding=True)))
+    .values(used=budget_usage.c.used - 1)
+)
 _CACHE_KEY = (
     answer_cache.c.grant_id == bindparam("c_grant"),
     answer_cache.c.institution == bindparam("c_institution"),
@@ -193,10 +198,11 @@ class VerificationBudgets:
         A quota refusal takes nothing (:func:`quota.take` writes at most today's zero
         usage row, and no statement fails); a budget refusal (``ResourceExhausted``
         naming each field, with a ``QuotaFailure``) still takes the quota — the question
-        was asked — and rolls back its own savepoint (several fields may have been
-        spent before one was found exhausted).  On ``conn`` the caller's transaction so
-        stays usable and must be committed after a refusal (what the platform's
-        admission does: the caller's assertion commits with it).
+        was asked — and spends no budget (:meth:`_spend` gives back, in the same
+        transaction, what it took from the fields that were not exhausted).  No
+        statement fails either way, so on ``conn`` the caller's transaction stays usable
+        and must be committed after a refusal (what the platform's admission does: the
+        caller's assertion commits with it).
         """
         if conn is None:
             refusal: ResourceExhausted | None = None
@@ -208,11 +214,10 @@ class VerificationBudgets:
             raise refusal
         at = _now(now)
         quota.take(conn, q.institution, at, 1)
-        with conn.begin_nested():
-            found = self._cached(conn, q, at)
-            if found is None:
-                self._spend(conn, q)
-            return found
+        found = self._cached(conn, q, at)
+        if found is None:
+            self._spend(conn, q)
+        return found
 
     # --- cache ---
 
@@ -295,7 +300,10 @@ class VerificationBudgets:
 
     def _spend(self, conn: Connection, q: Question) -> None:
         """One guarded ``UPDATE … RETURNING field`` per distinct limit (usually one for
-        the whole question) instead of two statements per field."""
+        the whole question) instead of two statements per field.  All or nothing: when
+        a field is exhausted, what the others took is given back (one more ``UPDATE``,
+        on the rows this transaction holds) before the refusal is raised, so the
+        caller's transaction needs no savepoint."""
         fields = sorted(set(q.fields))
         self._ensure(conn, q, fields)
         who = {"b_grant": q.grant_id, "b_institution": q.institution, "b_uscc": q.uscc}
@@ -303,6 +311,7 @@ class VerificationBudgets:
         for field_id in fields:
             by_limit.setdefault(self.policy.limit(field_id), []).append(field_id)
         exhausted: list[tuple[str, int]] = []
+        taken: list[str] = []
         for limit, group in by_limit.items():
             if conn.dialect.update_returning:
                 spent = set(
@@ -317,7 +326,10 @@ class VerificationBudgets:
                     if conn.execute(_SPEND, {**who, "b_fields": [f], "b_limit": limit}).rowcount
                 }
             exhausted += [(f, limit) for f in group if f not in spent]
-        if exhausted:  # raising rolls the whole transaction back
+            taken += [f for f in group if f in spent]
+        if exhausted:
+            if taken:
+                conn.execute(_UNSPEND, {**who, "b_fields": taken})
             raise self._exhausted(q, sorted(exhausted))
 
     def refund(self, q: Question) -> None:

@@ -166,8 +166,8 @@ def test_admit_on_the_callers_transaction_leaves_it_usable_after_a_refusal(
     engine: Engine,
 ) -> None:
     """The platform admits a question inside the transaction that also consumes the
-    caller's assertion: a budget refusal rolls back only its savepoint (the quota stays
-    taken) and the transaction can still commit — on PostgreSQL too."""
+    caller's assertion: a budget refusal spends no budget (the quota stays taken), no
+    statement fails, and the transaction can still commit — on PostgreSQL too."""
     from sqlalchemy import select
 
     from platform_node.registry import InstitutionRegistry
@@ -187,3 +187,34 @@ def test_admit_on_the_callers_transaction_leaves_it_usable_after_a_refusal(
     with write_tx(engine) as conn, pytest.raises(ResourceExhausted, match="daily quota"):
         institutions.consume_quota("demo-bank", NOW, cost=3, conn=conn)
     assert institutions.quota_remaining("demo-bank", NOW) == 2
+
+
+def test_a_refused_question_spends_no_field_on_the_callers_transaction(engine: Engine) -> None:
+    """A question on two fields, one of them exhausted, admitted on the caller's
+    transaction (as the platform admits): refused naming that field, and the other
+    field's budget is as before once the transaction commits — all or nothing with no
+    savepoint and no failed statement, on PostgreSQL too."""
+    from platform_node.registry import InstitutionRegistry
+    from platform_node.registry.schema import write_tx
+
+    institutions = InstitutionRegistry(engine)
+    institutions.register("demo-bank", "Demo", "bank", ["loan_origination"], 50, "admin", now=NOW)
+    budgets = VerificationBudgets(
+        engine, BudgetPolicy(budget=5, cache_ttl_s=0, field_budgets={"tax_in_arrears": 1})
+    )
+    both = ("tax_vat_paid_last_year", "tax_in_arrears", "tax_grade")
+    assert budgets.admit(question(both), NOW) is None
+    before = {f: budgets.used(question(both), f) for f in both}
+    assert before == {"tax_vat_paid_last_year": 1, "tax_in_arrears": 1, "tax_grade": 1}
+    with write_tx(engine) as conn:
+        with pytest.raises(ResourceExhausted) as info:
+            budgets.admit(question(both, digest="b" * 64), NOW, conn)
+        assert "tax_in_arrears" in info.value.message
+        assert "tax_vat_paid_last_year" not in info.value.message
+    assert {f: budgets.used(question(both), f) for f in both} == before
+    assert institutions.quota_remaining("demo-bank", NOW) == 48  # both questions were asked
+    assert (
+        budgets.admit(question(("tax_vat_paid_last_year", "tax_grade"), digest="c" * 64), NOW)
+        is None
+    )
+    assert budgets.used(question(both), "tax_grade") == 2

@@ -856,6 +856,43 @@ def test_record_use_and_uses(reg: GrantRegistry, inst: InstitutionRegistry) -> N
     assert [e.actor for e in events] == ["institution:bank-a"] * 2
 
 
+def test_use_along_refusals_leave_the_log_transaction_usable(
+    reg: GrantRegistry, inst: InstitutionRegistry
+) -> None:
+    """``use_along`` writes run inside the transparency log's transaction: a request id
+    already recorded, another institution or an unknown grant leaves the grant's record
+    alone without a failed statement, so the transaction's other writes still commit
+    (on PostgreSQL a failed statement would abort them all)."""
+    from platform_node.registry.schema import write_tx
+
+    register(inst, "bank-a", state="active")
+    gid, jws = make_grant()
+    reg.create(jws, by_enterprise=USCC_A, now=NOW)
+
+    def along(request_id: str, grant_id: str = gid, institution: str = "bank-a") -> Any:
+        write = reg.use_along(
+            grant_id,
+            request_id=request_id,
+            institution=institution,
+            fields=[FIELD_1],
+            use="verify",
+            outcome="OK",
+            providers=["samr"],
+        )
+        assert write is not None
+        return write
+
+    with write_tx(reg.engine) as conn:
+        along("req-along-1")(conn)
+        along("req-along-1")(conn)  # already recorded
+        along("req-along-2", institution="bank-b")(conn)  # not the grantee
+        along("req-along-3", grant_id=str(uuid.uuid4()))(conn)  # no such grant
+        along("req-along-4")(conn)
+    assert [u.request_id for u in reg.uses(gid)] == ["req-along-1", "req-along-4"]
+    events = [e for e in list_events(reg.engine, object_id=gid) if e.action == "grant.use"]
+    assert len(events) == 2
+
+
 # --- atomicity ----------------------------------------------------------------------------------
 
 

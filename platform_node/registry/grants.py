@@ -56,6 +56,7 @@ from veil.errors import (
     UseNotGranted,
     VeilError,
 )
+from veil.store import insert_if_new
 from veil.tokens import (
     CLOCK_SKEW_S,
     Grant,
@@ -480,12 +481,10 @@ class GrantRegistry:
             "providers": list(used.providers),
             "at": used.at,
         }
-        try:
-            conn.execute(_INSERT_USE, values)
-        except IntegrityError:
+        if not insert_if_new(conn, grant_uses, values):  # one statement that never fails
             raise AlreadyExists(
                 f"request {used.request_id[:128]} is already recorded under grant {used.grant_id}"
-            ) from None
+            )
         record_event(
             conn,
             at=used.at,
@@ -510,14 +509,15 @@ class GrantRegistry:
         """:meth:`record_use` as a write to run along a log entry (``AuditLog.record(
         event, along=…)``: one commit for both), where there is a grant to attach it
         to — none without a grant id; an unknown grant, another institution's grant or
-        a request id already recorded leave the grant's record alone (its savepoint
-        rolled back).  The log entry records the use either way."""
+        a request id already recorded leave the grant's record alone (refused before
+        anything is written, and by no failed statement: the log's transaction goes
+        on).  The log entry records the use either way."""
         if not grant_id:
             return None
         at = utc_now(None)
 
         def along(conn: Connection) -> None:
-            with contextlib.suppress(VeilError), conn.begin_nested():
+            with contextlib.suppress(VeilError):
                 self.record_use(
                     grant_id,
                     request_id=request_id,
@@ -689,4 +689,3 @@ class GrantRegistry:
 
 # Built once (SQLAlchemy reuses the compiled form): they run on every authorized request.
 _GRANT_ROW = select(grants).where(grants.c.grant_id == bindparam("g_id"))
-_INSERT_USE = insert(grant_uses)
