@@ -882,15 +882,54 @@ def test_use_along_refusals_leave_the_log_transaction_usable(
         assert write is not None
         return write
 
+    # once as the platform does it (authorized at admission), once from the database
+    reg.authorize(
+        grant_id=gid,
+        uscc=USCC_A,
+        institution="bank-a",
+        fields=[FIELD_1],
+        use="fetch",
+        purpose="loan_origination",
+        loan_ref="LOAN-2024-001",
+        now=NOW,
+    )
+    other = GrantRegistry(reg.engine, reg.eia_keys, inst)  # has read no grant
+    with write_tx(reg.engine) as conn:
+        along("req-along-0")(conn)
+        along("req-along-0", institution="bank-b")(conn)  # not the grantee
+    with write_tx(reg.engine) as conn:
+        other.use_along(
+            gid,
+            request_id="req-along-01",
+            institution="bank-b",
+            fields=[FIELD_1],
+            use="verify",
+            outcome="OK",
+            providers=[],
+        )(conn)  # not the grantee
+        other.use_along(
+            gid,
+            request_id="req-along-02",
+            institution="bank-a",
+            fields=[FIELD_1],
+            use="verify",
+            outcome="OK",
+            providers=[],
+        )(conn)
     with write_tx(reg.engine) as conn:
         along("req-along-1")(conn)
         along("req-along-1")(conn)  # already recorded
         along("req-along-2", institution="bank-b")(conn)  # not the grantee
         along("req-along-3", grant_id=str(uuid.uuid4()))(conn)  # no such grant
         along("req-along-4")(conn)
-    assert [u.request_id for u in reg.uses(gid)] == ["req-along-1", "req-along-4"]
+    assert [u.request_id for u in reg.uses(gid)] == [
+        "req-along-0",
+        "req-along-02",
+        "req-along-1",
+        "req-along-4",
+    ]
     events = [e for e in list_events(reg.engine, object_id=gid) if e.action == "grant.use"]
-    assert len(events) == 2
+    assert len(events) == 4
 
 
 # --- atomicity ----------------------------------------------------------------------------------

@@ -68,6 +68,8 @@ from veil.tokens import (
 
 __all__ = ["GrantRecord", "GrantRegistry", "GrantUse", "Letter", "RevocationEntry"]
 
+GRANTEES_KEPT = 65_536  # grants whose institution is remembered (then forgotten at once)
+
 
 @dataclass(frozen=True)
 class GrantRecord:
@@ -184,6 +186,9 @@ class GrantRegistry:
         self.eia_keys = eia_keys
         # The institution registry on the same database (it creates the schema).
         self.institutions = institutions or InstitutionRegistry(engine)
+        # grant id -> its institution, as authorize() read them: a grant is never deleted
+        # and its grantee never changes, so a use is recorded without reading it again.
+        self._grantees: dict[str, str] = {}
 
     # --- grants ---
 
@@ -386,6 +391,9 @@ class GrantRegistry:
         _checks.use(use)
         at = utc_now(now)
         record = self.get(grant_id, at)
+        if len(self._grantees) >= GRANTEES_KEPT:
+            self._grantees.clear()
+        self._grantees[record.grant_id] = record.institution
         if record.uscc != uscc:
             raise GrantMismatch(f"grant {grant_id} is not from enterprise {str(uscc)[:18]}")
         if record.institution != institution:
@@ -464,10 +472,13 @@ class GrantRegistry:
         return used
 
     def _insert_use(self, conn: Connection, used: GrantUse) -> None:
-        row = self._row(conn, used.grant_id)
-        if row is None:
-            raise NotFound(f"no grant {str(used.grant_id)[:36]}")
-        if row.institution_id != used.institution:
+        grantee = self._grantees.get(used.grant_id)
+        if grantee is None:
+            row = self._row(conn, used.grant_id)
+            if row is None:
+                raise NotFound(f"no grant {str(used.grant_id)[:36]}")
+            grantee = row.institution_id
+        if grantee != used.institution:
             raise GrantMismatch(
                 f"grant {used.grant_id} is not to institution {str(used.institution)[:63]!r}"
             )
