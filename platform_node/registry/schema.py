@@ -10,13 +10,14 @@ Why things are stored the way they are:
   in (a naive value is ambiguous: the server's local time? UTC?) and returns aware UTC
   values on the way out, also from SQLite, which stores no zone.  Token times (grant
   windows) stay Unix seconds, exactly as signed.
-* **One transaction per mutation** (:func:`write_tx`).  On SQLite the first statement of
-  every write transaction takes the database write lock (an UPDATE of the ``lock`` row of
-  ``registry_counters``).  A deferred SQLite transaction that reads first and writes later
-  cannot upgrade its lock while another writer is active and fails at once with "database
-  is locked" (the busy handler is skipped to avoid a deadlock); taking the write lock first
-  makes writers queue behind the busy timeout instead.  PostgreSQL needs no such lock:
-  rows are locked individually (``SELECT … FOR UPDATE``) where a read decides a write.
+* **One transaction per mutation** (:func:`write_tx`).  On SQLite every write transaction
+  takes the database write lock when it begins (``BEGIN IMMEDIATE``,
+  :func:`veil.store.write_transaction`).  A deferred SQLite transaction that reads first
+  and writes later cannot upgrade its lock while another writer is active and fails at
+  once with "database is locked" (the busy handler is skipped to avoid a deadlock);
+  taking the write lock first makes writers queue behind the busy timeout instead.
+  PostgreSQL needs no such lock: rows are locked individually (``SELECT … FOR UPDATE``)
+  where a read decides a write.
 * **Every change is recorded.**  Each mutation appends a row to ``registry_events`` inside
   its own transaction, so a change and its record commit or vanish together.  The detail
   is JSON without secrets (no private keys; tokens are summarised by their claims).
@@ -60,6 +61,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from veil.errors import InvalidArgument
+from veil.store import write_transaction
 
 __all__ = [
     "RegistryEvent",
@@ -216,8 +218,9 @@ counters = Table(
     Column("name", String(32), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
-"""Named counters: ``revocation`` (the last revocation sequence number) and ``lock``
-(updated first by every SQLite write transaction to take the write lock)."""
+"""Named counters: ``revocation`` (the last revocation sequence number).  A database made
+by an earlier release also has ``lock``, which its write transactions updated first to
+take SQLite's write lock; nothing uses it now."""
 
 events = Table(
     "registry_events",
@@ -233,13 +236,7 @@ events = Table(
 Index("ix_registry_events_object", events.c.object_type, events.c.object_id, events.c.seq)
 
 COUNTER_REVOCATION = "revocation"
-COUNTER_LOCK = "lock"
-
-# Built once (SQLAlchemy reuses the compiled form): every write transaction and every
-# recorded event runs them.
-_TAKE_WRITE_LOCK = (
-    update(counters).where(counters.c.name == COUNTER_LOCK).values(value=counters.c.value + 1)
-)
+# Built once (SQLAlchemy reuses the compiled form): every recorded event runs it.
 _INSERT_EVENT = insert(events)
 
 
@@ -247,7 +244,7 @@ def create_schema(engine: Engine) -> None:
     """Create the registry tables and counter rows if missing (safe to call repeatedly,
     also from several processes at once)."""
     metadata.create_all(engine, checkfirst=True)
-    for name in (COUNTER_REVOCATION, COUNTER_LOCK):
+    for name in (COUNTER_REVOCATION,):
         try:
             with engine.begin() as conn:
                 if conn.execute(select(counters.c.name).where(counters.c.name == name)).first():
@@ -263,9 +260,7 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
 
     On SQLite the write lock is taken first (see the module docstring).
     """
-    with engine.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.execute(_TAKE_WRITE_LOCK)
+    with write_transaction(engine) as conn:
         yield conn
 
 
