@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from veil._internal.status import error_status
+from veil._internal.status import item_results
 from veil.call_batcher import MAX_PER_CALL
 from veil.caller import Caller, forwarded_caller
 from veil.errors import FailedPrecondition, InvalidArgument, PermissionDenied, VeilError
@@ -26,7 +26,6 @@ from veil.v1 import scoring_pb2 as spb
 from veil.v1 import verification_pb2 as vpb
 
 R = TypeVar("R")
-M = TypeVar("M")
 
 
 async def gather_outcomes(calls: Iterable[Awaitable[R]]) -> list[R | VeilError]:
@@ -86,15 +85,6 @@ def request_ids(requests: Sequence[Any], id_of: Callable[[Any], str]) -> list[st
         seen.add(rid)
         ids.append(rid)
     return ids
-
-
-def item_results(outcomes: Sequence[Any | VeilError], result: Callable[..., M]) -> list[M]:
-    """Each item's answer, or its refusal as a serialized ``google.rpc.Status``, as the
-    ``result`` message (``VerifyResult``, ``ScoreResult``: a oneof of answer / error)."""
-    return [
-        result(error=error_status(o)) if isinstance(o, VeilError) else result(answer=o)
-        for o in outcomes
-    ]
 
 
 class ForwardingServicer(forwarding_pb2_grpc.ForwardingServicer):

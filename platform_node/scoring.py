@@ -46,7 +46,7 @@ from sqlalchemy import Connection, Engine
 from platform_node.audit import AuditLog
 from platform_node.batch import BatchAdminServicer, BatchRunner, BatchStore, Deliveries
 from platform_node.callers import CallerCheck
-from platform_node.forwarding import gather_outcomes, item_results, request_ids
+from platform_node.forwarding import gather_outcomes, request_ids
 from platform_node.mask_directory import MaskDirectory
 from platform_node.models.admin import ModelAdminServicer, model_info
 from platform_node.models.registry import ModelRecord, ModelRegistry
@@ -58,6 +58,7 @@ from platform_node.providers import (
 )
 from platform_node.registry import GrantRecord, GrantRegistry, InstitutionRegistry
 from platform_node.signing import PlatformKeys
+from veil._internal.status import item_results
 from veil.audit.entry import AuditEvent, EventType
 from veil.call_batcher import CallBatcher
 from veil.caller import Caller

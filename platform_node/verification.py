@@ -60,7 +60,7 @@ from sqlalchemy import Connection
 
 from platform_node.audit import AuditLog
 from platform_node.budgets import BudgetPolicy, CachedAnswer, Question, VerificationBudgets
-from platform_node.forwarding import gather_outcomes, item_results, request_ids
+from platform_node.forwarding import gather_outcomes, request_ids
 from platform_node.mask_directory import MaskDirectory
 from platform_node.providers import ProviderRegistry
 from platform_node.registry import GrantRegistry, InstitutionRegistry
@@ -74,6 +74,7 @@ from platform_node.verification_fanout import (
     ProviderCallFailed,
 )
 from platform_node.verification_plan import Plan, plan
+from veil._internal.status import item_results
 from veil.audit.entry import AuditEvent, EventType
 from veil.caller import Caller
 from veil.catalog import Catalog

@@ -59,7 +59,7 @@ from provider_node.ledger import Ledger
 from provider_node.mask_keys import ProviderMaskKeys
 from provider_node.scoring_batch import UNIFORM_BELOW, ProviderBatch
 from provider_node.service import ProviderServicer
-from veil._internal.status import error_status
+from veil._internal.status import item_results
 from veil.catalog import Catalog
 from veil.config import NodeConfig
 from veil.crypto.paillier import (
@@ -446,14 +446,15 @@ class ProviderScoringServicer(provider_scoring_pb2_grpc.ProviderScoringServicer)
             raise InvalidArgument(f"a batch has 1 to {MAX_BATCH_ITEMS} requests")
         answers = await self._partial_all(items)
         return pb.PartialScoresResponse(
-            results=[
-                pb.PartialScoreResult(error=error_status(a))
-                if isinstance(a, VeilError)
-                else pb.PartialScoreResult(
-                    answer=pb.PartialScoreResponse(request_id=item.request_id, ciphertext=a)
-                )
-                for item, a in zip(items, answers, strict=True)
-            ]
+            results=item_results(
+                [
+                    a
+                    if isinstance(a, VeilError)
+                    else pb.PartialScoreResponse(request_id=item.request_id, ciphertext=a)
+                    for item, a in zip(items, answers, strict=True)
+                ],
+                pb.PartialScoreResult,
+            )
         )
 
     async def _partial_all(

@@ -53,7 +53,7 @@ from provider_node.guard import Guard
 from provider_node.mask_keys import ProviderMaskKeys
 from provider_node.service import ProviderServicer
 from provider_node.warm_pools import KnownKeys
-from veil._internal.status import error_status
+from veil._internal.status import item_results
 from veil.attestation import Contribution, sign_answer, sign_contributions
 from veil.claims import (
     Claim,
@@ -310,12 +310,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         _check_batch(len(request.requests))
         outcomes = await self._verify_all(list(request.requests))
         return vpb.ProviderVerifyManyResponse(
-            results=[
-                vpb.ProviderVerifyResult(error=error_status(o))
-                if isinstance(o, VeilError)
-                else vpb.ProviderVerifyResult(answer=o)
-                for o in outcomes
-            ]
+            results=item_results(outcomes, vpb.ProviderVerifyResult)
         )
 
     async def _verify_all(
@@ -416,14 +411,7 @@ class ProviderVerificationServicer(verification_pb2_grpc.ProviderVerificationSer
         refused item never fails another); one worker-thread hop and one commit in all."""
         _check_batch(len(request.requests))
         outcomes = await self._contribute_all(list(request.requests))
-        return vpb.ContributeManyResponse(
-            results=[
-                vpb.ContributeResult(error=error_status(o))
-                if isinstance(o, VeilError)
-                else vpb.ContributeResult(answer=o)
-                for o in outcomes
-            ]
-        )
+        return vpb.ContributeManyResponse(results=item_results(outcomes, vpb.ContributeResult))
 
     async def _contribute_all(
         self, requests: Sequence[vpb.ContributeRequest]

@@ -9,7 +9,8 @@ is the error's ``details`` dict; the error's ``extra`` messages follow.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -62,3 +63,16 @@ def error_status(exc: VeilError) -> bytes:
 
 def error_trailer(exc: VeilError) -> tuple[tuple[str, bytes], ...]:
     return rich_status_trailer(exc.code, exc.message, type(exc).__name__, exc.details, exc.extra)
+
+
+M = TypeVar("M")
+
+
+def item_results(outcomes: Sequence[Any | VeilError], result: Callable[..., M]) -> list[M]:
+    """Each item of a batched answer: its answer, or its refusal as a serialized
+    ``google.rpc.Status`` (:func:`error_status`), as the ``result`` message (a oneof of
+    ``answer`` / ``error``: ``VerifyResult``, ``ScoreResult``, ``ContributeResult``…)."""
+    return [
+        result(error=error_status(o)) if isinstance(o, VeilError) else result(answer=o)
+        for o in outcomes
+    ]
