@@ -1,11 +1,12 @@
 """Per-institution daily quotas, counted per UTC day, safe under concurrency.
 
-One row per (institution, day) holds ``used``.  Consuming is two statements in one
-transaction:
+One row per (institution, day) holds ``used``.  Consuming is, in one transaction:
 
-1. make sure the row exists (``INSERT … ON CONFLICT DO NOTHING`` on SQLite and
-   PostgreSQL; a savepointed INSERT elsewhere);
-2. ``UPDATE … SET used = used + cost WHERE used + cost <= daily_quota``.
+1. ``UPDATE … SET used = used + cost WHERE used + cost <= daily_quota`` — usually the
+   only statement;
+2. when it matched no row: the institution is read (:class:`NotFound` if unknown), the
+   day's row made (``INSERT … ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL; a
+   savepointed INSERT elsewhere), and the UPDATE run once more.
 
 The check and the increment are one statement, so no interleaving of concurrent callers
 can pass the limit: PostgreSQL re-evaluates the WHERE clause on the row version left by
@@ -80,16 +81,20 @@ def consume(conn: Connection, institution_id: str, now: dt.datetime, cost: int) 
 
 
 def take(conn: Connection, institution_id: str, now: dt.datetime, cost: int) -> None:
-    """:func:`consume` for a caller that does not need what remains (one statement
-    fewer on every request).  A refusal writes nothing but today's (zero) usage row."""
+    """:func:`consume` for a caller that does not need what remains.  Usually one
+    statement: the guarded UPDATE of today's row; only when it matches nothing (the
+    day's first request, an unknown institution, or the quota used up) are the
+    institution read and today's row made.  A refusal writes nothing but today's (zero)
+    usage row."""
+    day = now.date()
+    key = {"q_inst": institution_id, "q_day": day}
+    if conn.execute(_TAKE, {**key, "q_cost": cost}).rowcount == 1:
+        return
     limit = conn.execute(_LIMIT, {"q_inst": institution_id}).scalar_one_or_none()
     if limit is None:
         raise NotFound(f"no institution {institution_id!r}")
-    day = now.date()
     _ensure_row(conn, institution_id, day)
-    key = {"q_inst": institution_id, "q_day": day}
-    result = conn.execute(_TAKE, {**key, "q_cost": cost})
-    if result.rowcount != 1:
+    if conn.execute(_TAKE, {**key, "q_cost": cost}).rowcount != 1:
         used = conn.execute(_USED, key).scalar_one()
         violation = error_details_pb2.QuotaFailure.Violation(
             subject=f"institution:{institution_id}",
