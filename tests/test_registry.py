@@ -869,8 +869,13 @@ def test_use_along_refusals_leave_the_log_transaction_usable(
     gid, jws = make_grant()
     reg.create(jws, by_enterprise=USCC_A, now=NOW)
 
-    def along(request_id: str, grant_id: str = gid, institution: str = "bank-a") -> Any:
-        write = reg.use_along(
+    def along(
+        request_id: str,
+        grant_id: str = gid,
+        institution: str = "bank-a",
+        registry: GrantRegistry = reg,
+    ) -> Any:
+        write = registry.use_along(
             grant_id,
             request_id=request_id,
             institution=institution,
@@ -898,24 +903,8 @@ def test_use_along_refusals_leave_the_log_transaction_usable(
         along("req-along-0")(conn)
         along("req-along-0", institution="bank-b")(conn)  # not the grantee
     with write_tx(reg.engine) as conn:
-        other.use_along(
-            gid,
-            request_id="req-along-01",
-            institution="bank-b",
-            fields=[FIELD_1],
-            use="verify",
-            outcome="OK",
-            providers=[],
-        )(conn)  # not the grantee
-        other.use_along(
-            gid,
-            request_id="req-along-02",
-            institution="bank-a",
-            fields=[FIELD_1],
-            use="verify",
-            outcome="OK",
-            providers=[],
-        )(conn)
+        along("req-along-01", institution="bank-b", registry=other)(conn)  # not the grantee
+        along("req-along-02", registry=other)(conn)
     with write_tx(reg.engine) as conn:
         along("req-along-1")(conn)
         along("req-along-1")(conn)  # already recorded
