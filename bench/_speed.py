@@ -14,13 +14,14 @@ so that figures from different runs (and machines) can be compared on their own 
   worker thread, a commit) waits for another process or thread to be woken, and on a
   virtual machine that costs what the hypervisor makes it cost, which neither of the
   other two figures sees: two machines with the same ``gmp_ms`` and ``python_ms`` have
-  run the federation's online rows a third apart (``docs/performance.md``).
+  run the federation's online rows a third apart (``docs/performance-history.md``).
 
-Reference values: the AMD EPYC machine of the 2026-12-05 third session measured
-``gmp_ms`` 3.56 and ``python_ms`` 0.76 at its quietest (``docs/performance.md``); the
-Intel machine of the 2026-12-06 seventh session ``gmp_ms`` 3.0-3.2, ``python_ms``
-0.73-0.81 and ``wakeup_us`` 71-86 (on bare metal a cross-core
-wake-up round trip takes a few microseconds).
+Reference values: the AMD EPYC machine of the 2026-12-06 ninth session, on which every
+target was measured (``docs/performance.md``), read ``gmp_ms`` 2.5-2.7, ``python_ms``
+0.56-0.65 and ``wakeup_us`` 40-54; the Intel machine of the seventh session ``gmp_ms``
+3.0-3.2, ``python_ms`` 0.73-0.81 and ``wakeup_us`` 71-86, and ran the online rows a
+third slower (``docs/performance-history.md``).  On bare metal a cross-core wake-up
+round trip takes a few microseconds.
 """
 
 from __future__ import annotations

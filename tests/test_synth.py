@@ -20,6 +20,7 @@ from veil.synth import (
     iter_population,
 )
 from veil.synth.datasets import BUILDERS, build
+from veil.synth.writer import write_population
 from veil.uscc import is_valid_uscc, validate_uscc
 from veil_cli.commands.data import generate_to_dir, parse_urls
 
@@ -231,3 +232,16 @@ def test_cli_generate_subset(tmp_path: Path) -> None:
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv", "tax.db", "utilities.db"]
     assert main(["data", "generate", "--out", str(tmp_path), "--units", "bank"]) == 1
+
+
+def test_summary_names_a_units_file_in_the_output_dir_and_any_other_url_whole(
+    tmp_path: Path,
+) -> None:
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere' / 'tax.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    summary = write_population(
+        tmp_path / "out", 50, 3, units=["tax", "utilities"], urls={"tax": elsewhere}, progress=False
+    )
+    lines = {line.split()[0]: line for line in summary.lines()[1:3]}
+    assert lines["utilities"].endswith("rows  utilities.db")
+    assert lines["tax"].endswith(f"rows  {elsewhere}")

@@ -23,7 +23,7 @@ so the platform can prove later which unit answered what, and a relay cannot alt
 answer unnoticed.  Each answer binds its request id, so it cannot be passed off as the
 answer to another request.  One signature per call rather than per item: checking a
 signature cost the platform as much as reading a composite check's total
-(``docs/performance.md``); what one token reveals beyond its own item is the other
+(``docs/performance-history.md``); what one token reveals beyond its own item is the other
 requests of the same call, which their recipient, the platform, sent.
 """
 

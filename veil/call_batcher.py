@@ -16,7 +16,7 @@ flight at the same moment, without ever making a lone request wait:
 * a queued request never waits on a slow call longer than ``max_wait_s`` (50 ms): then
   it leaves in a call of its own, up to ``max_parallel`` (4) calls at once.
 
-Measured on the 2-core machine (``docs/performance.md``): one call at a time gives about
+Measured on the 2-core machine (``docs/performance-history.md``): one call at a time gives about
 12 % more six-provider checks per second than four, because the calls it saves are what
 a provider pays most for.
 

@@ -411,7 +411,7 @@ def run_daemon(main: Coroutine[Any, Any, None], *, event_loop: str = DEFAULT_EVE
     handling are compiled.  A request crosses several daemons' loops (the gateway's, the
     platform's, every provider's) and each pays its loop on every hop: on the 2-core
     machine it cut the federation's CPU per score by 3-7 % and a lone score's latency by
-    about a millisecond (``docs/performance.md``).  ``"asyncio"``: the standard library's
+    about a millisecond (``docs/performance-history.md``).  ``"asyncio"``: the standard library's
     loop, for its debugging tools.  Where uvloop is not installed (it does not support
     Windows) the standard loop runs, with a warning.
     """

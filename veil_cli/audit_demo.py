@@ -7,7 +7,9 @@ import base64
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from veil.audit.client import AuditClient, audit_settings
 from veil.audit.entry import EventType, lookup_result_digest
@@ -63,22 +65,28 @@ async def auditor_follows(auditor_config: Path, index: int) -> None:
         verified = await auditor.prove_index(index)
         console.print(f"entry {index} ({verified.entry.type}) included: proof verified")
         uses = await auditor.search(audit_pb2.SearchEntriesRequest(page_size=1000))
-    table = Table(title=f"Every use in the log ({len(uses)} entries, each inclusion-verified)")
-    for col in ("#", "time (UTC)", "type", "actor", "enterprise", "providers", "outcome"):
-        table.add_column(col, overflow="fold")
+    table = Table(
+        title=f"Every use in the log ({len(uses)} entries, each inclusion-verified; UTC)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("#", no_wrap=True, justify="right")
+    table.add_column("time", no_wrap=True)
+    table.add_column("type, providers", min_width=17, overflow="fold")
+    table.add_column("actor", overflow="fold")
+    table.add_column("enterprise", no_wrap=True)
+    table.add_column("outcome", min_width=7, no_wrap=True)
     for v in uses[-12:]:
         e = v.entry
-        providers = ",".join(e.providers) + (
-            f" (failed: {','.join(e.providers_failed)})" if e.providers_failed else ""
+        providers = ", ".join(e.providers) + (
+            f" (failed: {', '.join(e.providers_failed)})" if e.providers_failed else ""
         )
+        kind = Text(e.type)
+        if providers:
+            kind.append("\n" + providers, style="dim")
         table.add_row(
-            str(v.index),
-            e.time_text[11:23],
-            e.type,
-            e.actor,
-            e.enterprise or "—",
-            providers,
-            e.outcome,
+            str(v.index), e.time_text[11:19], kind, e.actor, e.enterprise or "—", e.outcome
         )
     console.print(table)
     lookups = [v for v in uses if v.entry.type == EventType.LOOKUP]

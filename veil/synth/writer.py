@@ -79,7 +79,8 @@ class GenerationSummary:
             f"-> {self.out_dir}",
         ]
         for u in self.units.values():
-            out.append(f"  {u.unit:<17} {u.total_rows:>11,} rows  {u.url}")
+            where = f"{u.unit}.db" if u.url == default_url(self.out_dir, u.unit) else u.url
+            out.append(f"  {u.unit:<17} {u.total_rows:>11,} rows  {where}")
         out.append(
             f"  labels.csv        {self.labelled:>11,} borrowers, {self.defaults:,} defaults "
             f"({self.default_rate:.1%})"

@@ -24,7 +24,7 @@ from veil.v1 import authorization_pb2 as pb
 from veil.v1 import authorization_pb2_grpc
 from veil_cli.calls import call_gateway
 from veil_cli.client import add_config_argument, load_client_config
-from veil_cli.render import console
+from veil_cli.render import console, kv_table
 
 DAY_S = 86_400
 
@@ -77,6 +77,23 @@ def _call(config: str, method: str, request: object) -> object:
 
 
 def grants_table(grants: list[pb.GrantInfo], title: str) -> Table:
+    """One grant as a list of its properties (it fits a narrow terminal), several as a
+    table with a row each."""
+    if len(grants) == 1:
+        (g,) = grants
+        return kv_table(
+            title,
+            {
+                "grant": g.grant_id,
+                "institution": g.institution,
+                "state": pb.GrantState.Name(g.state).removeprefix("GRANT_STATE_").lower(),
+                "uses": ", ".join(g.uses),
+                "purpose": g.purpose,
+                "loan ref": g.loan_ref or "—",
+                "fields": ", ".join(g.fields),
+                "until": g.expires,
+            },
+        )
     table = Table(title=title)
     for col in ("grant", "institution", "state", "uses", "purpose", "loan ref", "fields", "until"):
         table.add_column(col, overflow="fold")
