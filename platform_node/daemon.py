@@ -20,6 +20,7 @@ from platform_node.log_service import log_service_binding
 from platform_node.providers import ProviderRegistry
 from platform_node.public_store import PublicStore
 from platform_node.registry import GrantRegistry, InstitutionRegistry, ReplayGuard
+from platform_node.schema_history import PLATFORM_SCHEMA
 from platform_node.scoring import build_scoring
 from platform_node.service import AuthorizationParts, PlatformServicer
 from platform_node.signing import load_platform_keys
@@ -28,6 +29,7 @@ from veil.catalog import Catalog, load_catalog
 from veil.config import NodeConfig
 from veil.errors import ConfigError
 from veil.metrics import MetricsInterceptor, serve_metrics
+from veil.migrations import prepare_schema, schema_mode
 from veil.node import RunningNode
 from veil.server import ServiceBinding
 from veil.server import create_server as create_grpc_server
@@ -87,6 +89,7 @@ async def create_node(config: NodeConfig) -> RunningNode:
     if not config.store_url:
         raise ConfigError(str(config.path), "store.url", "is required for the platform")
     interval = aggregate_interval(config)
+    prepare_schema(config.store_url, PLATFORM_SCHEMA, schema_mode(config))
     catalog = load_catalog()
     registry = ProviderRegistry(config.peers, config.tls, config.call_timeout_s)
     store = PublicStore(make_engine(config.store_url))

@@ -10,6 +10,7 @@ import grpc
 from provider_node.guard import REVOCATION_POLL_S, Guard, PlatformKeys
 from provider_node.ledger import Ledger
 from provider_node.mask_keys import ProviderMaskKeys, mask_key_binding
+from provider_node.schema_history import PROVIDER_SCHEMA
 from provider_node.scoring import scoring_binding
 from provider_node.service import ProviderServicer
 from provider_node.settings import provider_settings
@@ -18,6 +19,7 @@ from veil.catalog import load_catalog
 from veil.config import NodeConfig
 from veil.errors import ConfigError
 from veil.metrics import MetricsInterceptor, serve_metrics, watch_pools
+from veil.migrations import prepare_schema, schema_mode
 from veil.node import RunningNode
 from veil.server import ServiceBinding
 from veil.server import create_server as create_grpc_server
@@ -47,6 +49,7 @@ def build_servicer(config: NodeConfig, guard: Guard | None = None) -> ProviderSe
 async def create_node(config: NodeConfig) -> RunningNode:
     settings = provider_settings(config)
     ledger_url = str(config.section("ledger").get("url", config.store_url))
+    prepare_schema(ledger_url, PROVIDER_SCHEMA, schema_mode(config))
     guard = None
     channel = None
     poller: asyncio.Task[None] | None = None

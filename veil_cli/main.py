@@ -36,6 +36,7 @@ COMMANDS = (
     "train",
     "model",
     "score",
+    "db",
 )
 
 

@@ -1,0 +1,1 @@
+"""The platform's schema revisions (Alembic; see :mod:`veil.migrations`)."""

@@ -1,0 +1,1 @@
+"""The provider's schema revisions (Alembic; see :mod:`veil.migrations`)."""
