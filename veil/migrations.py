@@ -120,8 +120,14 @@ class SchemaHistory:
 
 def current_revision(connection: Connection, history: SchemaHistory) -> str | None:
     """The revision the database records, or None if it records none."""
-    context = MigrationContext.configure(connection, opts={"version_table": history.version_table})
+    context = MigrationContext.configure(connection, opts=_read_only_options(history))
     return context.get_current_revision()
+
+
+def _read_only_options(history: SchemaHistory) -> dict[str, Any]:
+    # transactional_ddl as every upgrade runs (run_environment); Alembic would otherwise
+    # log that it assumes non-transactional DDL on SQLite, which no upgrade does
+    return {"version_table": history.version_table, "transactional_ddl": True}
 
 
 def _has_our_tables(connection: Connection, history: SchemaHistory) -> bool:
@@ -217,9 +223,9 @@ def schema_differences(connection: Connection, history: SchemaHistory) -> list[A
     context = MigrationContext.configure(
         connection,
         opts={
+            **_read_only_options(history),
             "compare_type": True,
             "include_name": _only_ours(history),
-            "version_table": history.version_table,
         },
     )
     merged = MetaData()
