@@ -301,3 +301,17 @@ def test_a_failing_upgrade_leaves_the_database_as_it_was(url: str, tmp_path: Pat
         assert [c["name"] for c in inspect(engine).get_columns("scratch_a")] == ["id"]
     finally:
         engine.dispose()
+
+
+def test_veil_version_names_the_schema_revisions_it_builds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        veil(["--version"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert re.fullmatch(
+        rf"veil \S+ \(wire veil\.v1; schema revisions: platform {PLATFORM_SCHEMA.head()}, "
+        rf"provider {PROVIDER_SCHEMA.head()}\)\n",
+        out,
+    ), out
