@@ -43,8 +43,8 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
-    insert,
     select,
+    update,
 )
 
 from veil.errors import (
@@ -74,6 +74,7 @@ log = logging.getLogger("veil.provider.guard")
 JWKS_REFRESH_MIN_S = 5.0
 REVOCATION_POLL_S = 2.0
 PLATFORM_TIMEOUT_S = 5.0
+_START = (0, "")  # the position before the platform's first revocation
 
 metadata = MetaData()
 seen_requests = Table(
@@ -82,12 +83,16 @@ seen_requests = Table(
     Column("request_id", String(64), primary_key=True),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
+# One row per revoked grant, kept for good: a revocation is the enterprise's signed
+# word, not the platform's.  ``seq`` is the platform's number for it when last read,
+# which only says how far this provider has followed the platform's list (0: not on
+# the list the platform serves now).
 revocations = Table(
     "veil_provider_revocations",
     metadata,
-    Column("seq", Integer, primary_key=True),
-    Column("uscc", String(18), nullable=False),
-    Column("grant_id", String(64), nullable=False),
+    Column("uscc", String(18), primary_key=True),
+    Column("grant_id", String(64), primary_key=True),
+    Column("seq", Integer, nullable=False, index=True),
     Column("revocation_jws", Text, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
@@ -141,7 +146,10 @@ class Guard:
         self.eia_keys = eia_keys
         self.grants = GrantVerifier(eia_keys)
         self.platform_keys = platform_keys
-        self._skipped_seq = 0  # relayed notices that failed verification are not re-fetched
+        # how far the platform's list has been read: (seq, grant id) of the last notice
+        # handled, stored or refused; _START to read from the start; None until the
+        # first read looks it up in the store
+        self._cursor: tuple[int, str] | None = None
         metadata.create_all(engine)
 
     async def authenticate(
@@ -216,46 +224,101 @@ class Guard:
         with self.engine.connect() as conn:
             return _revoked(conn, uscc, grant_id)
 
-    def last_revocation_seq(self) -> int:
+    def last_stored_revocation(self) -> tuple[int, str]:
+        """(seq, grant id) of the stored revocation with the highest platform number, or
+        :data:`_START` when none is on the platform's list."""
         with self.engine.connect() as conn:
-            value = conn.execute(
-                select(revocations.c.seq).order_by(revocations.c.seq.desc())
+            row = conn.execute(
+                select(revocations.c.seq, revocations.c.grant_id)
+                .where(revocations.c.seq > 0)
+                .order_by(revocations.c.seq.desc())
+                .limit(1)
             ).first()
-        return int(value[0]) if value else 0
+        return (int(row.seq), str(row.grant_id)) if row else _START
+
+    def _forget_positions(self) -> None:
+        """Every kept revocation is off the platform's list until read on it again."""
+        with write_transaction(self.engine) as conn:
+            conn.execute(update(revocations).values(seq=0))
 
     def store_revocation(self, notice: platform_pb2.RevocationNotice) -> None:
-        """Keep a revocation only if the enterprise's own signature verifies."""
+        """Keep a revocation only if the enterprise's own signature verifies; one already
+        kept only takes the platform's current number for it."""
         revocation = verify_revocation(notice.revocation_jws, self.eia_keys, at_any_time=True)
         if (revocation.uscc, revocation.grant_id) != (notice.uscc, notice.grant_id):
             raise PermissionDenied("relayed revocation does not match its signed content")
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(revocations).values(
-                    seq=notice.seq,
-                    uscc=revocation.uscc,
-                    grant_id=revocation.grant_id,
-                    revocation_jws=notice.revocation_jws,
-                    received_at=dt.datetime.now(dt.UTC),
+        row = {
+            "uscc": revocation.uscc,
+            "grant_id": revocation.grant_id,
+            "seq": notice.seq,
+            "revocation_jws": notice.revocation_jws,
+            "received_at": dt.datetime.now(dt.UTC),
+        }
+        with write_transaction(self.engine) as conn:
+            if not insert_if_new(conn, revocations, row):
+                conn.execute(
+                    update(revocations)
+                    .where(
+                        revocations.c.uscc == revocation.uscc,
+                        revocations.c.grant_id == revocation.grant_id,
+                    )
+                    .values(seq=notice.seq)
                 )
-            )
+
+    async def follow_revocations(self, platform: platform_pb2_grpc.PlatformServiceAsyncStub) -> int:
+        """One read of the platform's revocations after the last one handled; returns how
+        many notices it handled.
+
+        The read starts *at* the last notice handled, not after it, and that notice must
+        come back unchanged.  If it does not, the platform's list is not the one this
+        provider followed: its database was restored from a backup, and numbers this
+        provider has already passed now name other revocations.  Then the whole list is
+        read again (what is already kept stays kept: the enterprise revoked it)."""
+        if self._cursor is None:
+            self._cursor = await asyncio.to_thread(self.last_stored_revocation)
+        cursor = self._cursor
+        if cursor == _START:
+            notices = await self._list_revocations(platform, 0)
+        else:
+            notices = await self._list_revocations(platform, cursor[0] - 1)
+            first = notices[0] if notices else None
+            if first is None or (first.seq, first.grant_id) != cursor:
+                log.warning(
+                    "the platform's revocation list no longer holds #%d (grant %s) where "
+                    "this provider read it: was the platform restored from a backup? "
+                    "Reading every revocation again; those kept stay revoked",
+                    cursor[0],
+                    cursor[1],
+                )
+                await asyncio.to_thread(self._forget_positions)
+                self._cursor = _START
+                notices = await self._list_revocations(platform, 0)
+            else:
+                notices = notices[1:]
+        for notice in notices:
+            try:
+                await asyncio.to_thread(self.store_revocation, notice)
+            except VeilError as exc:  # not re-fetched: the cursor moves past it
+                log.warning("ignored revocation %d: %s", notice.seq, exc.message)
+            self._cursor = (notice.seq, notice.grant_id)
+        return len(notices)
+
+    @staticmethod
+    async def _list_revocations(
+        platform: platform_pb2_grpc.PlatformServiceAsyncStub, after: int
+    ) -> list[platform_pb2.RevocationNotice]:
+        answer = await platform.ListRevocations(
+            platform_pb2.ListRevocationsRequest(after_seq=after), timeout=PLATFORM_TIMEOUT_S
+        )
+        return list(answer.revocations)
 
     async def poll_revocations(
         self, platform: platform_pb2_grpc.PlatformServiceAsyncStub, interval_s: float
     ) -> None:
-        """Pull new revocations from the platform forever (every ``interval_s``)."""
+        """Follow the platform's revocations forever (every ``interval_s``)."""
         while True:
             try:
-                after = max(self._skipped_seq, await asyncio.to_thread(self.last_revocation_seq))
-                answer = await platform.ListRevocations(
-                    platform_pb2.ListRevocationsRequest(after_seq=after),
-                    timeout=PLATFORM_TIMEOUT_S,
-                )
-                for notice in answer.revocations:
-                    try:
-                        await asyncio.to_thread(self.store_revocation, notice)
-                    except VeilError as exc:
-                        self._skipped_seq = max(self._skipped_seq, notice.seq)
-                        log.warning("ignored revocation %d: %s", notice.seq, exc.message)
+                await self.follow_revocations(platform)
             except grpc.aio.AioRpcError as err:
                 log.debug("revocation poll failed: %s", err.code().name)
             await asyncio.sleep(interval_s)

@@ -12,9 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import insert, inspect, select, text
 
 from platform_node.schema_history import PLATFORM_SCHEMA
+from provider_node.guard import revocations
 from provider_node.ledger import ledger_table
 from provider_node.schema_history import PROVIDER_SCHEMA
 from tests.conftest import POSTGRES_URL
@@ -30,6 +32,16 @@ from veil.store import make_engine
 from veil_cli.main import main as veil
 
 HISTORIES = [PLATFORM_SCHEMA, PROVIDER_SCHEMA]
+LEDGER_ROW = {
+    "at": dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+    "request_id": "r-1",
+    "method": "VerifyClaim",
+    "caller": "platform",
+    "uscc": None,
+    "datasets": "tax_payments",
+    "outcome": "answered",
+    "detail": "",
+}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -96,37 +108,59 @@ def test_the_revisions_build_exactly_the_tables_the_code_defines(
     assert differences(url, history) == []
 
 
-def test_a_database_from_before_schema_versions_is_recorded_and_keeps_its_rows(
+def test_a_database_from_before_schema_versions_is_recorded_and_upgraded_with_its_rows(
     url: str,
 ) -> None:
+    """What a Veil from before revisions left: the first revision's tables, no version
+    table, rows (a ledger row; a revocation keyed by the platform's number)."""
     engine = make_engine(url)
     try:
-        for md in PROVIDER_SCHEMA.metadata():  # what every earlier version built
-            md.create_all(engine)
-        row = {
-            "at": dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
-            "request_id": "r-1",
-            "method": "VerifyClaim",
-            "caller": "platform",
-            "uscc": None,
-            "datasets": "tax_payments",
-            "outcome": "answered",
-            "detail": "",
-        }
+        with engine.connect() as conn:
+            command.upgrade(PROVIDER_SCHEMA.config(conn), PROVIDER_SCHEMA.base())
+            conn.commit()
         with engine.begin() as conn:
-            conn.execute(insert(ledger_table), [row])
+            conn.execute(text(f"DROP TABLE {PROVIDER_SCHEMA.version_table}"))
+            at = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+            conn.execute(insert(ledger_table), [LEDGER_ROW])
+            conn.execute(
+                text(
+                    "INSERT INTO veil_provider_revocations (seq, uscc, grant_id, "
+                    "revocation_jws, received_at) VALUES (7, :uscc, 'g-7', 'jws', :at)"
+                ),
+                {"uscc": "91350100M000100Y43", "at": at},
+            )
     finally:
         engine.dispose()
     assert revision_of(url, PROVIDER_SCHEMA) is None
-    assert prepare_schema(url, PROVIDER_SCHEMA) == PROVIDER_SCHEMA.head()
+    assert prepare_schema(url, PROVIDER_SCHEMA) == PROVIDER_SCHEMA.head() != "0001"
     assert revision_of(url, PROVIDER_SCHEMA) == PROVIDER_SCHEMA.head()
     assert differences(url, PROVIDER_SCHEMA) == []
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
             assert conn.execute(select(ledger_table.c.request_id)).scalars().all() == ["r-1"]
+            kept = conn.execute(select(revocations.c.seq, revocations.c.grant_id)).all()
+            assert [tuple(r) for r in kept] == [(7, "g-7")]
     finally:
         engine.dispose()
+
+
+def test_a_database_this_version_made_without_revisions_is_recorded_at_the_head(
+    url: str,
+) -> None:
+    """``create_all`` (embedded use, tests) makes this version's tables: they are
+    recorded as they are, not upgraded from the first revision."""
+    engine = make_engine(url)
+    try:
+        for md in PROVIDER_SCHEMA.metadata():
+            md.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(insert(ledger_table), [LEDGER_ROW])
+    finally:
+        engine.dispose()
+    assert prepare_schema(url, PROVIDER_SCHEMA) == PROVIDER_SCHEMA.head()
+    assert revision_of(url, PROVIDER_SCHEMA) == PROVIDER_SCHEMA.head()
+    assert differences(url, PROVIDER_SCHEMA) == []
 
 
 def test_check_mode_refuses_a_database_behind_and_changes_nothing(url: str) -> None:

@@ -12,8 +12,10 @@ business database, which may run Alembic under the default table name).
 * an empty database is built by running every revision (so the revisions, not
   ``create_all``, are what production databases are made of, and the tests check that
   they build what the code defines: :func:`schema_differences`);
-* a database made before versions were kept (Veil's tables, no version table) is
-  recorded at the first revision, which is what those databases hold, then upgraded;
+* a database made without revisions (Veil's tables, no version table) is recorded at
+  the head if its tables are this version's (``create_all`` made them: embedded use,
+  tests), else at the first revision, which is what a Veil from before revisions were
+  kept made, then upgraded;
 * a database behind the head is upgraded, or refused in ``check`` mode with the
   command that upgrades it (``veil db upgrade``), for operators who migrate as a
   separate, reviewed step;
@@ -161,7 +163,10 @@ def upgrade_schema(target: Engine | str, history: SchemaHistory) -> tuple[str | 
         _refuse_unknown(before, history)
         try:
             if before is None and _has_our_tables(connection, history):
-                command.stamp(history.config(connection), history.base())
+                # made without revisions: by this version's code (the tables say so), or
+                # by a Veil from before revisions were kept, whose schema is the first
+                made_by = history.head() if not schema_differences(connection, history) else None
+                command.stamp(history.config(connection), made_by or history.base())
                 connection.commit()
             command.upgrade(history.config(connection), "head")
             connection.commit()
