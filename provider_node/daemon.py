@@ -8,7 +8,7 @@ import contextlib
 import grpc
 
 from provider_node.guard import REVOCATION_POLL_S, Guard, PlatformKeys
-from provider_node.ledger import Ledger
+from provider_node.ledger import Ledger, ledger_url
 from provider_node.mask_keys import ProviderMaskKeys, mask_key_binding
 from provider_node.schema_history import PROVIDER_SCHEMA
 from provider_node.scoring import scoring_binding
@@ -42,14 +42,14 @@ def build_servicer(config: NodeConfig, guard: Guard | None = None) -> ProviderSe
             f"maps unit {mapping.unit!r}, but this node serves provider.unit {settings.unit!r}",
         )
     store = ProviderStore(config.store_url, mapping, catalog)
-    ledger = Ledger.open(str(config.section("ledger").get("url", config.store_url)))
+    ledger = Ledger.open(ledger_url(config))
     return ProviderServicer(settings.unit, catalog, store, ledger, guard)
 
 
 async def create_node(config: NodeConfig) -> RunningNode:
     settings = provider_settings(config)
-    ledger_url = str(config.section("ledger").get("url", config.store_url))
-    prepare_schema(ledger_url, PROVIDER_SCHEMA, schema_mode(config))
+    ledger_at = ledger_url(config)
+    prepare_schema(ledger_at, PROVIDER_SCHEMA, schema_mode(config))
     guard = None
     channel = None
     poller: asyncio.Task[None] | None = None
@@ -67,7 +67,7 @@ async def create_node(config: NodeConfig) -> RunningNode:
         platform = platform_pb2_grpc.PlatformServiceStub(channel)
         guard = Guard(
             unit=settings.unit,
-            engine=Ledger.open(ledger_url).engine,
+            engine=Ledger.open(ledger_at).engine,
             eia_keys=load_eia_keys(config),
             platform_keys=PlatformKeys(platform),
         )

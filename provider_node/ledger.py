@@ -25,6 +25,7 @@ from sqlalchemy import (
     select,
 )
 
+from veil.config import NodeConfig
 from veil.store.engine import make_engine
 
 metadata = MetaData()
@@ -57,6 +58,12 @@ class LedgerEntry:
     datasets: tuple[str, ...]
     outcome: str
     detail: str
+
+
+def ledger_url(config: NodeConfig) -> str:
+    """``[ledger] url``: where the node keeps its ledger and its other tables; by default
+    the unit's own store (``[store] url``)."""
+    return str(config.section("ledger").get("url", config.store_url))
 
 
 class Ledger:

@@ -51,7 +51,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, select
 
-from provider_node.ledger import ledger_table
+from provider_node.ledger import ledger_table, ledger_url
 from provider_node.settings import provider_settings
 from veil.audit.client import AuditClient, audit_settings
 from veil.audit.verify import Auditor, VerifiedEntry
@@ -275,7 +275,7 @@ async def reconcile(
     verifier = settings.require_verifier(config.path)
     if not settings.gateway_address:
         raise ConfigError(str(config.path), "audit.gateway_address", "is required to reconcile")
-    ledger_url = str(config.section("ledger").get("url", config.store_url))
+    ledger_at = ledger_url(config)
     report = ReconcileReport(unit)
     deadline = time.monotonic() + settle_s
     channel = secure_channel(
@@ -299,7 +299,7 @@ async def reconcile(
                     elif since is None or v.entry.time >= since:
                         entries.append(v)
                 searched = state.size
-            answers = await asyncio.to_thread(ledger_answers, ledger_url, since)
+            answers = await asyncio.to_thread(ledger_answers, ledger_at, since)
             waiting = time.monotonic() < deadline
             cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=settle_s)
             mismatches, pending = compare(

@@ -23,8 +23,8 @@ from tests.conftest import POSTGRES_URL
 from veil.errors import FailedPrecondition
 from veil.migrations import (
     SchemaHistory,
-    current_revision,
     prepare_schema,
+    revision_at,
     schema_differences,
     upgrade_schema,
 )
@@ -79,12 +79,7 @@ def tables(url: str) -> set[str]:
 
 
 def revision_of(url: str, history: SchemaHistory) -> str | None:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return current_revision(conn, history)
-    finally:
-        engine.dispose()
+    return revision_at(url, history)
 
 
 def differences(url: str, history: SchemaHistory) -> list[object]:

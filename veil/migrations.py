@@ -54,6 +54,7 @@ __all__ = [
     "SchemaHistory",
     "current_revision",
     "prepare_schema",
+    "revision_at",
     "run_environment",
     "schema_differences",
     "schema_mode",
@@ -126,6 +127,12 @@ def current_revision(connection: Connection, history: SchemaHistory) -> str | No
     return context.get_current_revision()
 
 
+def revision_at(target: Engine | str, history: SchemaHistory) -> str | None:
+    """:func:`current_revision` of the database at ``target`` (an engine or a URL)."""
+    with _connection(target) as connection:
+        return current_revision(connection, history)
+
+
 def _read_only_options(history: SchemaHistory) -> dict[str, Any]:
     # transactional_ddl as every upgrade runs (run_environment); Alembic would otherwise
     # log that it assumes non-transactional DDL on SQLite, which no upgrade does
@@ -156,8 +163,8 @@ _ALEMBIC = threading.Lock()
 def upgrade_schema(target: Engine | str, history: SchemaHistory) -> tuple[str | None, str]:
     """Bring the database to the head revision; returns (revision before, head).
 
-    A database with Veil's tables and no version table is first recorded at the first
-    revision (the schema every such database has)."""
+    A database with Veil's tables and no version table is first recorded at the head if
+    its tables are this version's, else at the first revision (the module docstring)."""
     with _ALEMBIC, _connection(target) as connection:
         before = current_revision(connection, history)
         _refuse_unknown(before, history)

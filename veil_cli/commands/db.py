@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from provider_node.ledger import ledger_url
 from veil.config import NodeConfig, load_node_config
 from veil.errors import ConfigError, FailedPrecondition
-from veil.migrations import SchemaHistory, current_revision, upgrade_schema
-from veil.store import make_engine
+from veil.migrations import SchemaHistory, revision_at, upgrade_schema
 
 
 def _target(config: NodeConfig) -> tuple[SchemaHistory, str]:
@@ -31,20 +31,14 @@ def _target(config: NodeConfig) -> tuple[SchemaHistory, str]:
     if config.role == "provider":
         from provider_node.schema_history import PROVIDER_SCHEMA
 
-        return PROVIDER_SCHEMA, str(config.section("ledger").get("url", config.store_url))
+        return PROVIDER_SCHEMA, ledger_url(config)
     raise ConfigError(
         str(config.path), "node.role", f"a {config.role} keeps no tables: nothing to migrate"
     )
 
 
 def _state(history: SchemaHistory, url: str) -> dict[str, str | None]:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            revision = current_revision(connection, history)
-    finally:
-        engine.dispose()
-    return {"node": history.node, "revision": revision, "head": history.head()}
+    return {"node": history.node, "revision": revision_at(url, history), "head": history.head()}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -76,38 +76,29 @@ def _call(config: str, method: str, request: object) -> object:
     )
 
 
+def _properties(g: pb.GrantInfo) -> dict[str, str]:
+    return {
+        "grant": g.grant_id,
+        "institution": g.institution,
+        "state": pb.GrantState.Name(g.state).removeprefix("GRANT_STATE_").lower(),
+        "uses": ", ".join(g.uses),
+        "purpose": g.purpose,
+        "loan ref": g.loan_ref,
+        "fields": ", ".join(g.fields),
+        "until": g.expires,
+    }
+
+
 def grants_table(grants: list[pb.GrantInfo], title: str) -> Table:
     """One grant as a list of its properties (it fits a narrow terminal), several as a
     table with a row each."""
     if len(grants) == 1:
-        (g,) = grants
-        return kv_table(
-            title,
-            {
-                "grant": g.grant_id,
-                "institution": g.institution,
-                "state": pb.GrantState.Name(g.state).removeprefix("GRANT_STATE_").lower(),
-                "uses": ", ".join(g.uses),
-                "purpose": g.purpose,
-                "loan ref": g.loan_ref or "—",
-                "fields": ", ".join(g.fields),
-                "until": g.expires,
-            },
-        )
+        return kv_table(title, _properties(grants[0]))
     table = Table(title=title)
-    for col in ("grant", "institution", "state", "uses", "purpose", "loan ref", "fields", "until"):
+    for col in _properties(pb.GrantInfo()):  # the column names
         table.add_column(col, overflow="fold")
     for g in grants:
-        table.add_row(
-            g.grant_id,
-            g.institution,
-            pb.GrantState.Name(g.state).removeprefix("GRANT_STATE_").lower(),
-            ",".join(g.uses),
-            g.purpose,
-            g.loan_ref,
-            ", ".join(g.fields),
-            g.expires,
-        )
+        table.add_row(*_properties(g).values())
     return table
 
 
